@@ -1,0 +1,3 @@
+from gp_loss.cli import entry
+
+entry()

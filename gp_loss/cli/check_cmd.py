@@ -1,0 +1,51 @@
+"""``gp-loss check``: parse, compile and test loss formulas, one verdict per stage."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from gp_loss.filters import StageResult, check_validity
+from gp_loss.language.compile import compile_tree
+from gp_loss.language.genome import Genome
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "check", help="check loss formulas stage by stage",
+        description="Parse, compile and evaluate each KIND=FORMULA on sample inputs of its kind. "
+                    "Exit 0: all pass; 1: a stage rejected a formula; 2: invalid input.")
+    p.add_argument("branches", nargs="+", metavar="KIND=FORMULA",
+                   help="e.g. cls='neg(dot(y, log(softmax(x))))'")
+    p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    p.set_defaults(run=run)
+
+
+def check_branch(branch) -> list[StageResult]:
+    """Stages for one parsed branch; stops at the first rejection."""
+    results = [StageResult("parse", True, branch.formula)]
+    start = time.perf_counter()
+    compile_tree(branch.kind, branch.tree)
+    results.append(StageResult("compile", True, f"{len(branch.tree)} nodes, height {branch.tree.height}",
+                               seconds=time.perf_counter() - start))
+    results.append(check_validity(branch.kind, branch.tree))
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    genome = Genome.from_specs(args.branches)  # parse errors: exit 2
+    report = {b.name: check_branch(b) for b in genome}
+    passed = all(r.passed for rs in report.values() for r in rs)
+    if args.json:
+        print(json.dumps({"passed": passed, "branches": {
+            name: {"kind": genome[name].kind.name, "formula": genome[name].formula,
+                   "stages": [r.to_dict() for r in rs]} for name, rs in report.items()}}, indent=2))
+    else:
+        for name, rs in report.items():
+            print(f"{name} ({genome[name].kind.name}): {genome[name].formula}")
+            for r in rs:
+                nums = " ".join(f"{k}={v:.4g}" for k, v in r.numbers.items())
+                print(f"  {r.stage:<10} {'pass' if r.passed else 'REJECT':<7}{r.reason}"
+                      f"{'  [' + nums + ']' if nums else ''}")
+        print("passed" if passed else "rejected")
+    return 0 if passed else 1

@@ -1,0 +1,58 @@
+"""Validity stage: finite loss, finite non-zero gradient, depends on prediction and target."""
+from __future__ import annotations
+
+import time
+
+import torch
+from deap import gp
+
+from primitives import Kind
+
+from gp_loss.filters.base import StageResult
+from gp_loss.language.compile import compile_loss
+from gp_loss.sample_inputs import SampleBatch, sample_batch
+
+STAGE = "validity"
+
+
+def check_validity(kind: Kind, tree: gp.PrimitiveTree, batch: SampleBatch | None = None,
+                   rel_tol: float = 1e-6) -> StageResult:
+    """Evaluate ``tree`` on a sample batch of its kind.
+
+    Rejects a loss whose value is not a finite scalar, whose gradient with
+    respect to the prediction is not finite or is zero everywhere (it ignores
+    the prediction), or whose value does not change when the target changes
+    (it ignores the target; relative tolerance ``rel_tol``). An exception in
+    the loss is a rejection with its message, never a crash.
+    """
+    start = time.perf_counter()
+    batch = batch or sample_batch(kind.name)
+
+    def result(passed: bool, reason: str, **numbers) -> StageResult:
+        return StageResult(STAGE, passed, reason, numbers, time.perf_counter() - start)
+
+    try:
+        loss = compile_loss(kind, tree)
+        value = loss(*batch.inputs())
+        if value.dim() != 0:
+            return result(False, f"output is not a scalar (shape {tuple(value.shape)})")
+        if not torch.isfinite(value):
+            return result(False, f"loss is {value.item()} on sample inputs")
+        if not value.requires_grad:
+            return result(False, "loss does not depend on the prediction", loss=value.item())
+        (grad,) = torch.autograd.grad(value, batch.prediction, allow_unused=True)
+        if grad is None:
+            return result(False, "loss does not depend on the prediction", loss=value.item())
+        if not torch.isfinite(grad).all():
+            return result(False, "gradient with respect to the prediction is not finite", loss=value.item())
+        grad_norm = grad.norm().item()
+        if grad_norm == 0:
+            return result(False, "gradient with respect to the prediction is zero", loss=value.item())
+        with torch.no_grad():
+            other = loss(*batch.inputs(batch.other_target)).item()
+        if abs(other - value.item()) <= rel_tol * max(1.0, abs(value.item())):
+            return result(False, "loss does not depend on the target", loss=value.item(), grad_norm=grad_norm)
+    except Exception as err:  # a candidate's failure is its rejection, never ours
+        return result(False, f"{type(err).__name__}: {err}")
+    return result(True, "finite loss and gradient; depends on prediction and target",
+                  loss=value.item(), grad_norm=grad_norm)

@@ -1,0 +1,60 @@
+"""Handcrafted and searched losses of the papers, written in the loss language.
+
+Names are usable wherever a formula is expected through :func:`formula_of`
+(e.g. as baselines). Focal losses use gamma = 2; the sigmoid focal loss uses
+alpha = 0.25 as in RetinaNet.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaperLoss:
+    kind: str
+    formula: str
+    description: str
+
+
+_P = "sigmoid(x)"
+_WY = "mul(w, y)"
+
+PAPER_LOSSES: dict[str, PaperLoss] = {
+    "ce": PaperLoss("cls", "neg(dot(y, log(softmax(x))))", "cross-entropy"),
+    "cei": PaperLoss("cls", "neg(dot(mul(w, y), log(softmax(x))))",
+                     "IoU-weighted cross-entropy (CSE-Autoloss starting point)"),
+    "focal": PaperLoss(
+        "cls", "neg(dot(mul(y, mul(sub(1, softmax(x)), sub(1, softmax(x)))), log(softmax(x))))",
+        "softmax focal loss, gamma 2"),
+    "label_smoothing_ce": PaperLoss(
+        "cls", "neg(dot(add(mul(0.9, y), 0.02), log(softmax(x))))",
+        "cross-entropy with label smoothing 0.1 over 5 classes (0.1/5 = 0.02 per class)"),
+    "cse_autoloss_a_cls": PaperLoss(
+        "cls", "neg(dot(mul(add(1, sin(w)), y), log(softmax(x))))", "CSE-Autoloss-A classification"),
+    "bce": PaperLoss(
+        "bcls", f"neg(add(mul(y, log({_P})), mul(sub(1, y), log(sub(1, {_P})))))",
+        "binary cross-entropy"),
+    "sigmoid_focal": PaperLoss(
+        "bcls",
+        f"neg(add(mul(mul(0.25, y), mul(mul(sub(1, {_P}), sub(1, {_P})), log({_P}))), "
+        f"mul(mul(0.75, sub(1, y)), mul(mul({_P}, {_P}), log(sub(1, {_P}))))))",
+        "sigmoid focal loss, alpha 0.25, gamma 2 (RetinaNet)"),
+    "cse_autoloss_b_cls": PaperLoss(
+        "bcls",
+        f"neg(add(mul(mul({_WY}, add(1, erf(sigmoid(sub(1, y))))), log({_P})), "
+        f"mul(mul(sub(gd(x), {_WY}), sub({_P}, {_WY})), log(sub(1, {_P})))))",
+        "CSE-Autoloss-B classification"),
+    "iou": PaperLoss("reg", "sub(1, div(i, u))", "IoU loss"),
+    "giou": PaperLoss("reg", "add(sub(1, div(i, u)), div(sub(e, u), e))", "GIoU loss"),
+    "neg_log_iou": PaperLoss("reg", "neg(log(div(i, u)))", "-log IoU (UnitBox)"),
+    "cse_autoloss_a_reg": PaperLoss(
+        "reg", "add(sub(1, div(i, u)), sub(1, div(add(i, 2), e)))", "CSE-Autoloss-A regression"),
+    "cse_autoloss_b_reg": PaperLoss(
+        "reg",
+        "div(add(add(add(add(mul(3, mul(e, u)), mul(12, e)), mul(3, i)), mul(3, u)), 18), "
+        "add(add(add(add(add(neg(mul(3, mul(e, u))), mul(i, u)), mul(u, u)), neg(mul(15, e))), "
+        "mul(5, i)), mul(5, u)))",
+        "CSE-Autoloss-B regression"),
+    "zero_ce": PaperLoss("zero", "add(neg(mul(y, yhat)), mul(y, log(mean_c(exp(yhat)))))",
+                         "per-pixel cross-entropy minus ln C, in the AutoLoss-Zero set"),
+}

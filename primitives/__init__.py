@@ -1,0 +1,32 @@
+"""Operator sets of gp-loss: one :class:`~primitives.kind.Kind` per kind of loss branch.
+
+- ``cls``: multi-class (softmax) classification, inputs ``x, y, w`` (CSE-Autoloss);
+- ``bcls``: binary (sigmoid) classification, inputs ``x, y, w`` (CSE-Autoloss, no softmax/dot);
+- ``reg``: box regression, inputs ``i, u, e`` (CSE-Autoloss regression set);
+- ``zero``: AutoLoss-Zero, inputs ``yhat, y`` on N×C×H×W tensors.
+"""
+from __future__ import annotations
+
+from primitives.cse import BCLS, CLS, REG
+from primitives.kind import Kind
+from primitives.zero import ZERO
+
+KINDS: dict[str, Kind] = {k.name: k for k in (CLS, BCLS, REG, ZERO)}
+
+
+class UnknownKindError(KeyError):
+    """A kind name that gp-loss does not have."""
+
+    def __str__(self) -> str:
+        return f"unknown kind {self.args[0]!r}; the kinds are: {', '.join(KINDS)}"
+
+
+def get_kind(name: str) -> Kind:
+    """The kind called ``name`` (``cls``, ``bcls``, ``reg`` or ``zero``)."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise UnknownKindError(name) from None
+
+
+__all__ = ["KINDS", "Kind", "UnknownKindError", "get_kind"]

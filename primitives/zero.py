@@ -1,0 +1,17 @@
+"""The AutoLoss-Zero loss kind (seed 002, Table 1): ``zero``."""
+from __future__ import annotations
+
+from primitives.kind import Kind, build_kind
+from primitives.zero_ops import OPERATORS
+
+ZERO: Kind = build_kind(
+    "zero",
+    "generic dense prediction from scratch (AutoLoss-Zero), e.g. segmentation",
+    {
+        "yhat": "network prediction, N×C×H×W",
+        "y": "training target (e.g. one-hot labels), N×C×H×W",
+    },
+    prediction="yhat",
+    operators=dict(OPERATORS),
+    search_constants=(1,),
+)

@@ -1,0 +1,125 @@
+"""The AutoLoss-Zero operators (seed 002, Table 1) on N×C×H×W tensors.
+
+Every operator keeps the shape of its input: aggregations replace each element
+by the aggregate (mean over N,H,W; mean over C; 3×3 max/min pooling with
+stride 1 and padding 1).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from primitives.operator import (
+    ADD, ATOM, BINARY, MUL, POW, UNARY, Operator, Template, UNARY_ANY, call, latex_call,
+)
+
+EPS = 1e-12
+
+
+def add(a, b):
+    return a + b
+
+
+def mul(a, b):
+    return a * b
+
+
+def neg(a):
+    return -a
+
+
+def abs_(a):
+    return torch.abs(a)
+
+
+def inv(a):
+    return 1 / (a + EPS)
+
+
+def log(a):
+    return torch.sign(a) * torch.log(torch.abs(a) + EPS)
+
+
+def exp(a):
+    return torch.exp(a)
+
+
+def tanh(a):
+    return torch.tanh(a)
+
+
+def square(a):
+    return torch.square(a)
+
+
+def sqrt(a):
+    return torch.sign(a) * torch.sqrt(torch.abs(a) + EPS)
+
+
+def mean_nhw(a):
+    return a.mean((0, 2, 3), keepdim=True).expand_as(a)
+
+
+def mean_c(a):
+    return a.mean(1, keepdim=True).expand_as(a)
+
+
+def maxpool3x3(a):
+    return F.max_pool2d(a, 3, 1, 1)
+
+
+def minpool3x3(a):
+    return -F.max_pool2d(-a, 3, 1, 1)
+
+
+_HELPERS = {
+    "_slog": "def _slog(t):\n"
+             "    \"\"\"Signed log: sign(t) * ln(|t| + 1e-12).\"\"\"\n"
+             "    return torch.sign(t) * torch.log(torch.abs(t) + 1e-12)\n",
+    "_ssqrt": "def _ssqrt(t):\n"
+              "    \"\"\"Signed square root: sign(t) * sqrt(|t| + 1e-12).\"\"\"\n"
+              "    return torch.sign(t) * torch.sqrt(torch.abs(t) + 1e-12)\n",
+    "_mean_nhw": "def _mean_nhw(t):\n"
+                 "    \"\"\"Every element replaced by its channel's mean over N, H, W.\"\"\"\n"
+                 "    return t.mean((0, 2, 3), keepdim=True).expand_as(t)\n",
+    "_mean_c": "def _mean_c(t):\n"
+               "    \"\"\"Every element replaced by the mean over channels.\"\"\"\n"
+               "    return t.mean(1, keepdim=True).expand_as(t)\n",
+    "_minpool3x3": "def _minpool3x3(t):\n"
+                   "    \"\"\"3x3 min pooling, stride 1, padding 1.\"\"\"\n"
+                   "    return -torch.nn.functional.max_pool2d(-t, 3, 1, 1)\n",
+}
+
+
+def _op(name, arity, fn, definition, py, latex, helper=None):
+    signature = BINARY if arity == 2 else UNARY_ANY
+    helpers = {helper: _HELPERS[helper]} if helper else {}
+    return Operator(name, arity, fn, definition, signature, py, latex, helpers)
+
+
+OPERATORS: dict[str, Operator] = {op.name: op for op in [
+    _op("add", 2, add, "a + b", Template("@0 + @1", ADD, (ADD, MUL)),
+        Template("@0 + @1", ADD, (ADD, MUL))),
+    _op("mul", 2, mul, "a * b", Template("@0 * @1", MUL, (MUL, UNARY)),
+        Template("@0 \\cdot @1", MUL, (MUL, POW))),
+    _op("neg", 1, neg, "-x", Template("-@0", UNARY, (POW,)), Template("-@0", UNARY, (POW,))),
+    _op("abs", 1, abs_, "|x|", call("torch.abs"), Template("\\left|@0\\right|", ATOM, (0,))),
+    _op("inv", 1, inv, "1 / (x + 1e-12)", Template("1 / (@0 + 1e-12)", MUL, (ADD,)),
+        Template("\\frac{1}{@0}", ATOM, (0,))),
+    _op("log", 1, log, "sign(x) ln(|x| + 1e-12)", call("_slog"),
+        Template("\\operatorname{slog}\\left(@0\\right)", ATOM, (0,)), "_slog"),
+    _op("exp", 1, exp, "e^x", call("torch.exp"), Template("e^{@0}", POW, (0,))),
+    _op("tanh", 1, tanh, "tanh(x)", call("torch.tanh"), Template("\\tanh\\left(@0\\right)", ATOM, (0,))),
+    _op("square", 1, square, "x^2", call("torch.square"), Template("@0^{2}", POW, (ATOM,))),
+    _op("sqrt", 1, sqrt, "sign(x) sqrt(|x| + 1e-12)", call("_ssqrt"),
+        Template("\\operatorname{ssqrt}\\left(@0\\right)", ATOM, (0,)), "_ssqrt"),
+    _op("mean_nhw", 1, mean_nhw, "mean over N, H, W (shape kept)", call("_mean_nhw"),
+        Template("\\operatorname{mean}_{nhw}\\left(@0\\right)", ATOM, (0,)), "_mean_nhw"),
+    _op("mean_c", 1, mean_c, "mean over C (shape kept)", call("_mean_c"),
+        Template("\\operatorname{mean}_{c}\\left(@0\\right)", ATOM, (0,)), "_mean_c"),
+    _op("maxpool3x3", 1, maxpool3x3, "3x3 max pooling, stride 1, padding 1",
+        Template("torch.nn.functional.max_pool2d(@0, 3, 1, 1)", ATOM, (0,)),
+        Template("\\operatorname{maxpool}_{3\\times3}\\left(@0\\right)", ATOM, (0,))),
+    _op("minpool3x3", 1, minpool3x3, "3x3 min pooling, stride 1, padding 1", call("_minpool3x3"),
+        Template("\\operatorname{minpool}_{3\\times3}\\left(@0\\right)", ATOM, (0,)), "_minpool3x3"),
+]}

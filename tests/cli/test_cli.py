@@ -1,0 +1,84 @@
+"""The gp-loss command line as a user runs it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gp_loss.cli import main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_check_passes_ce_and_giou(capsys):
+    code = main(["check", "cls=neg(dot(y, log(softmax(x))))", "reg=add(sub(1, div(i, u)), div(sub(e, u), e))"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "validity   pass" in out and out.strip().endswith("passed")
+
+
+def test_check_rejects_with_reason_and_exit_1(capsys):
+    assert main(["check", "cls=neg(dot(x, log(softmax(x))))"]) == 1
+    assert "does not depend on the target" in capsys.readouterr().out
+
+
+def test_check_json(capsys):
+    assert main(["check", "--json", "bcls=log(x)"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    stages = data["branches"]["bcls"]["stages"]
+    assert data["passed"] is False
+    assert [s["stage"] for s in stages] == ["parse", "compile", "validity"]
+    assert "nan" in stages[-1]["reason"]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["check", "cls=neg(dot(y, log(softmax(x)))"], "never closed"),
+    (["check", "cls=frob(x)"], "unknown operator 'frob'"),
+    (["check", "nokind=x"], "unknown kind"),
+    (["check", "cls"], "KIND=FORMULA"),
+    (["export", "cls=x", "--out", "file.txt"], "must end in .py"),
+    (["primitives", "--kind", "nope"], "invalid choice"),
+    (["bogus"], "invalid choice"),
+])
+def test_user_errors_exit_2_with_one_line(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as info:
+        sys.exit(main(argv))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_export_writes_module_and_latex(tmp_path, capsys):
+    out = tmp_path / "sub" / "my_losses.py"
+    assert main(["export", "cls=neg(dot(y, log(softmax(x))))", "rcnn_reg:reg=sub(1, div(i, u))",
+                 "--out", str(out), "--latex"]) == 0
+    text = capsys.readouterr().out
+    assert "rcnn_reg: 1 - \\frac{i}{u}" in text
+    src = out.read_text()
+    assert "def cls(x, y, w):" in src and "def rcnn_reg(i, u, e):" in src
+
+
+def test_export_to_unwritable_place_is_a_user_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["export", "cls=neg(dot(y, log(softmax(x))))", "--out", str(blocker / "x.py")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_primitives_lists_every_operator(capsys):
+    assert main(["primitives", "--kind", "zero"]) == 0
+    out = capsys.readouterr().out
+    for name in ["add", "mul", "neg", "abs", "inv", "log", "exp", "tanh", "square", "sqrt",
+                 "mean_nhw", "mean_c", "maxpool3x3", "minpool3x3"]:
+        assert f"\n  {name} " in out
+    assert "yhat" in out
+
+
+def test_console_script_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "gp_loss", "check", "cls=frob(x)"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "unknown operator 'frob'" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "gp_loss", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "primitives" in out.stdout

@@ -1,0 +1,61 @@
+"""Compiled trees: values, autograd, devices, height, and DEAP-generated trees."""
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gp_loss.language import compile_loss, compile_tree, parse_formula
+from gp_loss.language.generate import random_tree
+from gp_loss.sample_inputs import sample_batch
+from primitives import KINDS, get_kind
+
+
+def test_500_level_tree_compiles_and_runs():
+    kind = get_kind("cls")
+    text = "neg(dot(y, log(softmax(x))))"
+    for i in range(249):
+        text = f"neg(neg({text}))" if i % 2 else f"mul(1, add({text}, 0))"
+    tree = parse_formula(kind, text)
+    assert tree.height >= 500
+    batch = sample_batch("cls")
+    value = compile_loss(kind, tree)(*batch.inputs())
+    ref = torch.nn.functional.cross_entropy(batch.prediction, batch.target)
+    torch.testing.assert_close(value, ref)
+    value.backward()
+    assert torch.isfinite(batch.prediction.grad).all()
+
+
+def test_sample_values_broadcast_over_classes():
+    kind = get_kind("cls")
+    x = torch.randn(4, 3)
+    y = torch.eye(3)[[0, 1, 2, 0]]
+    out = compile_tree(kind, parse_formula(kind, "add(x, dot(x, y))"))(x, y, y)
+    torch.testing.assert_close(out, x + (x * y).sum(1, keepdim=True))
+
+
+def test_wrong_number_of_inputs_is_a_clear_error():
+    kind = get_kind("reg")
+    f = compile_tree(kind, parse_formula(kind, "sub(1, div(i, u))"))
+    with pytest.raises(TypeError, match="expected 3 inputs"):
+        f(torch.ones(2))
+
+
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(sorted(KINDS)), seed=st.integers(0, 2**32 - 1), depth=st.integers(1, 5))
+def test_random_trees_run_to_a_scalar(kind, seed, depth):
+    k = get_kind(kind)
+    tree = random_tree(k, depth, random.Random(seed))
+    batch = sample_batch(kind, seed=seed % 7)
+    value = compile_loss(k, tree)(*batch.inputs())
+    assert value.dim() == 0  # NaN/Inf are allowed here: the filters reject them
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors():
+    kind = get_kind("cls")
+    batch = sample_batch("cls", device="cuda")
+    value = compile_loss(kind, parse_formula(kind, "neg(dot(y, log(softmax(x))))"))(*batch.inputs())
+    assert value.device.type == "cuda"
+    value.backward()
