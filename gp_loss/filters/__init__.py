@@ -1,5 +1,5 @@
 """Staged candidate filters: cheap checks that reject unpromising losses before training."""
-from gp_loss.filters.base import StageResult
-from gp_loss.filters.validity import check_validity
+from gp_loss.filters.base import Candidate, Stage, StageResult
+from gp_loss.filters.validity import ValidityStage, check_validity
 
-__all__ = ["StageResult", "check_validity"]
+__all__ = ["Candidate", "Stage", "StageResult", "ValidityStage", "check_validity"]

@@ -1,7 +1,22 @@
-"""The verdict of one filter stage on one candidate."""
+"""What every filter stage shares: the candidate it judges and the verdict it gives.
+
+A stage is a small object with a ``name`` and ``__call__(candidate) ->
+StageResult``. It must never raise for a bad candidate: an exception, NaN,
+Inf or overrun inside the candidate's loss is a rejection with its reason.
+The pipeline (:mod:`gp_loss.filters.pipeline`) runs stages cheapest first and
+stops a candidate at its first rejection.
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from deap import gp
+
+from primitives import Kind
+
+from gp_loss.language.compile import compile_loss
 
 
 @dataclass
@@ -16,3 +31,33 @@ class StageResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Candidate:
+    """One loss branch under test: its kind, tree and compiled reduced loss.
+
+    ``loss(*inputs) -> scalar`` takes the kind's inputs in order
+    (``x, y, w`` / ``i, u, e`` / ``yhat, y``). ``info`` lets stages leave
+    results for later ones (e.g. the gradient-equivalence signature).
+    """
+
+    kind: Kind
+    tree: gp.PrimitiveTree
+    loss: Callable[..., torch.Tensor] = field(init=False, repr=False)
+    info: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.loss = compile_loss(self.kind, self.tree)
+
+    @property
+    def formula(self) -> str:
+        return str(self.tree)
+
+
+class Stage(Protocol):
+    """A filter stage: ``name`` and a verdict for a candidate."""
+
+    name: str
+
+    def __call__(self, candidate: Candidate) -> StageResult: ...

@@ -8,51 +8,65 @@ from deap import gp
 
 from primitives import Kind
 
-from gp_loss.filters.base import StageResult
-from gp_loss.language.compile import compile_loss
+from gp_loss.filters.base import Candidate, StageResult
 from gp_loss.sample_inputs import SampleBatch, sample_batch
 
-STAGE = "validity"
 
-
-def check_validity(kind: Kind, tree: gp.PrimitiveTree, batch: SampleBatch | None = None,
-                   rel_tol: float = 1e-6) -> StageResult:
-    """Evaluate ``tree`` on a sample batch of its kind.
+class ValidityStage:
+    """Evaluate the candidate once on a sample batch of its kind.
 
     Rejects a loss whose value is not a finite scalar, whose gradient with
     respect to the prediction is not finite or is zero everywhere (it ignores
     the prediction), or whose value does not change when the target changes
-    (it ignores the target; relative tolerance ``rel_tol``). An exception in
-    the loss is a rejection with its message, never a crash.
+    (it ignores the target; relative tolerance ``rel_tol``).
     """
-    start = time.perf_counter()
-    batch = batch or sample_batch(kind.name)
 
-    def result(passed: bool, reason: str, **numbers) -> StageResult:
-        return StageResult(STAGE, passed, reason, numbers, time.perf_counter() - start)
+    name = "validity"
 
-    try:
-        loss = compile_loss(kind, tree)
-        value = loss(*batch.inputs())
-        if value.dim() != 0:
-            return result(False, f"output is not a scalar (shape {tuple(value.shape)})")
-        if not torch.isfinite(value):
-            return result(False, f"loss is {value.item()} on sample inputs")
-        if not value.requires_grad:
-            return result(False, "loss does not depend on the prediction", loss=value.item())
-        (grad,) = torch.autograd.grad(value, batch.prediction, allow_unused=True)
-        if grad is None:
-            return result(False, "loss does not depend on the prediction", loss=value.item())
-        if not torch.isfinite(grad).all():
-            return result(False, "gradient with respect to the prediction is not finite", loss=value.item())
-        grad_norm = grad.norm().item()
-        if grad_norm == 0:
-            return result(False, "gradient with respect to the prediction is zero", loss=value.item())
-        with torch.no_grad():
-            other = loss(*batch.inputs(batch.other_target)).item()
-        if abs(other - value.item()) <= rel_tol * max(1.0, abs(value.item())):
-            return result(False, "loss does not depend on the target", loss=value.item(), grad_norm=grad_norm)
-    except Exception as err:  # a candidate's failure is its rejection, never ours
-        return result(False, f"{type(err).__name__}: {err}")
-    return result(True, "finite loss and gradient; depends on prediction and target",
-                  loss=value.item(), grad_norm=grad_norm)
+    def __init__(self, seed: int = 0, rel_tol: float = 1e-6, device: str | torch.device = "cpu"):
+        self.seed, self.rel_tol, self.device = seed, rel_tol, device
+        self._batches: dict[str, SampleBatch] = {}
+
+    def batch(self, kind_name: str) -> SampleBatch:
+        if kind_name not in self._batches:
+            self._batches[kind_name] = sample_batch(kind_name, seed=self.seed, device=self.device)
+        return self._batches[kind_name]
+
+    def __call__(self, candidate: Candidate) -> StageResult:
+        start = time.perf_counter()
+
+        def result(passed: bool, reason: str, **numbers) -> StageResult:
+            return StageResult(self.name, passed, reason, numbers, time.perf_counter() - start)
+
+        batch = self.batch(candidate.kind.name)
+        try:
+            value = candidate.loss(*batch.inputs())
+            if value.dim() != 0:
+                return result(False, f"output is not a scalar (shape {tuple(value.shape)})")
+            if not torch.isfinite(value):
+                return result(False, f"loss is {value.item()} on sample inputs")
+            if not value.requires_grad:
+                return result(False, "loss does not depend on the prediction", loss=value.item())
+            (grad,) = torch.autograd.grad(value, batch.prediction, allow_unused=True)
+            if grad is None:
+                return result(False, "loss does not depend on the prediction", loss=value.item())
+            if not torch.isfinite(grad).all():
+                return result(False, "gradient with respect to the prediction is not finite",
+                              loss=value.item())
+            grad_norm = grad.norm().item()
+            if grad_norm == 0:
+                return result(False, "gradient with respect to the prediction is zero", loss=value.item())
+            with torch.no_grad():
+                other = candidate.loss(*batch.inputs(batch.other_target)).item()
+            if abs(other - value.item()) <= self.rel_tol * max(1.0, abs(value.item())):
+                return result(False, "loss does not depend on the target", loss=value.item(),
+                              grad_norm=grad_norm)
+        except Exception as err:  # a candidate's failure is its rejection, never ours
+            return result(False, f"{type(err).__name__}: {err}")
+        return result(True, "finite loss and gradient; depends on prediction and target",
+                      loss=value.item(), grad_norm=grad_norm)
+
+
+def check_validity(kind: Kind, tree: gp.PrimitiveTree, seed: int = 0) -> StageResult:
+    """Run :class:`ValidityStage` on one tree."""
+    return ValidityStage(seed=seed)(Candidate(kind, tree))

@@ -1,0 +1,1 @@
+"""Small networks for proxy training and the filters' simulations."""
