@@ -5,7 +5,8 @@ import argparse
 import json
 import time
 
-from gp_loss.filters import StageResult, check_validity
+from gp_loss.filters import StageResult
+from gp_loss.filters.pipeline import FilterPipeline, default_stages
 from gp_loss.language.compile import compile_tree
 from gp_loss.language.genome import Genome
 
@@ -13,28 +14,33 @@ from gp_loss.language.genome import Genome
 def register(sub) -> None:
     p = sub.add_parser(
         "check", help="check loss formulas stage by stage",
-        description="Parse, compile and evaluate each KIND=FORMULA on sample inputs of its kind. "
-                    "Exit 0: all pass; 1: a stage rejected a formula; 2: invalid input.")
+        description="Parse and compile each KIND=FORMULA, then run the filter stages (validity, "
+                    "convergence, rejection protocol, gradient equivalence; simulation with "
+                    "--simulate). Exit 0: all pass; 1: a stage rejected a formula; 2: invalid input.")
     p.add_argument("branches", nargs="+", metavar="KIND=FORMULA",
                    help="e.g. cls='neg(dot(y, log(softmax(x))))'")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    p.add_argument("--simulate", action="store_true", help="also run the model-optimisation simulation")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample inputs (default 0)")
     p.set_defaults(run=run)
 
 
-def check_branch(branch) -> list[StageResult]:
+def check_branch(branch, pipeline: FilterPipeline | None = None) -> list[StageResult]:
     """Stages for one parsed branch; stops at the first rejection."""
     results = [StageResult("parse", True, branch.formula)]
     start = time.perf_counter()
     compile_tree(branch.kind, branch.tree)
     results.append(StageResult("compile", True, f"{len(branch.tree)} nodes, height {branch.tree.height}",
                                seconds=time.perf_counter() - start))
-    results.append(check_validity(branch.kind, branch.tree))
+    pipeline = pipeline or FilterPipeline(default_stages())
+    results.extend(pipeline.check(branch.kind, branch.tree).results)
     return results
 
 
 def run(args: argparse.Namespace) -> int:
     genome = Genome.from_specs(args.branches)  # parse errors: exit 2
-    report = {b.name: check_branch(b) for b in genome}
+    pipeline = FilterPipeline(default_stages(simulate=args.simulate, seed=args.seed))
+    report = {b.name: check_branch(b, pipeline) for b in genome}
     passed = all(r.passed for rs in report.values() for r in rs)
     if args.json:
         print(json.dumps({"passed": passed, "branches": {

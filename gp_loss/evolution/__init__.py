@@ -1,0 +1,1 @@
+"""The evolution engine: typed mutations, offspring and the search loops."""

@@ -1,0 +1,395 @@
+"""Convergence stage: CSE-Autoloss's convergence-property verification (seed 000).
+
+Classification (``cls``, ``bcls``): along a sweep of one logit, from far from
+the target to close to it (the true class's logit rising; for ``cls`` also a
+wrong class's logit falling, for ``bcls`` a negative's), the loss must fall to its
+minimum (monotonicity), its gradient must vanish there (convergence), and the
+minimum must be at a correct prediction. A loss that keeps falling to the end
+of the sweep (cross-entropy) and one with a finite optimum (label smoothing)
+are judged by the same rule: the "minimum" is the lowest point of the sweep.
+
+Regression (``reg``): distance–loss consistency. Predicted boxes move away
+from their target (translations in 8 directions, rescaling, stretching) and
+the loss must grow as the IoU falls, be lowest at perfect overlap, and rank
+the boxes in the opposite order to their IoU.
+
+``zero``: passed through (see :class:`ConvergenceStage`).
+
+Each check builds one fixed batch per kind (cached, float64 so that saturated
+losses stay distinguishable from their neighbours) whose rows are all the
+sweep points, and evaluates the candidate's unreduced output on it once; rows
+of ``cls``/``bcls``/``reg`` outputs are independent (their operators work per
+sample), so row ``k`` of the output is the loss of sweep point ``k``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from gp_loss.boxes import paired_areas
+from gp_loss.filters.base import Candidate, StageResult
+from gp_loss.language.compile import compile_tree
+
+_DTYPE = torch.float64
+
+
+@dataclass(frozen=True)
+class _ClsSweep:
+    """Classification sweep: K conditions (target, w) × G logits, as one batch of N = K*G rows.
+
+    ``inputs``: ``(x, y, w)``, each N×C (rows ordered condition-major).
+    ``correct``: K×G bool, whether the prediction at each point is correct
+    (see ``target_tol`` of :class:`ConvergenceStage`).
+    ``labels``: K condition descriptions for the reasons.
+    """
+
+    inputs: tuple[torch.Tensor, ...]
+    correct: torch.Tensor
+    labels: tuple[str, ...]
+    step: float
+
+
+@dataclass(frozen=True)
+class _RegSweep:
+    """Regression sweep: T targets × D displacements × G distances, as N = T*D*G box pairs.
+
+    ``inputs``: ``(i, u, e)``, each N (row ``(t*D + d)*G + g``).
+    ``iou``: T×(D*G) IoU of every pair, grouped by target.
+    """
+
+    inputs: tuple[torch.Tensor, ...]
+    iou: torch.Tensor
+    shape: tuple[int, int, int]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch ops on one intra-op thread, then restore the previous count.
+
+    The sweep tensors are tiny (about a thousand elements), yet torch splits
+    reductions over rows (``max(1)``, ``softmax``) across its thread pool; on a
+    busy machine waiting for a descheduled pool thread made one check take
+    ~50 ms instead of ~1 ms. Switching is cheap (microseconds); the count is
+    process-wide, so it is always restored.
+    """
+    before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _average_ranks(v: torch.Tensor) -> torch.Tensor:
+    """Ranks of the last dimension of ``v`` (R×M), ties sharing their average rank."""
+    out = torch.empty_like(v)
+    for r in range(v.shape[0]):
+        sorted_v, order = v[r].sort()
+        _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
+        ends = counts.cumsum(0)
+        average = (ends - counts + ends - 1).to(v.dtype) / 2
+        out[r, order] = average[inverse]
+    return out
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise Spearman rank correlation of R×M tensors (R values; 0 for a constant row)."""
+    ra, rb = _average_ranks(a), _average_ranks(b)
+    ra = ra - ra.mean(1, keepdim=True)
+    rb = rb - rb.mean(1, keepdim=True)
+    denom = (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-30)
+    return (ra * rb).sum(1) / denom
+
+
+class ConvergenceStage:
+    """Verify monotonicity and convergence (classification) or distance–loss consistency (regression).
+
+    Classification tolerances:
+        mono_rel_tol: a rise (or, past the minimum, a fall) of the loss between
+            neighbouring sweep points smaller than this fraction of the loss's
+            range along that sweep is numerical noise, not a violation.
+        max_violation_frac: largest allowed fraction of sweep steps that go the
+            wrong way (before the minimum: up; after it: down).
+        grad_ratio_tol: for a loss still falling at the end of the sweep (its
+            optimum at an infinite logit), |dL/dx| (finite differences) on the
+            last step must be at most this fraction of its largest value.
+        kink_ratio_tol: for a minimum inside the sweep (a finite optimum),
+            |dL/dx| beside it must be at most this fraction of its value one
+            logit away: the gradient vanishes there, no kink.
+        target_tol: the minimum must be at a correct prediction: the
+            probability of the target (softmax for ``cls``, sigmoid for
+            ``bcls``, 1 - sigmoid for negatives) at least the soft target (``w``
+            for positives, 1 otherwise) minus this, and for ``cls`` the true
+            class on top; where a wrong class's logit falls, that class's
+            probability at most this.
+        logit_low, logit_high, grid: the sweep of the target logit (for ``bcls``
+            negatives it runs from ``-logit_low`` down to ``-logit_high``).
+        soft_targets: the values of ``w`` tried for positive samples.
+
+    Regression tolerances:
+        reg_rel_tol: like ``mono_rel_tol``, relative to the loss's whole range.
+        reg_max_violation_frac: largest allowed fraction of steps away from the
+            target that lower the loss.
+        max_spearman: the rank correlation between loss and IoU (per target box)
+            must be at most this.
+        reg_grid: distances per displacement trajectory.
+
+    ``zero`` (AutoLoss-Zero) candidates pass without a check: its aggregation
+    operators (``mean_nhw``, 3×3 pooling) couple pixels and samples, so sweep
+    points cannot share one batch, and AutoLoss-Zero itself relies on its
+    proxy-task rejection protocol instead.
+    """
+
+    name = "convergence"
+
+    def __init__(
+        self,
+        mono_rel_tol: float = 1e-3,
+        max_violation_frac: float = 0.0,
+        grad_ratio_tol: float = 0.05,
+        kink_ratio_tol: float = 0.5,
+        target_tol: float = 0.25,
+        logit_low: float = -6.0,
+        logit_high: float = 8.0,
+        grid: int = 57,
+        soft_targets: tuple[float, ...] = (0.5, 1.0),
+        reg_rel_tol: float = 1e-3,
+        reg_max_violation_frac: float = 0.02,
+        max_spearman: float = -0.9,
+        reg_grid: int = 21,
+        seed: int = 0,
+    ):
+        self.mono_rel_tol, self.max_violation_frac = mono_rel_tol, max_violation_frac
+        self.grad_ratio_tol, self.kink_ratio_tol = grad_ratio_tol, kink_ratio_tol
+        self.target_tol = target_tol
+        self.logit_low, self.logit_high, self.grid = logit_low, logit_high, grid
+        self.soft_targets = tuple(soft_targets)
+        self.reg_rel_tol, self.reg_max_violation_frac = reg_rel_tol, reg_max_violation_frac
+        self.max_spearman, self.reg_grid, self.seed = max_spearman, reg_grid, seed
+        self._sweeps: dict[str, _ClsSweep | _RegSweep] = {}
+
+    # ------------------------------------------------------------------ sweeps
+
+    def _logits(self) -> torch.Tensor:
+        """The G sweep values of the target logit, far from the target first."""
+        return torch.linspace(self.logit_low, self.logit_high, self.grid, dtype=_DTYPE)
+
+    def _cls_sweep(self, classes: int = 5) -> _ClsSweep:
+        """Softmax sweep; the last of ``classes`` is background (as in :mod:`gp_loss.sample_inputs`).
+
+        Conditions: the true-class logit rising (foreground with each soft
+        target, another foreground class, background), and a wrong-class logit
+        falling. The latter rejects target-blind losses that merely reward
+        every logit for rising.
+        """
+        t = self._logits()
+        g = torch.Generator().manual_seed(self.seed)
+        # The other logits stay fixed and small, not all equal, so no tie hides a class.
+        others = torch.rand(classes, generator=g, dtype=_DTYPE) - 0.5
+        # (true class, swept class, w)
+        conditions = [(0, 0, w) for w in self.soft_targets]
+        conditions += [(classes // 2, classes // 2, 1.0), (classes - 1, classes - 1, 1.0), (0, 1, 1.0)]
+        xs, ys, ws, correct, labels = [], [], [], [], []
+        for target, swept, w in conditions:
+            x = others.repeat(len(t), 1)
+            y = torch.zeros_like(x)
+            y[:, target] = 1
+            background = target == classes - 1
+            q = 1.0 if background else w  # background samples carry w = 1
+            kind = "background" if background else "positive"
+            if swept == target:
+                x[:, swept] = t
+                p = torch.softmax(x, 1)[:, target]
+                correct.append((x.argmax(1) == target) & (p >= q - self.target_tol))
+                labels.append(f"{kind} class {target}, w={q:g}, its logit rising")
+            else:
+                x[:, swept] = -t
+                p = torch.softmax(x, 1)[:, swept]
+                correct.append(p <= self.target_tol)
+                labels.append(f"{kind} class {target}, w={q:g}, class {swept} logit falling")
+            xs.append(x), ys.append(y), ws.append(torch.full_like(x, q))
+        inputs = (torch.cat(xs), torch.cat(ys), torch.cat(ws))
+        return _ClsSweep(inputs, torch.stack(correct), tuple(labels), float(t[1] - t[0]))
+
+    def _bcls_sweep(self) -> _ClsSweep:
+        """Sigmoid sweep with one class column (``bcls`` operators are element-wise)."""
+        t = self._logits()
+        xs, ys, ws, correct, labels = [], [], [], [], []
+        for w in self.soft_targets:  # positives: y = 1, w = IoU, logit rising
+            xs.append(t), ys.append(torch.ones_like(t)), ws.append(torch.full_like(t, w))
+            correct.append(torch.sigmoid(t) >= w - self.target_tol)
+            labels.append(f"positive, w={w:g}")
+        # Negatives: y = 0, w = 0, logit falling towards the target 0.
+        xs.append(-t), ys.append(torch.zeros_like(t)), ws.append(torch.zeros_like(t))
+        correct.append(torch.sigmoid(t) >= 1 - self.target_tol)  # = 1 - sigmoid(-t)
+        labels.append("negative, w=0")
+        inputs = tuple(torch.cat(v)[:, None] for v in (xs, ys, ws))
+        return _ClsSweep(inputs, torch.stack(correct), tuple(labels), float(t[1] - t[0]))
+
+    def _reg_sweep(self) -> _RegSweep:
+        """Box pairs moving away from their targets along several trajectories."""
+        targets = torch.tensor([[10, 10, 30, 30], [0, 0, 36, 12], [5, 5, 13, 29]], dtype=_DTYPE)
+        d = torch.linspace(0, 1, self.reg_grid, dtype=_DTYPE)  # distance along a trajectory
+        one = torch.ones_like(d)
+        # Per trajectory: centre shift (in box widths/heights) and width/height factors, each G.
+        moves = []
+        for k in range(8):  # translations up to 1.25 box sizes, past the point of no overlap
+            a = k * math.pi / 4
+            moves.append((1.25 * d * math.cos(a), 1.25 * d * math.sin(a), one, one))
+        grow, shrink = 1 + 2 * d, 1 / (1 + 2 * d)
+        moves += [
+            (0 * d, 0 * d, grow, grow), (0 * d, 0 * d, shrink, shrink),
+            (0 * d, 0 * d, grow, one), (0 * d, 0 * d, one, shrink),
+            (0.5 * d, -0.5 * d, grow, grow), (-0.5 * d, 0.5 * d, shrink, grow),
+        ]
+        shift_x, shift_y, fw, fh = (torch.stack(v) for v in zip(*moves))  # each D×G
+        cx = (targets[:, 0] + targets[:, 2]) / 2
+        cy = (targets[:, 1] + targets[:, 3]) / 2
+        tw = targets[:, 2] - targets[:, 0]
+        th = targets[:, 3] - targets[:, 1]
+        # Broadcast to T×D×G.
+        pcx = cx[:, None, None] + shift_x * tw[:, None, None]
+        pcy = cy[:, None, None] + shift_y * th[:, None, None]
+        pw, ph = fw * tw[:, None, None], fh * th[:, None, None]
+        pred = torch.stack([pcx - pw / 2, pcy - ph / 2, pcx + pw / 2, pcy + ph / 2], -1).reshape(-1, 4)
+        tgt = targets[:, None, None, :].expand(-1, len(moves), len(d), 4).reshape(-1, 4)
+        i, u, e = paired_areas(pred, tgt)
+        shape = (len(targets), len(moves), len(d))
+        return _RegSweep((i, u, e), (i / u).reshape(shape[0], -1), shape)
+
+    def sweep(self, kind_name: str) -> _ClsSweep | _RegSweep:
+        """The cached sweep batch of ``kind_name``."""
+        if kind_name not in self._sweeps:
+            builders = {"cls": self._cls_sweep, "bcls": self._bcls_sweep, "reg": self._reg_sweep}
+            self._sweeps[kind_name] = builders[kind_name]()
+        return self._sweeps[kind_name]
+
+    # ------------------------------------------------------------------ checks
+
+    def __call__(self, candidate: Candidate) -> StageResult:
+        start = time.perf_counter()
+
+        def result(passed: bool, reason: str, **numbers: float) -> StageResult:
+            return StageResult(self.name, passed, reason, numbers, time.perf_counter() - start)
+
+        kind = candidate.kind.name
+        if kind not in ("cls", "bcls", "reg"):
+            return result(True, f"no convergence check for kind {kind}")
+        try:
+            with _one_thread():
+                return self._check(candidate, result)
+        except Exception as err:  # a candidate's failure is its rejection, never ours
+            return result(False, f"{type(err).__name__}: {err}")
+
+    def _check(self, candidate: Candidate, result) -> StageResult:
+        """Evaluate the candidate on its kind's sweep and judge the per-row losses."""
+        kind = candidate.kind.name
+        sweep = self.sweep(kind)
+        with torch.no_grad():
+            out = compile_tree(candidate.kind, candidate.tree)(*sweep.inputs)
+        n = sweep.inputs[0].shape[0]
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            return result(False, f"output shape {shape} does not give one loss per sample")
+        losses = out.reshape(n, -1).sum(1)  # per-row loss: sum over classes, as the reduction
+        if not torch.isfinite(losses).all():
+            bad = int((~torch.isfinite(losses)).sum())
+            return result(False, f"loss is not finite at {bad} of {n} sweep points",
+                          nonfinite=float(bad))
+        if kind == "reg":
+            return self._judge_reg(sweep, losses, result)
+        return self._judge_cls(sweep, losses, result)
+
+    def _judge_cls(self, sweep: _ClsSweep, losses: torch.Tensor, result) -> StageResult:
+        """Monotonicity, convergence and a correct optimum along each sweep.
+
+        ``losses``: N = K*G per-row losses, K conditions of G points each.
+        """
+        k, g = sweep.correct.shape
+        L = losses.reshape(k, g)
+        slope = (L[:, 1:] - L[:, :-1]) / sweep.step  # K×(G-1) finite-difference dL/dx
+        span = L.max(1).values - L.min(1).values  # K
+        tol = self.mono_rel_tol * span + 1e-12 * (1 + L.abs().max(1).values)  # K
+        # The minimum: the last lowest point (up to rounding), so a loss that is flat once the
+        # prediction is good enough (a hinge) is judged where its plateau ends.
+        near_min = L <= L.min(1, keepdim=True).values * (1 + 1e-12) + 1e-12
+        best = g - 1 - near_min.flip(1).double().argmax(1)  # K
+        steps = torch.arange(g - 1)[None, :]
+        before = steps < best[:, None]  # step j goes from point j to j+1
+        rise = L[:, 1:] - L[:, :-1]
+        wrong_way = torch.where(before, rise > tol[:, None], rise < -tol[:, None])
+        violation = wrong_way.double().mean(1)  # K
+        decrease = L[:, 0] - L.gather(1, best[:, None])[:, 0]  # K
+
+        def abs_slope(index: torch.Tensor) -> torch.Tensor:
+            return slope.gather(1, index.clamp(0, g - 2)[:, None])[:, 0].abs()
+
+        # Convergence at the end of the sweep (the minimum is "at infinity", as for cross-entropy):
+        # |dL/dx| on the last step must be small against the largest |dL/dx| of the sweep.
+        at_end = best == g - 1
+        grad_ratio = torch.where(at_end, abs_slope(best - 1), torch.zeros_like(decrease))
+        grad_ratio = grad_ratio / slope.abs().max(1).values.clamp(min=1e-300)
+        # A finite optimum (label smoothing): the gradient vanishes there if the loss is smooth.
+        # A kink (|x - 3|, exp(|x - 3|)) keeps its slope right up to the minimum: the flatter of
+        # the two steps beside the minimum must be small against the slopes one logit (``reach``
+        # steps) away on either side; for a smooth minimum it is about 1/(2*reach) of them.
+        reach = max(1, round(1.0 / sweep.step))
+        at_min = torch.min(abs_slope(best - 1), abs_slope(best))
+        around = torch.max(abs_slope(best - 1 - reach), abs_slope(best + reach))
+        kink_ratio = torch.where(~at_end & (at_min > 0), at_min / around.clamp(min=1e-300),
+                                 torch.zeros_like(at_min))
+        correct = sweep.correct.gather(1, best[:, None])[:, 0]
+        numbers = dict(violation_frac=violation.max().item(), grad_ratio=grad_ratio.max().item(),
+                       kink_ratio=kink_ratio.max().item(), min_decrease=decrease.min().item())
+        for c, label in enumerate(sweep.labels):
+            if decrease[c] <= tol[c]:
+                return result(False, f"loss does not decrease towards the target ({label})", **numbers)
+            if not correct[c]:
+                return result(False, f"loss is lowest at a wrong prediction ({label})", **numbers)
+            if violation[c] > self.max_violation_frac:
+                return result(False, f"loss is not monotonic towards its minimum ({label}: "
+                                     f"{violation[c].item():.0%} of steps go the wrong way)", **numbers)
+            if grad_ratio[c] > self.grad_ratio_tol:
+                return result(False, f"gradient does not vanish at convergence ({label}: "
+                                     f"|dL/dx| at the end of the sweep is {grad_ratio[c].item():.2g} "
+                                     f"of its largest value)", **numbers)
+            if kink_ratio[c] > self.kink_ratio_tol:
+                return result(False, f"gradient does not vanish at the minimum ({label}: the loss "
+                                     f"has a kink there, slope ratio {kink_ratio[c].item():.2g})",
+                              **numbers)
+        return result(True, "monotonic and convergent along every sweep", **numbers)
+
+    def _judge_reg(self, sweep: _RegSweep, losses: torch.Tensor, result) -> StageResult:
+        """Distance–loss consistency along every trajectory.
+
+        ``losses``: N = T*D*G per-pair losses, G distances along each of T*D trajectories.
+        """
+        t, d, g = sweep.shape
+        L = losses.reshape(t * d, g)
+        tol = self.reg_rel_tol * (losses.max() - losses.min()).item() + 1e-12 * (1 + losses.abs().max().item())
+        rise = L[:, 1:] - L[:, :-1]
+        violation = (rise < -tol).double().mean().item()
+        # Perfect overlap (distance 0) must be the lowest point of every trajectory, and moving
+        # all the way away must cost something (a loss blind to one trajectory is not consistent).
+        lowest_at_overlap = bool((L[:, 0] <= L.min(1).values + tol).all())
+        total_rise = (L[:, -1] - L[:, 0]).min().item()
+        rho = _spearman(L.reshape(t, d * g), sweep.iou).max().item()
+        numbers = dict(violation_frac=violation, spearman=rho, min_rise=total_rise)
+        if not lowest_at_overlap:
+            return result(False, "loss is not lowest at perfect overlap", **numbers)
+        if total_rise <= tol:
+            return result(False, "loss does not grow as the box moves away from its target", **numbers)
+        if violation > self.reg_max_violation_frac:
+            return result(False, f"loss falls as the box moves away on {violation:.0%} of steps", **numbers)
+        if rho > self.max_spearman:
+            return result(False, f"loss and IoU are not consistently ranked (Spearman {rho:.2f})",
+                          **numbers)
+        return result(True, "loss grows consistently as IoU falls", **numbers)

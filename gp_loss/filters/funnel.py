@@ -1,0 +1,82 @@
+"""Funnel statistics: per stage, candidates in, rejected, why, and time spent."""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from gp_loss.filters.base import StageResult
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?|nan|inf", re.IGNORECASE)
+
+
+def reason_key(reason: str) -> str:
+    """A reason with its numbers blanked, so that rejections group by cause."""
+    return _NUMBER.sub("#", reason)[:120]
+
+
+@dataclass
+class StageStats:
+    entered: int = 0
+    rejected: int = 0
+    seconds: float = 0.0
+    reasons: Counter = field(default_factory=Counter)
+
+
+class Funnel:
+    """Counts of a stage pipeline; ``record`` every verdict, then print or save."""
+
+    def __init__(self, stage_names: list[str]):
+        self.stages: dict[str, StageStats] = {n: StageStats() for n in stage_names}
+        self.candidates = 0
+        self.passed = 0
+
+    def record(self, result: StageResult) -> None:
+        s = self.stages.setdefault(result.stage, StageStats())
+        s.entered += 1
+        s.seconds += result.seconds
+        if not result.passed:
+            s.rejected += 1
+            s.reasons[reason_key(result.reason)] += 1
+
+    def merge(self, other: "Funnel") -> None:
+        self.candidates += other.candidates
+        self.passed += other.passed
+        for name, o in other.stages.items():
+            s = self.stages.setdefault(name, StageStats())
+            s.entered += o.entered
+            s.rejected += o.rejected
+            s.seconds += o.seconds
+            s.reasons.update(o.reasons)
+
+    @property
+    def rejection_rate(self) -> float:
+        return 1 - self.passed / self.candidates if self.candidates else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "candidates": self.candidates,
+            "passed": self.passed,
+            "rejected_fraction": self.rejection_rate,
+            "stages": {n: {"in": s.entered, "rejected": s.rejected, "seconds": s.seconds,
+                           "reasons": dict(s.reasons.most_common())} for n, s in self.stages.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Funnel":
+        f = cls(list(data.get("stages", {})))
+        f.candidates, f.passed = data.get("candidates", 0), data.get("passed", 0)
+        for n, s in data.get("stages", {}).items():
+            f.stages[n] = StageStats(s["in"], s["rejected"], s["seconds"], Counter(s["reasons"]))
+        return f
+
+    def table(self, top_reasons: int = 2) -> str:
+        """A compact text table of the funnel."""
+        lines = [f"{'stage':<12}{'in':>8}{'rejected':>10}{'passed':>8}{'ms/cand':>9}  top reasons"]
+        for name, s in self.stages.items():
+            ms = 1000 * s.seconds / s.entered if s.entered else 0.0
+            top = "; ".join(f"{r} ({c})" for r, c in s.reasons.most_common(top_reasons))
+            lines.append(f"{name:<12}{s.entered:>8}{s.rejected:>10}{s.entered - s.rejected:>8}{ms:>9.2f}  {top}")
+        lines.append(f"{'total':<12}{self.candidates:>8}{self.candidates - self.passed:>10}{self.passed:>8}"
+                     f"{'':>9}  rejected {100 * self.rejection_rate:.2f}%")
+        return "\n".join(lines)

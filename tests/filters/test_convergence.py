@@ -1,0 +1,121 @@
+import time
+
+import pytest
+import torch
+
+from gp_loss.filters.base import Candidate
+from gp_loss.filters.convergence import ConvergenceStage
+from gp_loss.language import parse_formula
+from gp_loss.paper_losses import PAPER_LOSSES
+from primitives import get_kind
+
+STAGE = ConvergenceStage()  # sweeps are cached per instance; share one across tests
+
+
+def candidate(kind: str, formula: str) -> Candidate:
+    k = get_kind(kind)
+    return Candidate(k, parse_formula(k, formula))
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_LOSSES))
+def test_paper_losses_pass(name):
+    p = PAPER_LOSSES[name]
+    result = STAGE(candidate(p.kind, p.formula))
+    assert result.stage == "convergence"
+    assert result.passed, f"{name}: {result.reason} {result.numbers}"
+
+
+def test_label_smoothing_converges_to_a_finite_optimum():
+    # Its minimum lies inside the sweep (softmax = 0.92), where the gradient vanishes smoothly.
+    result = STAGE(candidate("cls", PAPER_LOSSES["label_smoothing_ce"].formula))
+    assert result.passed
+    assert 0 < result.numbers["kink_ratio"] < 0.5
+
+
+@pytest.mark.parametrize("kind, formula, reason", [
+    # negated cross-entropy: rises as the true class wins
+    ("cls", "dot(y, log(softmax(x)))", "does not decrease towards the target"),
+    # oscillates along the sweep
+    ("cls", "neg(dot(y, sin(x)))", ""),
+    # -cos(p) rises with p: lowest at the wrong end
+    ("cls", "neg(dot(y, cos(softmax(x))))", "does not decrease towards the target"),
+    # linear in the logit: never converges
+    ("cls", "neg(dot(y, x))", "gradient does not vanish at convergence"),
+    # V-shaped around a correct logit: the gradient does not vanish at the minimum
+    ("cls", "dot(y, abs(sub(x, 3)))", "kink"),
+    # blind to the target: rewards every logit for rising, so a wrong class rising too
+    ("cls", "erfc(neg(sub(w, x)))", "class 1 logit falling"),
+    # negated binary cross-entropy and its positive half
+    ("bcls", "add(mul(y, log(sigmoid(x))), mul(sub(1, y), log(sub(1, sigmoid(x)))))",
+     "does not decrease towards the target"),
+    ("bcls", "mul(y, log(sigmoid(x)))", "does not decrease towards the target"),
+    # ignores negatives entirely
+    ("bcls", "mul(y, softplus(neg(x)))", "negative"),
+    # IoU itself: rewards lower IoU
+    ("reg", "div(i, u)", "not lowest at perfect overlap"),
+    # blind to shrinking predictions (the enclosing box stays the target)
+    ("reg", "e", "does not grow"),
+])
+def test_bad_losses_are_rejected_with_reason(kind, formula, reason):
+    result = STAGE(candidate(kind, formula))
+    assert not result.passed
+    assert result.reason
+    assert reason in result.reason
+
+
+@pytest.mark.parametrize("kind, formula", [
+    ("reg", "log(neg(i))"),
+    ("bcls", "log(neg(sigmoid(x)))"),
+    ("cls", "sqrt(neg(softplus(x)))"),
+])
+def test_nan_candidates_are_rejected_without_raising(kind, formula):
+    result = STAGE(candidate(kind, formula))
+    assert not result.passed
+    assert "not finite" in result.reason
+    assert result.numbers["nonfinite"] > 0
+
+
+def test_exception_inside_candidate_is_a_rejection():
+    c = candidate("cls", "neg(dot(y, log(softmax(x))))")
+    c.tree = parse_formula(get_kind("zero"), "mean_c(yhat)")  # operators the cls kind lacks
+    result = STAGE(c)
+    assert not result.passed
+    assert result.reason.startswith("KeyError")
+
+
+def test_zero_kind_passes_through():
+    result = STAGE(candidate("zero", PAPER_LOSSES["zero_ce"].formula))
+    assert result.passed
+    assert result.reason == "no convergence check for kind zero"
+
+
+def test_numbers_are_reported_and_deterministic():
+    ce = candidate("cls", PAPER_LOSSES["ce"].formula)
+    a, b = STAGE(ce), ConvergenceStage()(ce)
+    assert a.numbers == b.numbers
+    assert set(a.numbers) == {"violation_frac", "grad_ratio", "kink_ratio", "min_decrease"}
+    assert a.numbers["violation_frac"] == 0 and a.numbers["grad_ratio"] < 0.05
+    giou = STAGE(candidate("reg", PAPER_LOSSES["giou"].formula))
+    assert giou.numbers["spearman"] <= -0.9
+    assert giou.numbers["violation_frac"] == 0
+
+
+def test_tolerances_are_configurable():
+    # The slope of CE at the end of the sweep is ~0.2% of its largest value.
+    strict = ConvergenceStage(grad_ratio_tol=1e-4)
+    result = strict(candidate("cls", PAPER_LOSSES["ce"].formula))
+    assert not result.passed and "gradient does not vanish" in result.reason
+
+
+def test_fast_and_leaves_torch_threads_alone():
+    threads = torch.get_num_threads()
+    cands = [candidate(p.kind, p.formula) for p in PAPER_LOSSES.values()]
+    for c in cands:  # warm the sweep caches
+        STAGE(c)
+    start = time.perf_counter()
+    for _ in range(3):
+        for c in cands:
+            STAGE(c)
+    mean = (time.perf_counter() - start) / (3 * len(cands))
+    assert mean < 0.025  # about 0.5 ms here; generous for busy machines
+    assert torch.get_num_threads() == threads

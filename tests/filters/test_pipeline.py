@@ -1,0 +1,72 @@
+"""The pipeline stops at the first rejection, survives bad candidates, and counts the funnel."""
+import time
+
+from gp_loss.filters.base import Candidate, StageResult
+from gp_loss.filters.funnel import Funnel, reason_key
+from gp_loss.filters.pipeline import FilterPipeline
+from gp_loss.filters.validity import ValidityStage
+from gp_loss.language import parse_formula
+from primitives import get_kind
+
+
+class _Always:
+    def __init__(self, name, passed=True):
+        self.name, self.passed, self.calls = name, passed, 0
+
+    def __call__(self, candidate):
+        self.calls += 1
+        return StageResult(self.name, self.passed, "ok" if self.passed else "no")
+
+
+class _Hangs:
+    name = "hangs"
+
+    def __call__(self, candidate):
+        while True:
+            time.sleep(0.01)
+
+
+class _Raises:
+    name = "raises"
+
+    def __call__(self, candidate):
+        raise RuntimeError("boom")
+
+
+def _cand(kind, text):
+    k = get_kind(kind)
+    return Candidate(k, parse_formula(k, text))
+
+
+def test_stops_at_first_rejection_and_counts():
+    later = _Always("later")
+    pipe = FilterPipeline([ValidityStage(), later])
+    good = pipe.run(_cand("cls", "neg(dot(y, log(softmax(x))))"))
+    bad = pipe.run(_cand("bcls", "log(x)"))
+    assert good.passed and not bad.passed
+    assert bad.rejection.stage == "validity" and later.calls == 1
+    f = pipe.funnel.to_dict()
+    assert f["candidates"] == 2 and f["passed"] == 1
+    assert f["stages"]["validity"] == {**f["stages"]["validity"], "in": 2, "rejected": 1}
+    assert "loss is # on sample inputs" in f["stages"]["validity"]["reasons"]
+    assert "validity" in pipe.funnel.table() and "rejected 50.00%" in pipe.funnel.table()
+
+
+def test_hanging_and_raising_stages_are_rejections():
+    pipe = FilterPipeline([_Hangs()], time_limit_s=0.2)
+    start = time.perf_counter()
+    verdict = pipe.run(_cand("reg", "sub(1, div(i, u))"))
+    assert time.perf_counter() - start < 2
+    assert not verdict.passed and "too slow" in verdict.rejection.reason
+    verdict = FilterPipeline([_Raises()]).run(_cand("reg", "sub(1, div(i, u))"))
+    assert not verdict.passed and "RuntimeError: boom" in verdict.rejection.reason
+
+
+def test_funnel_round_trips_and_merges():
+    a = Funnel(["s"])
+    a.candidates, a.passed = 3, 1
+    a.record(StageResult("s", False, "loss is nan"))
+    b = Funnel.from_dict(a.to_dict())
+    b.merge(a)
+    assert b.candidates == 6 and b.stages["s"].rejected == 2
+    assert reason_key("loss is 1.5e-3 at step 12") == "loss is # at step #"
