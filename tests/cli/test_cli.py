@@ -82,3 +82,32 @@ def test_console_script_runs_as_module():
     assert out.stderr.count("\n") == 1 and "unknown operator 'frob'" in out.stderr
     out = subprocess.run([sys.executable, "-m", "gp_loss", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "primitives" in out.stdout
+
+
+def test_check_runs_every_stage_and_simulate(capsys):
+    assert main(["check", "--simulate", "--json", "cls=neg(dot(y, log(softmax(x))))"]) == 0
+    stages = json.loads(capsys.readouterr().out)["branches"]["cls"]["stages"]
+    assert [s["stage"] for s in stages] == ["parse", "compile", "validity", "convergence", "rejection",
+                                            "equivalence", "simulation"]
+
+
+def test_check_rejects_negated_ce_at_convergence(capsys):
+    assert main(["check", "--json", "cls=dot(y, log(softmax(x)))"]) == 1
+    stages = json.loads(capsys.readouterr().out)["branches"]["cls"]["stages"]
+    assert stages[-1]["stage"] == "convergence" and not stages[-1]["passed"]
+
+
+def test_equiv_exit_codes(capsys):
+    assert main(["equiv", "cls=neg(dot(y, log(softmax(x))))", "cls=dot(y, neg(log(softmax(x))))"]) == 0
+    assert main(["equiv", "cls=neg(dot(y, log(softmax(x))))", "cls=mul(2, neg(dot(y, log(softmax(x)))))"]) == 1
+    out = capsys.readouterr().out
+    assert "signature" in out and "not equivalent" in out
+    assert main(["equiv", "cls=neg(dot(y, log(softmax(x))))", "reg=sub(1, div(i, u))"]) == 2
+
+
+def test_bench_filters_prints_rates_and_funnel(capsys):
+    assert main(["bench", "filters", "--kind", "reg", "--seconds", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["candidates"] > 0 and data["candidates_per_minute"] > 0
+    assert set(data["funnel"]["stages"]) == {"validity", "convergence", "rejection", "equivalence"}
+    assert main(["bench", "filters", "--seconds", "0"]) == 2
