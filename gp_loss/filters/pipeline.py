@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import torch
 from deap import gp
 
 from primitives import Kind
@@ -64,7 +65,10 @@ def default_stages(simulate: bool = False, seed: int = 0) -> list[Stage]:
 class FilterPipeline:
     """Run candidates through ``stages`` with a per-stage time limit and a funnel."""
 
-    def __init__(self, stages: list[Stage], time_limit_s: float | None = 10.0):
+    def __init__(self, stages: list[Stage], time_limit_s: float | None = 10.0, num_threads: int | None = 1):
+        # Tiny tensors: torch's intra-op threads cost more than they save, and on a
+        # busy machine a waiting thread makes a 5 ms stage take 50-100 ms.
+        self.num_threads = num_threads
         self.stages = list(stages)
         self.time_limit_s = time_limit_s
         self.funnel = Funnel([s.name for s in self.stages])
@@ -83,6 +87,16 @@ class FilterPipeline:
 
     def run(self, candidate: Candidate) -> Verdict:
         """All stages until the first rejection; records the funnel."""
+        previous = torch.get_num_threads()
+        if self.num_threads and previous != self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            return self._run(candidate)
+        finally:
+            if torch.get_num_threads() != previous:
+                torch.set_num_threads(previous)
+
+    def _run(self, candidate: Candidate) -> Verdict:
         verdict = Verdict(candidate)
         self.funnel.candidates += 1
         for stage in self.stages:

@@ -119,7 +119,12 @@ class RejectionSamples:
 
 @runtime_checkable
 class RejectionTask(Protocol):
-    """A task of the rejection protocol for one loss kind."""
+    """A task of the rejection protocol for one loss kind.
+
+    ``make_samples(seed)`` returns the B samples; their evaluation metric is
+    ``samples.metric(prediction B×S) -> B`` (it lives on the samples because
+    it needs their targets). Tasks are small dataclasses (see below).
+    """
 
     kind_name: str
 
@@ -320,7 +325,6 @@ class RegressionTask:
         scale = torch.exp(0.3 * torch.randn(B, n, 2, generator=g))
         centre, size = xy + 0.5 * wh + shift, wh * scale  # the anchors
         deltas = 0.1 * torch.randn(B, n, 4, generator=g)
-
         flat_target = target.reshape(-1, 4)
 
         def make_inputs(d: torch.Tensor) -> tuple[torch.Tensor, ...]:
