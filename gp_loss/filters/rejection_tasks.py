@@ -228,6 +228,14 @@ def mean_iou(logits: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.
 # --------------------------------------------------------------------------- tasks
 
 
+def _random_logits(seed: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits B×n×10 of a random SmallCNN on B batches of n digits, and labels B×n."""
+    images, labels = _digit_batches(seed, B, n)
+    with torch.no_grad():
+        logits = _random_network(seed).forward(images.reshape(-1, 1, 8, 8))
+    return logits.reshape(B, n, NUM_CLASSES), labels
+
+
 @dataclass
 class ClassificationTask:
     """``cls``: softmax classification of digits.
@@ -243,10 +251,7 @@ class ClassificationTask:
     kind_name: str = "cls"
 
     def make_samples(self, seed: int) -> RejectionSamples:
-        images, labels = _digit_batches(seed, B, self.n)
-        with torch.no_grad():
-            logits = _random_network(seed).forward(images.reshape(-1, 1, 8, 8))
-        logits = logits.reshape(B, self.n, NUM_CLASSES)
+        logits, labels = _random_logits(seed, self.n)
         y = F.one_hot(labels, NUM_CLASSES).float()
         w = _iou_like(seed, (B, self.n, 1)).expand(B, self.n, NUM_CLASSES)
 
@@ -268,10 +273,7 @@ class BinaryClassificationTask:
     kind_name: str = "bcls"
 
     def make_samples(self, seed: int) -> RejectionSamples:
-        images, labels = _digit_batches(seed, B, self.n)
-        with torch.no_grad():
-            logits = _random_network(seed).forward(images.reshape(-1, 1, 8, 8))
-        logits = logits.reshape(B, self.n, NUM_CLASSES)
+        logits, labels = _random_logits(seed, self.n)
         y = F.one_hot(labels, NUM_CLASSES).float()
         w = y * _iou_like(seed, (B, self.n, 1))
         flat_y = y.reshape(B, -1)
