@@ -1,8 +1,15 @@
 """Throughput and selectivity of the filter stages on candidates made as the search makes them.
 
-Candidates come from AutoLoss-Zero's offspring rule applied to a small aging
-pool of parents (random depth-3 trees at first; survivors join the pool), so
-the mix of fresh and mutated trees is the search's own.
+Two measurements in one run:
+
+* **search mix**: candidates come from AutoLoss-Zero's offspring rule applied
+  to a small aging pool of parents (random depth-3 trees at first; survivors
+  join the pool), so the mix of fresh and mutated trees is the search's own.
+  Each survivor is recorded in the gradient-equivalence cache, as the search
+  records it after proxy training, so later equivalents count as reused
+  rather than as new proxy trainings.
+* **random init**: ``random_trees`` fresh random depth-3 trees through a fresh
+  pipeline; the selectivity target of the filters is stated on these.
 """
 from __future__ import annotations
 
@@ -13,18 +20,62 @@ from collections import deque
 from primitives import Kind
 
 from gp_loss.evolution.mutation import OffspringConfig, make_offspring
-from gp_loss.filters.pipeline import FilterPipeline, default_stages
+from gp_loss.filters.equivalence import EquivalenceStage
+from gp_loss.filters.pipeline import FilterPipeline, Verdict, default_stages
 from gp_loss.language.generate import random_tree
+
+# Placeholder fitness stored for survivors: the bench trains nothing.
+_NOT_TRAINED = float("nan")
+
+
+def _record_survivor(pipeline: FilterPipeline, verdict: Verdict) -> bool:
+    """Record a passing candidate in the equivalence cache; True if it would be proxy-trained."""
+    stage = next(s for s in pipeline.stages if isinstance(s, EquivalenceStage))
+    if verdict.candidate.info.get("equivalent_fitness") is not None:
+        return False
+    stage.record(verdict.candidate, _NOT_TRAINED)
+    return True
+
+
+def _summary(pipeline: FilterPipeline, wall: float, trained: int) -> dict:
+    funnel = pipeline.funnel
+    per_stage = {name: (60 * s.entered / s.seconds if s.seconds else float("inf"))
+                 for name, s in funnel.stages.items()}
+    n = funnel.candidates
+    return {
+        "seconds": wall,
+        "candidates": n,
+        "candidates_per_minute": 60 * n / wall if wall else 0.0,
+        "stage_candidates_per_minute": per_stage,
+        "rejected_fraction": funnel.rejection_rate,
+        "passed": funnel.passed,
+        "reused": funnel.passed - trained,
+        "to_proxy_training": trained,
+        "filtered_fraction": 1 - trained / n if n else 0.0,
+        "funnel": funnel.to_dict(),
+        "funnel_table": funnel.table(),
+    }
 
 
 def bench_filters(kind: Kind, seconds: float, seed: int = 0, pool_size: int = 20,
-                  max_candidates: int | None = None) -> dict:
-    """Run stages 1–4 for ``seconds`` of wall time; return rates and the funnel."""
+                  max_candidates: int | None = None, random_trees: int = 1000,
+                  parents: list | None = None) -> dict:
+    """Run stages 1–4 on the search mix for ``seconds``, then on ``random_trees`` random trees.
+
+    Returns ``{"kind", "search": {...}, "random_init": {...}, "generation_seconds"}`` where
+    each part has candidates per minute (overall and per stage), the rejected fraction,
+    how many passing candidates were gradient-equivalent to an earlier one (``reused``),
+    how many would go on to proxy training, and the funnel. ``parents`` (trees)
+    start the pool in place of random trees, e.g. to bench a search started from CE.
+    """
     rng = random.Random(seed)
     config = OffspringConfig()
-    pool = deque((random_tree(kind, config.init_depth, rng) for _ in range(pool_size)), maxlen=pool_size)
+    if parents:
+        pool = deque(parents, maxlen=pool_size)
+    else:
+        pool = deque((random_tree(kind, config.init_depth, rng) for _ in range(pool_size)), maxlen=pool_size)
     pipeline = FilterPipeline(default_stages(seed=seed))
-    generate_s = 0.0
+    generate_s, trained = 0.0, 0
     start = time.perf_counter()
     while time.perf_counter() - start < seconds:
         if max_candidates is not None and pipeline.funnel.candidates >= max_candidates:
@@ -32,20 +83,20 @@ def bench_filters(kind: Kind, seconds: float, seed: int = 0, pool_size: int = 20
         t0 = time.perf_counter()
         tree = make_offspring(kind, rng.choice(pool), rng, config)
         generate_s += time.perf_counter() - t0
-        if pipeline.check(kind, tree).passed:
+        verdict = pipeline.check(kind, tree)
+        if verdict.passed:
             pool.append(tree)
-    wall = time.perf_counter() - start
-    funnel = pipeline.funnel
-    per_stage = {name: (60 * s.entered / s.seconds if s.seconds else float("inf"))
-                 for name, s in funnel.stages.items()}
-    return {
-        "kind": kind.name,
-        "seconds": wall,
-        "candidates": funnel.candidates,
-        "candidates_per_minute": 60 * funnel.candidates / wall if wall else 0.0,
-        "stage_candidates_per_minute": per_stage,
-        "generation_seconds": generate_s,
-        "rejected_fraction": funnel.rejection_rate,
-        "funnel": funnel.to_dict(),
-        "funnel_table": funnel.table(),
-    }
+            trained += _record_survivor(pipeline, verdict)
+    search = _summary(pipeline, time.perf_counter() - start, trained)
+
+    fresh = FilterPipeline(default_stages(seed=seed))
+    rng_init = random.Random(seed + 1)
+    trained = 0
+    start = time.perf_counter()
+    for _ in range(random_trees):
+        verdict = fresh.check(kind, random_tree(kind, config.init_depth, rng_init))
+        if verdict.passed:
+            trained += _record_survivor(fresh, verdict)
+    random_init = _summary(fresh, time.perf_counter() - start, trained)
+    return {"kind": kind.name, "search": search, "random_init": random_init,
+            "generation_seconds": generate_s}

@@ -106,8 +106,14 @@ def test_equiv_exit_codes(capsys):
 
 
 def test_bench_filters_prints_rates_and_funnel(capsys):
-    assert main(["bench", "filters", "--kind", "reg", "--seconds", "2", "--json"]) == 0
+    assert main(["bench", "filters", "--kind", "reg", "--seconds", "2", "--random-trees", "50", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["candidates"] > 0 and data["candidates_per_minute"] > 0
-    assert set(data["funnel"]["stages"]) == {"validity", "convergence", "rejection", "equivalence"}
+    for part in ("search", "random_init"):
+        assert data[part]["candidates"] > 0 and data[part]["candidates_per_minute"] > 0
+        assert set(data[part]["funnel"]["stages"]) == {"validity", "convergence", "rejection", "equivalence"}
+        assert data[part]["passed"] == data[part]["reused"] + data[part]["to_proxy_training"]
+    assert data["random_init"]["candidates"] == 50
+    assert main(["bench", "filters", "--kind", "cls", "--seconds", "1", "--random-trees", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "random depth-3 trees" in out and "to proxy training" in out
     assert main(["bench", "filters", "--seconds", "0"]) == 2
