@@ -8,6 +8,12 @@ from pathlib import Path
 from gp_loss.errors import GpLossError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
     write_bytes_atomic(path, text.encode("utf-8"))
@@ -21,6 +27,7 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     except OSError as err:
         raise GpLossError(f"cannot write {path}: {err.strerror or err}") from None
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

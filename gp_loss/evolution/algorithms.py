@@ -1,0 +1,66 @@
+"""The evolution loops, written out plainly (in the manner of DEAP's ``algorithms.py``).
+
+Each loop runs until the budget is spent, one generation at a time: choose
+parents, breed children through the filters, train the new ones (reusing
+equivalent losses' scores), update the population, and end the generation
+(logbook, hall of fame, run files, checkpoint). A loop resumed from a
+checkpoint continues at the generation it stopped in.
+"""
+from __future__ import annotations
+
+from deap import tools
+
+from gp_loss.evolution.search import Search
+
+
+def aging_evolution(search: Search) -> None:
+    """AutoLoss-Zero (seed 002, section 3.2).
+
+    K random genomes of depth D start the population. Each generation picks
+    every parent by a tournament over T% of the population, makes a child by
+    copy, re-initialisation or two typed mutations (repeated until it passes
+    the filters), trains it, and appends it; only the newest P stay.
+    """
+    cfg = search.config
+    if search.generation == 0:
+        count = min(cfg.population, cfg.max_evaluations)
+        children = search.breed("init", [[] for _ in range(count)])
+        search.evaluate(children)
+        search.population.extend(children)
+        search.end_generation()
+
+    while search.budget_left():
+        parents = [search.toolbox.select(search.population, 1)[0] for _ in range(search.slots())]
+        children = search.breed("zero", [[parent] for parent in parents])
+        search.evaluate(children)
+        search.population.extend(children)
+        del search.population[:-cfg.max_population]  # aging: the oldest leave
+        search.end_generation()
+
+
+def cse_evolution(search: Search) -> None:
+    """CSE-Autoloss (seed 000): evolve from the start formulas.
+
+    The population starts as the start genome and K-1 mutants of it. Each
+    generation picks two parents per child by tournament; the child is a
+    one-point crossover of one searched branch (height-limited by DEAP's
+    ``staticLimit``), then mutated, repeated until it passes the filters.
+    The best K of parents and children survive.
+    """
+    cfg = search.config
+    if search.generation == 0:
+        start = search.start_individual()
+        children = [start] + search.breed("cse", [[start, start] for _ in range(cfg.population - 1)])
+        search.evaluate(children)
+        search.population.extend(children)
+        search.end_generation()
+
+    while search.budget_left():
+        pairs = [search.toolbox.select(search.population, 2) for _ in range(search.slots())]
+        children = search.breed("cse", pairs)
+        search.evaluate(children)
+        search.population[:] = tools.selBest(search.population + children, cfg.population)
+        search.end_generation()
+
+
+SCHEMES = {"zero": aging_evolution, "cse": cse_evolution}

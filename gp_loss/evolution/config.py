@@ -1,0 +1,170 @@
+"""The search configuration: every constant of the two schemes, with the papers' defaults.
+
+``SearchConfig`` is stored as ``config.json`` in the run directory; a resumed
+run must have the same configuration (a budget may be raised), and
+:func:`config_diff` says what differs.
+
+Schemes:
+
+* ``zero``: AutoLoss-Zero (seed 002): ``population`` (K=20) random genomes of
+  depth ``init_depth`` (D=3); tournament over ``tournament_fraction`` (T=5%) of
+  an aging population of the most recent ``max_population`` (P=2500);
+  offspring by copy (10%), re-initialisation (50% of the rest) or
+  ``n_mutations`` (2) typed mutations.
+* ``cse``: CSE-Autoloss (seed 000): start from ``start`` formulas (e.g. CE),
+  search ``search`` branches with the others fixed; one-point crossover
+  (``p_crossover``) and typed mutation, DEAP ``staticLimit`` on tree height,
+  and the best ``population`` of parents and offspring survive.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from primitives import KINDS
+
+from gp_loss.errors import GpLossError
+from gp_loss.language.genome import Genome, check_branch_name
+
+SCHEMES = ("zero", "cse")
+# Fields a resumed run may change: they decide when to stop, not what is computed.
+BUDGET_FIELDS = ("max_evaluations", "max_seconds")
+
+
+@dataclass
+class SearchConfig:
+    """Everything that decides a search's result (workers and output paths do not)."""
+
+    task: str = "classification"
+    task_options: dict = field(default_factory=dict)
+    scheme: str = "zero"
+    seed: int = 0
+    # Genome layout: branch name -> kind; start formulas (cse scheme, fixed branches);
+    # the branches searched (default: all).
+    branches: dict = field(default_factory=lambda: {"cls": "cls"})
+    start: dict = field(default_factory=lambda: {"cls": "neg(dot(y, log(softmax(x))))"})
+    search: list = field(default_factory=list)
+    # AutoLoss-Zero constants (seed 002, REFERENCE.md §2)
+    population: int = 20                 # K
+    max_population: int = 2500           # P
+    tournament_fraction: float = 0.05    # T
+    init_depth: int = 3                  # D
+    p_copy: float = 0.1
+    p_reinit: float = 0.5
+    n_mutations: int = 2
+    # CSE-Autoloss variation
+    p_crossover: float = 0.5
+    p_mutation: float = 0.5
+    # Tree limits (DEAP staticLimit for crossover; mutation retries)
+    max_height: int = 12
+    max_size: int = 60
+    # Budget: proxy trainings, and optionally wall time (not reproducible)
+    offspring_per_generation: int = 10
+    max_evaluations: int = 200
+    max_seconds: float | None = None
+    # Filters before proxy training
+    simulate: bool = False               # add CSE-Autoloss's model-optimisation simulation
+    filter_time_limit_s: float = 10.0
+    max_breed_tries: int = 100_000       # filter retries for one child before the slot is dropped
+    # Proxy training
+    eval_time_limit_s: float = 120.0
+    torch_threads: int = 1               # per evaluation; fixed so results do not depend on workers
+    # Results
+    hall_of_fame_size: int = 10
+    final_top: int = 3                   # best losses retrained at the end
+    final_seeds: int = 3
+    baselines: list = field(default_factory=lambda: ["ce"])
+
+    # -- checking -------------------------------------------------------------
+    def check(self) -> "SearchConfig":
+        """Raise :class:`GpLossError` naming the first bad value; return ``self``."""
+        from gp_loss.tasks import make_task, task_options
+
+        if self.scheme not in SCHEMES:
+            raise GpLossError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        for name in ("population", "max_population", "init_depth", "offspring_per_generation",
+                     "max_evaluations", "max_height", "max_size", "max_breed_tries", "torch_threads",
+                     "hall_of_fame_size", "final_seeds"):
+            if int(getattr(self, name)) < 1:
+                raise GpLossError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("n_mutations", "final_top"):
+            if int(getattr(self, name)) < 0:
+                raise GpLossError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.max_population < self.population:
+            raise GpLossError(f"max_population ({self.max_population}) must be at least population "
+                              f"({self.population})")
+        for name in ("tournament_fraction", "p_copy", "p_reinit", "p_crossover", "p_mutation"):
+            v = getattr(self, name)
+            if not 0 <= v <= 1:
+                raise GpLossError(f"{name} is a probability/fraction in [0, 1], got {v}")
+        for name in ("filter_time_limit_s", "eval_time_limit_s", "max_seconds"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise GpLossError(f"{name} must be positive, got {v}")
+        if not isinstance(self.branches, dict) or not self.branches:
+            raise GpLossError("branches must map at least one branch name to a kind, e.g. {\"cls\": \"cls\"}")
+        for name, kind in self.branches.items():
+            check_branch_name(name)
+            if kind not in KINDS:
+                raise GpLossError(f"branch {name!r}: unknown operator set (kind) {kind!r}; "
+                                  f"known: {', '.join(KINDS)}")
+        for name in self.search:
+            if name not in self.branches:
+                raise GpLossError(f"search names branch {name!r}, which is not among the branches "
+                                  f"({', '.join(self.branches)})")
+        fixed = [n for n in self.branches if n not in self.searched]
+        need = list(self.branches) if self.scheme == "cse" else fixed
+        missing = [n for n in need if n not in self.start]
+        if missing:
+            raise GpLossError(f"start formula missing for branch(es) {', '.join(missing)} "
+                              f"({'the cse scheme starts from them' if self.scheme == 'cse' else 'they are fixed'}); "
+                              f"give --start NAME=FORMULA")
+        extra = [n for n in self.start if n not in self.branches]
+        if extra:
+            raise GpLossError(f"start formula for unknown branch(es) {', '.join(extra)}")
+        self.start_genome()  # parse errors name the branch and position
+        task_options(self.task, self.task_options)
+        task = make_task(self.task, self.task_options)
+        for name in self.baselines:
+            if name not in task.baselines:
+                raise GpLossError(f"unknown baseline {name!r} for task {self.task}; "
+                                  f"known: {', '.join(task.baselines)}")
+        return self
+
+    @property
+    def searched(self) -> list[str]:
+        """Branch names under search (all when ``search`` is empty)."""
+        return list(self.search) or list(self.branches)
+
+    def start_genome(self) -> Genome | None:
+        """The start formulas as a genome (only the branches that have one)."""
+        if not self.start:
+            return None
+        return Genome.from_formulas((n, self.branches[n], f) for n, f in self.start.items()
+                                    if n in self.branches)
+
+    # -- storage --------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SearchConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GpLossError(f"unknown configuration key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = BUDGET_FIELDS) -> list[str]:
+    """Lines ``key: old -> new`` for every differing key outside ``ignore``."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignore:
+            continue
+        if old.get(key) != new.get(key):
+            lines.append(f"{key}: {json.dumps(old.get(key))} -> {json.dumps(new.get(key))}")
+    return lines

@@ -1,0 +1,208 @@
+"""The work the search hands to ``toolbox.map``: breeding a child, training a genome.
+
+Both are top-level functions of plain data (formula text, seeds, the
+configuration as a dict) returning plain dicts, so the serial map,
+multiprocessing and SCOOP run them alike. Everything random inside a job
+flows from the job's own seed, never from the worker's state, which is what
+makes the hall of fame independent of the number of workers.
+
+Each worker process keeps one :class:`WorkerContext` per configuration: the
+filter pipeline (its random network and samples) and the task (its data)
+are built once per process, not once per job.
+"""
+from __future__ import annotations
+
+import json
+import operator
+import random
+import time
+
+import torch
+from deap import gp
+
+from primitives import get_kind
+
+from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.individual import formulas_of, genome_of, individual_from_formulas
+from gp_loss.evolution.mutation import OffspringConfig, make_offspring, mutate
+from gp_loss.filters.base import Candidate
+from gp_loss.filters.convergence import ConvergenceStage
+from gp_loss.filters.equivalence import EquivalenceStage
+from gp_loss.filters.funnel import Funnel
+from gp_loss.filters.pipeline import FilterPipeline
+from gp_loss.filters.rejection import RejectionStage
+from gp_loss.filters.validity import ValidityStage
+from gp_loss.language.generate import random_tree
+from gp_loss.tasks import make_task
+
+
+class WorkerContext:
+    """Per-process state for one configuration: filters, signatures, task."""
+
+    def __init__(self, config: SearchConfig):
+        self.config = config
+        self.layout = dict(config.branches)
+        stages = [ValidityStage(seed=config.seed), ConvergenceStage(), RejectionStage(seed=config.seed)]
+        if config.simulate:
+            from gp_loss.filters.simulation import SimulationStage
+            stages.append(SimulationStage(seed=config.seed))
+        self.pipeline = FilterPipeline(stages, time_limit_s=config.filter_time_limit_s, num_threads=None)
+        self.equivalence = EquivalenceStage(seed=config.seed)
+        self._signatures: dict[tuple[str, str], tuple] = {}
+        self._task = None
+        self.start = config.start_genome()
+        self.offspring = OffspringConfig(p_copy=0.0, p_reinit=0.0, n_mutations=config.n_mutations,
+                                         init_depth=config.init_depth, max_height=config.max_height,
+                                         max_size=config.max_size)
+        limit = gp.staticLimit(key=operator.attrgetter("height"), max_value=config.max_height)
+        self.crossover = limit(gp.cxOnePoint)
+
+    @property
+    def task(self):
+        if self._task is None:
+            self._task = make_task(self.config.task, self.config.task_options)
+        return self._task
+
+    def signature(self, kind_name: str, tree: gp.PrimitiveTree, candidate: Candidate | None = None) -> tuple:
+        """Gradient-equivalence signature of one branch (cached by formula)."""
+        key = (kind_name, str(tree))
+        if key not in self._signatures:
+            cand = candidate or Candidate(get_kind(kind_name), tree)
+            self._signatures[key] = self.equivalence.signature(cand)
+        return self._signatures[key]
+
+
+_CONTEXTS: dict[str, WorkerContext] = {}
+
+
+def context_for(config: dict) -> WorkerContext:
+    """The worker's context for ``config`` (built on first use)."""
+    key = json.dumps(config, sort_keys=True)
+    if key not in _CONTEXTS:
+        _CONTEXTS.clear()  # one search per process at a time
+        _CONTEXTS[key] = WorkerContext(SearchConfig.from_dict(config))
+    return _CONTEXTS[key]
+
+
+def _set_threads(n: int) -> None:
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+# -- breeding -------------------------------------------------------------------
+
+def breed(job: dict) -> dict:
+    """Make one child that passes the filters.
+
+    ``job``: ``config`` (dict), ``seed`` (int), ``mode`` (``"init"``, ``"zero"`` or
+    ``"cse"``) and ``parents`` (formula dicts: none for init, one for zero, two for cse).
+    The variation is drawn once (copy / re-initialise / mutate / cross) and
+    repeated until every searched branch passes, up to ``max_breed_tries``.
+
+    Returns ``formulas`` (``None`` if no child passed), ``signature``, ``how``,
+    ``tries``, ``funnel`` (dict) and ``seconds``.
+    """
+    start = time.perf_counter()
+    ctx = context_for(job["config"])
+    cfg = ctx.config
+    _set_threads(cfg.torch_threads)
+    rng = random.Random(job["seed"])
+    layout, searched = ctx.layout, cfg.searched
+    parents = [individual_from_formulas(layout, p) for p in job["parents"]]
+    funnel = Funnel([s.name for s in ctx.pipeline.stages])
+    ctx.pipeline.funnel = funnel
+
+    how = _draw_variation(job["mode"], cfg, rng)
+    result = {"formulas": None, "signature": None, "how": how, "tries": 0}
+    for tries in range(1, cfg.max_breed_tries + 1):
+        child = _vary(ctx, job["mode"], how, parents, rng)
+        candidates = {}
+        ok = True
+        for name, tree in zip(layout, child):
+            if name not in searched or how == "copy":
+                continue
+            verdict = ctx.pipeline.check(get_kind(layout[name]), tree)
+            candidates[name] = verdict.candidate
+            if not verdict.passed:
+                ok = False
+                break
+        if ok:
+            sig = tuple(ctx.signature(layout[name], tree, candidates.get(name))
+                        for name, tree in zip(layout, child))
+            result.update(formulas=formulas_of(layout, child), signature=sig)
+            break
+    result.update(tries=tries, funnel=funnel.to_dict(), seconds=time.perf_counter() - start)
+    return result
+
+
+def _draw_variation(mode: str, cfg: SearchConfig, rng: random.Random) -> str:
+    """What the child will be made by, drawn once per child."""
+    if mode == "init":
+        return "init"
+    if mode == "zero":
+        if rng.random() < cfg.p_copy:
+            return "copy"
+        return "reinit" if rng.random() < cfg.p_reinit else "mutation"
+    return "crossover" if rng.random() < cfg.p_crossover else "mutation"
+
+
+def _vary(ctx: WorkerContext, mode: str, how: str, parents: list, rng: random.Random) -> list:
+    """One attempt at a child: a list of trees in layout order."""
+    cfg, layout = ctx.config, ctx.layout
+    if how == "copy":
+        return list(parents[0])
+    if how == "init":
+        return [random_tree(get_kind(kind), cfg.init_depth, rng) if name in cfg.searched
+                else ctx.start[name].tree for name, kind in layout.items()]
+    if mode == "zero":
+        child = []
+        for (name, kind), tree in zip(layout.items(), parents[0]):
+            if name not in cfg.searched:
+                child.append(tree)
+            elif how == "reinit":
+                child.append(random_tree(get_kind(kind), cfg.init_depth, rng))
+            else:
+                child.append(make_offspring(get_kind(kind), tree, rng, ctx.offspring))
+        return child
+    # cse: one searched branch varies; crossover with the second parent, then mutation
+    child = list(parents[0])
+    i = list(layout).index(rng.choice(cfg.searched))
+    kind = get_kind(layout[list(layout)[i]])
+    tree = child[i]
+    crossed = False
+    if how == "crossover":
+        # DEAP's operators draw from the global ``random``: seed it from the job's rng
+        # and restore it, so the master's own draws are untouched in the serial map.
+        saved = random.getstate()
+        try:
+            random.seed(rng.getrandbits(64))
+            a, _ = ctx.crossover(gp.PrimitiveTree(list(tree)), gp.PrimitiveTree(list(parents[1][i])))
+        finally:
+            random.setstate(saved)
+        crossed = str(a) != str(tree)
+        tree = a
+    if not crossed or rng.random() < cfg.p_mutation:
+        mutated = mutate(kind, tree, rng)
+        if mutated.height <= cfg.max_height and len(mutated) <= cfg.max_size:
+            tree = mutated
+    child[i] = tree
+    return child
+
+
+# -- training --------------------------------------------------------------------
+
+def evaluate(job: dict) -> dict:
+    """Train the task under a genome: proxy fitness, or with ``final`` the test metric.
+
+    ``job``: ``config`` (dict), ``formulas`` (branch -> text), ``seed``, ``final`` (bool).
+    Returns :class:`~gp_loss.tasks.TrainOutcome` as a dict.
+    """
+    ctx = context_for(job["config"])
+    cfg = ctx.config
+    _set_threads(cfg.torch_threads)
+    genome = genome_of(ctx.layout, individual_from_formulas(ctx.layout, job["formulas"]))
+    if job.get("final"):
+        outcome = ctx.task.final_score(genome, job["seed"])
+    else:
+        outcome = ctx.task.proxy_fitness(genome, job["seed"], cfg.eval_time_limit_s)
+    return outcome.to_dict()

@@ -1,0 +1,80 @@
+"""The map that ``toolbox.map`` uses: serial, multiprocessing or SCOOP.
+
+All three return results lazily and in order, so the search can record each
+evaluation as soon as it (and those before it) are done. Jobs carry their own
+seeds (:mod:`gp_loss.evolution.jobs`), so the choice changes speed only.
+
+SCOOP: start the script under ``python -m scoop -n N script.py …`` (add
+``--hostfile FILE`` for several machines); ``auto`` then picks SCOOP. SCOOP is
+no longer developed, hence the pluggable choice.
+"""
+from __future__ import annotations
+
+import multiprocessing
+from typing import Callable, Iterable, Iterator
+
+from gp_loss.errors import GpLossError
+
+MAPS = ("auto", "serial", "multiprocessing", "scoop")
+
+
+def scoop_running() -> bool:
+    """Whether this process was started by ``python -m scoop``."""
+    try:
+        import scoop
+    except ImportError:  # pragma: no cover - scoop is a dependency
+        return False
+    return bool(getattr(scoop, "IS_RUNNING", False))
+
+
+def _init_worker() -> None:
+    import torch
+    torch.set_num_threads(1)
+
+
+class Mapper:
+    """A lazy, ordered ``map(fn, items)`` over the chosen backend; ``close()`` when done."""
+
+    def __init__(self, kind: str = "auto", workers: int = 1):
+        if kind not in MAPS:
+            raise GpLossError(f"--map must be one of {', '.join(MAPS)}, got {kind!r}")
+        if workers < 1:
+            raise GpLossError(f"--workers must be at least 1, got {workers}")
+        if kind == "auto":
+            kind = "scoop" if scoop_running() else ("multiprocessing" if workers > 1 else "serial")
+        if kind == "scoop" and not scoop_running():
+            raise GpLossError("--map scoop needs the script started as `python -m scoop -n N script.py ...`")
+        self.kind = kind
+        self._pool = None
+        if kind == "multiprocessing":
+            # spawn: the workers start clean instead of inheriting torch's thread pools by fork
+            self._pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+        if kind == "scoop":
+            import scoop
+            self.workers = int(getattr(scoop, "SIZE", 1) or 1)
+        else:
+            self.workers = workers if kind == "multiprocessing" else 1
+
+    def __call__(self, fn: Callable, items: Iterable) -> Iterator:
+        items = list(items)
+        if self.kind == "serial":
+            return map(fn, items)
+        if self.kind == "multiprocessing":
+            return self._pool.imap(fn, items)
+        from scoop import futures
+        return futures.map(fn, items)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> "Mapper":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None

@@ -1,0 +1,303 @@
+"""The state of one search and the steps the evolution loops are written in.
+
+:mod:`gp_loss.evolution.algorithms` reads top to bottom like DEAP's
+``algorithms.py``; the bookkeeping it calls lives here: breeding children
+through the filters (in parallel), training them (in parallel, reusing the
+gradient-equivalence cache), the hall of fame, the logbook, the run
+directory and the checkpoint.
+
+Reproducibility: selection draws from the global ``random`` (DEAP's
+operators do), seeded from ``config.seed`` and saved in the checkpoint;
+every breeding job gets a seed derived from ``(seed, generation, slot)``;
+every proxy training uses ``config.seed`` (common random numbers, so
+losses are compared on the same initialisation and data order). None of it
+depends on which worker runs a job.
+"""
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import time
+
+import numpy as np
+from deap import base, tools
+from tqdm import tqdm
+
+from gp_loss.evolution import jobs
+from gp_loss.evolution.checkpoint import save_checkpoint
+from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.individual import (Individual, formulas_of, freeze, genome_of, individual_from_dict,
+                                          individual_from_formulas, individual_to_dict, same_formulas)
+from gp_loss.evolution.parallel import Mapper
+from gp_loss.evolution.plot import plot_fitness
+from gp_loss.evolution.run_dir import RunDir
+from gp_loss.export import export_torch
+from gp_loss.filters.equivalence import EquivalenceCache
+from gp_loss.filters.funnel import Funnel
+from gp_loss.language.genome import Branch, Genome
+
+STATE_VERSION = 1
+# Stop when this many generations in a row trained nothing new (all offspring reused).
+MAX_IDLE_GENERATIONS = 50
+
+
+def slot_seed(seed: int, generation: int, slot: int) -> int:
+    """The seed of one breeding job: independent streams per (run, generation, slot)."""
+    return int(np.random.SeedSequence([seed, generation, slot]).generate_state(1)[0])
+
+
+def select_tournament(population: list, k: int, fraction: float) -> list:
+    """DEAP tournament selection over ``fraction`` of the population (at least 2 entrants)."""
+    size = max(2, round(fraction * len(population)))
+    return tools.selTournament(population, k, tournsize=min(size, len(population)))
+
+
+class Search:
+    """One search: configuration, population, hall of fame, logbook, caches, run directory."""
+
+    def __init__(self, config: SearchConfig, run: RunDir, mapper: Mapper, progress: bool | None = None):
+        self.config = config
+        self.config_dict = config.to_dict()
+        self.layout = dict(config.branches)
+        self.run = run
+        self.mapper = mapper
+        self.toolbox = base.Toolbox()
+        self.toolbox.register("map", mapper)
+        self.toolbox.register("select", select_tournament, fraction=config.tournament_fraction)
+        self.hall_of_fame = tools.HallOfFame(config.hall_of_fame_size, similar=same_formulas)
+        self.logbook = tools.Logbook()
+        self.stats = tools.Statistics(key=lambda ind: ind.fitness.values[0])
+        self.stats.register("best", max)
+        self.stats.register("median", statistics.median)
+        self.stats.register("mean", lambda v: float(np.mean(v)))
+        self.cache = EquivalenceCache()
+        self.funnel = Funnel([])
+        self.population: list[Individual] = []
+        self.generation = 0
+        self.evaluations = 0          # proxy trainings done
+        self.evaluation_lines = 0     # lines of evaluations.jsonl covered by the checkpoint
+        self.children = 0             # offspring made (trained or reused)
+        self.reused = 0
+        self.dropped = 0              # slots whose breeding found no child within max_breed_tries
+        self.idle_generations = 0
+        self.elapsed_s = 0.0
+        self.train_s = 0.0
+        self.breed_s = 0.0
+        self.baseline_fitness: dict[str, float] = {}
+        self.recovered: dict[str, dict] = {}
+        self._generation_start = time.perf_counter()
+        self._clock = time.perf_counter()
+        random.seed(config.seed)
+        self.bar = tqdm(total=config.max_evaluations, unit="eval", desc="search", disable=progress is False
+                        or (progress is None and not sys.stderr.isatty()), file=sys.stderr)
+
+    # -- budget ----------------------------------------------------------------
+    def elapsed(self) -> float:
+        return self.elapsed_s + time.perf_counter() - self._clock
+
+    def budget_left(self) -> bool:
+        cfg = self.config
+        if self.evaluations >= cfg.max_evaluations or self.idle_generations >= MAX_IDLE_GENERATIONS:
+            return False
+        return cfg.max_seconds is None or self.elapsed() < cfg.max_seconds
+
+    def slots(self) -> int:
+        """Offspring to make this generation (never more than the evaluations left)."""
+        return max(1, min(self.config.offspring_per_generation, self.config.max_evaluations - self.evaluations))
+
+    # -- breeding --------------------------------------------------------------
+    def start_individual(self) -> Individual:
+        """The start genome (cse scheme), with its gradient-equivalence signature."""
+        ind = individual_from_formulas(self.layout, self.config.start)
+        ctx = jobs.context_for(self.config_dict)
+        ind.generation = self.generation
+        ind.signature = tuple(ctx.signature(kind, tree) for kind, tree in zip(self.layout.values(), ind))
+        return ind
+
+    def breed(self, mode: str, parents: list[list[Individual]]) -> list[Individual]:
+        """One child per entry of ``parents`` (``[]`` for a random one), each passing the filters."""
+        job_list = [{"config": self.config_dict, "seed": slot_seed(self.config.seed, self.generation, slot),
+                     "mode": mode, "parents": [formulas_of(self.layout, p) for p in ps]}
+                    for slot, ps in enumerate(parents)]
+        children = []
+        for result in self.toolbox.map(jobs.breed, job_list):
+            self.funnel.merge(Funnel.from_dict(result["funnel"]))
+            self.breed_s += result["seconds"]
+            if result["formulas"] is None:
+                self.dropped += 1
+                continue
+            child = individual_from_formulas(self.layout, result["formulas"])
+            child.generation, child.signature = self.generation, freeze(result["signature"])
+            children.append(child)
+        return children
+
+    # -- training ----------------------------------------------------------------
+    def evaluate(self, children: list[Individual]) -> None:
+        """Give every child a fitness: reused from an equivalent loss, or by proxy training."""
+        to_train, twins = [], []
+        pending: dict[tuple, Individual] = {}
+        for child in children:
+            self.children += 1
+            stored = self.cache.lookup(child.signature)
+            if stored is not None:
+                child.fitness.values, child.reused = (stored,), True
+                self.reused += 1
+            elif child.signature in pending:  # a sibling with the same signature trains for both
+                twins.append((child, pending[child.signature]))
+            else:
+                pending[child.signature] = child
+                to_train.append(child)
+        jobs_to_run, slots = [], []
+        for slot, child in enumerate(to_train):
+            key = self._recovery_key(slot, child)
+            if key not in self.recovered:
+                jobs_to_run.append({"config": self.config_dict, "formulas": formulas_of(self.layout, child),
+                                    "seed": self.config.seed})
+                slots.append(slot)
+        results = iter(self.toolbox.map(jobs.evaluate, jobs_to_run))
+        for slot, child in enumerate(to_train):
+            key = self._recovery_key(slot, child)
+            if key in self.recovered:
+                record = self.recovered.pop(key)
+            else:
+                outcome = next(results)
+                record = {"generation": self.generation, "slot": slot,
+                          "formulas": formulas_of(self.layout, child), "fitness": outcome["score"],
+                          "status": outcome["status"], "reason": outcome["reason"], "steps": outcome["steps"],
+                          "seconds": outcome["seconds"], "signature": child.signature,
+                          "evaluation": self.evaluations + 1}
+            self.evaluations += 1
+            self.train_s += record["seconds"]
+            child.id = record["evaluation"]
+            child.fitness.values = (record["fitness"],)
+            self.cache.store(child.signature, record["fitness"])
+            self.run.append_evaluation(record)
+            self.evaluation_lines += 1
+            self.bar.update(1)
+        for child, twin in twins:
+            child.fitness.values, child.reused = twin.fitness.values, True
+            self.reused += 1
+        self.hall_of_fame.update(to_train)
+        self.idle_generations = 0 if to_train else self.idle_generations + 1
+
+    def _recovery_key(self, slot: int, child: Individual) -> str:
+        return json.dumps([self.generation, slot, formulas_of(self.layout, child)], sort_keys=True)
+
+    @staticmethod
+    def _recovery_key_for(record: dict) -> str:
+        return json.dumps([record["generation"], record["slot"], record["formulas"]], sort_keys=True)
+
+    def evaluate_baselines(self) -> None:
+        """Proxy fitness of the named baselines, for the report and the plot (not in the budget).
+
+        Only baselines written for this run's branch layout can train its genome.
+        """
+        from gp_loss.tasks import make_task
+        if self.baseline_fitness:
+            return
+        task = make_task(self.config.task, self.config.task_options)
+        names = [n for n in self.config.baselines if self.layout == task.branches]
+        job_list = [{"config": self.config_dict, "formulas": task.baselines[n], "seed": self.config.seed}
+                    for n in names]
+        for name, outcome in zip(names, self.toolbox.map(jobs.evaluate, job_list)):
+            self.baseline_fitness[name] = outcome["score"]
+        self.run.write_json(self.run.baselines, self.baseline_fitness)
+
+    # -- end of a generation ---------------------------------------------------------
+    def end_generation(self) -> None:
+        """Log, write the run directory's files and the checkpoint; print one summary line."""
+        now = time.perf_counter()
+        wall = now - self._generation_start
+        record = self.stats.compile(self.population)
+        best = self.hall_of_fame[0] if len(self.hall_of_fame) else None
+        self.logbook.record(
+            gen=self.generation, evaluations=self.evaluations, children=self.children, reused=self.reused,
+            dropped=self.dropped, population=len(self.population),
+            hof_best=best.fitness.values[0] if best else None, **record,
+            candidates=self.funnel.candidates, filtered=self.funnel.candidates - self.funnel.passed,
+            breed_s=round(self.breed_s, 3), train_s=round(self.train_s, 3),
+            wall_s=round(self.elapsed(), 3), generation_s=round(wall, 3))
+        self.generation += 1
+        self.write_results()
+        save_checkpoint(self.run.path, self.state_dict())
+        line = (f"gen {self.generation - 1:>3} | evals {self.evaluations}/{self.config.max_evaluations} "
+                f"| reused {self.reused} | candidates {self.funnel.candidates} "
+                f"({100 * self.funnel.rejection_rate:.1f}% filtered) | {self.elapsed():.0f} s")
+        if best is not None:
+            line += f" | best {best.fitness.values[0]:.4f} " + " ".join(
+                f"{n}={f}" for n, f in formulas_of(self.layout, best).items())
+        tqdm.write(line, file=sys.stdout)
+        self._generation_start = time.perf_counter()
+
+    def hall_of_fame_genome(self) -> Genome | None:
+        """All hall-of-fame members as one genome, branches named ``top{rank}_{branch}``."""
+        if not len(self.hall_of_fame):
+            return None
+        branches = []
+        for rank, ind in enumerate(self.hall_of_fame, 1):
+            for b in genome_of(self.layout, ind):
+                branches.append(Branch(f"top{rank}_{b.name}", b.kind, b.tree))
+        return Genome(branches)
+
+    def write_results(self) -> None:
+        from gp_loss.export import to_latex
+        self.run.write_logbook(list(self.logbook))
+        rows = []
+        for rank, ind in enumerate(self.hall_of_fame, 1):
+            genome = genome_of(self.layout, ind)
+            rows.append({"rank": rank, "fitness": ind.fitness.values[0], "evaluation": ind.id,
+                         "generation": ind.generation, "formulas": genome.formulas(),
+                         "kinds": dict(self.layout), "latex": {b.name: to_latex(b.kind, b.tree) for b in genome}})
+        self.run.write_json(self.run.hall_of_fame_json, {"metric": f"validation {self._metric()}",
+                                                         "task": self.config.task, "hall_of_fame": rows})
+        genome = self.hall_of_fame_genome()
+        if genome is not None:
+            from gp_loss.io import write_text_atomic
+            write_text_atomic(self.run.hall_of_fame_py, export_torch(
+                genome, header=f"Hall of fame of the {self.config.task} search in {self.run.path} "
+                               f"(top1 is the best by validation {self._metric()})."))
+        plot_fitness(self.run.read_evaluations(), self.baseline_fitness, self.run.plot, self._metric())
+
+    def _metric(self) -> str:
+        from gp_loss.tasks import make_task
+        return make_task(self.config.task, self.config.task_options).metric
+
+    # -- checkpoint ----------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        version, internal, gauss = random.getstate()
+        return {
+            "version": STATE_VERSION, "generation": self.generation, "evaluations": self.evaluations,
+            "evaluation_lines": self.evaluation_lines, "children": self.children, "reused": self.reused,
+            "dropped": self.dropped, "idle_generations": self.idle_generations,
+            "elapsed_s": self.elapsed(), "train_s": self.train_s, "breed_s": self.breed_s,
+            "random_state": [version, list(internal), gauss],
+            "population": [individual_to_dict(self.layout, i) for i in self.population],
+            "hall_of_fame": [individual_to_dict(self.layout, i) for i in self.hall_of_fame],
+            "cache": [[list(map(list, sig)), fit] for sig, fit in self.cache._store.items()],
+            "cache_hits": self.cache.hits, "cache_misses": self.cache.misses,
+            "funnel": self.funnel.to_dict(), "logbook": list(self.logbook),
+            "baseline_fitness": self.baseline_fitness,
+        }
+
+    def load_state(self, state: dict) -> None:
+        if state.get("version") != STATE_VERSION:
+            from gp_loss.errors import GpLossError
+            raise GpLossError(f"checkpoint version {state.get('version')} is not {STATE_VERSION}")
+        for key in ("generation", "evaluations", "evaluation_lines", "children", "reused", "dropped",
+                    "idle_generations", "elapsed_s", "train_s", "breed_s", "baseline_fitness"):
+            setattr(self, key, state[key])
+        version, internal, gauss = state["random_state"]
+        random.setstate((version, tuple(internal), gauss))
+        self.population = [individual_from_dict(self.layout, d) for d in state["population"]]
+        for d in state["hall_of_fame"]:
+            self.hall_of_fame.insert(individual_from_dict(self.layout, d))
+        for sig, fit in state["cache"]:
+            self.cache.store(freeze(sig), fit)
+        self.cache.hits, self.cache.misses = state["cache_hits"], state["cache_misses"]
+        self.funnel = Funnel.from_dict(state["funnel"])
+        for row in state["logbook"]:
+            self.logbook.record(**row)
+        self._clock = time.perf_counter()
+        self.bar.update(self.evaluations)
