@@ -24,6 +24,14 @@ def register(sub) -> None:
                    help="random depth-3 trees for the random-init selectivity figure (default 1000)")
     f.add_argument("--json", action="store_true", help="print the figures as JSON")
     f.set_defaults(run=run_filters)
+    s = targets.add_parser("search", help="evaluations per minute with N workers vs serial, and overhead",
+                           description="Run runs/search_classification.py serially and with N workers "
+                                       "(same seed and budget) and compare evaluations per minute.")
+    s.add_argument("--evaluations", type=int, default=60, help="budget of each run (default 60)")
+    s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--backend", choices=["scoop", "multiprocessing"], default="scoop")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=run_search)
 
 
 def run_filters(args: argparse.Namespace) -> int:
@@ -48,4 +56,22 @@ def run_filters(args: argparse.Namespace) -> int:
         print("per stage (candidates/min while in that stage): " + ", ".join(
             f"{n} {v:.0f}" for n, v in part["stage_candidates_per_minute"].items()))
         print(part["funnel_table"])
+    return 0
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from gp_loss.bench.search import bench_search
+
+    if args.evaluations < 1 or args.workers < 1:
+        raise GpLossError("--evaluations and --workers must be at least 1")
+    result = bench_search(args.evaluations, args.workers, args.backend)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for label, r in result["runs"].items():
+        print(f"{label:<16} {r['workers']} worker(s): {r['evaluations']} evaluations in {r['wall_s']:.1f} s = "
+              f"{r['evaluations_per_minute']:.1f}/min; training {r['train_s']:.1f} s, breeding "
+              f"{r['breed_s']:.1f} s; overhead {100 * r['overhead']:.1f}%")
+    print(f"speed-up {args.backend} x{args.workers} / serial: {result['speedup']:.2f}x; "
+          f"same hall of fame: {result['same_hall_of_fame']}")
     return 0

@@ -16,15 +16,23 @@ def register(sub) -> None:
         description="Export KIND=FORMULA (or NAME:KIND=FORMULA) branches as a module that imports "
                     "only torch and math: one function per branch, an nn.Module per branch, and "
                     "GenomeLoss summing them.")
-    p.add_argument("branches", nargs="+", metavar="KIND=FORMULA",
-                   help="e.g. cls='neg(dot(y, log(softmax(x))))' or rcnn_reg:reg='sub(1, div(i, u))'")
+    p.add_argument("branches", nargs="+", metavar="KIND=FORMULA|RUN_DIR",
+                   help="e.g. cls='neg(dot(y, log(softmax(x))))' or rcnn_reg:reg='sub(1, div(i, u))', "
+                        "or a run directory to export its hall of fame (branches top1_cls, top2_cls, ...)")
+    p.add_argument("--top", type=int, default=None, help="with RUN_DIR: only the best N")
     p.add_argument("--out", required=True, type=Path, help="the .py file to write")
     p.add_argument("--latex", action="store_true", help="also print each branch as LaTeX")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    genome = Genome.from_specs(args.branches)
+    if len(args.branches) == 1 and "=" not in args.branches[0]:
+        from gp_loss.evolution.hall_of_fame import hall_of_fame_genome, load_hall_of_fame
+        if args.top is not None and args.top < 1:
+            raise GpLossError(f"--top must be at least 1, got {args.top}")
+        genome = hall_of_fame_genome(load_hall_of_fame(args.branches[0]), args.top)
+    else:
+        genome = Genome.from_specs(args.branches)
     if args.out.suffix != ".py":
         raise GpLossError(f"--out {args.out}: the module file must end in .py")
     write_text_atomic(args.out, export_torch(genome))

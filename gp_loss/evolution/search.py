@@ -41,6 +41,7 @@ from gp_loss.language.genome import Branch, Genome
 STATE_VERSION = 1
 # Stop when this many generations in a row trained nothing new (all offspring reused).
 MAX_IDLE_GENERATIONS = 50
+PLOT_EVERY_S = 30.0
 
 
 def slot_seed(seed: int, generation: int, slot: int) -> int:
@@ -73,7 +74,7 @@ class Search:
         self.stats.register("median", statistics.median)
         self.stats.register("mean", lambda v: float(np.mean(v)))
         self.cache = EquivalenceCache()
-        self.funnel = Funnel([])
+        self.funnel = Funnel(["validity", "convergence", "rejection"] + (["simulation"] if config.simulate else []))
         self.population: list[Individual] = []
         self.generation = 0
         self.evaluations = 0          # proxy trainings done
@@ -89,6 +90,7 @@ class Search:
         self.recovered: dict[str, dict] = {}
         self._generation_start = time.perf_counter()
         self._clock = time.perf_counter()
+        self._last_plot = float("-inf")
         random.seed(config.seed)
         self.bar = tqdm(total=config.max_evaluations, unit="eval", desc="search", disable=progress is False
                         or (progress is None and not sys.stderr.isatty()), file=sys.stderr)
@@ -220,7 +222,8 @@ class Search:
             breed_s=round(self.breed_s, 3), train_s=round(self.train_s, 3),
             wall_s=round(self.elapsed(), 3), generation_s=round(wall, 3))
         self.generation += 1
-        self.write_results()
+        # The plot costs ~0.3 s: redraw it at most every PLOT_EVERY_S (and at the end).
+        self.write_results(plot=now - self._last_plot >= PLOT_EVERY_S)
         save_checkpoint(self.run.path, self.state_dict())
         line = (f"gen {self.generation - 1:>3} | evals {self.evaluations}/{self.config.max_evaluations} "
                 f"| reused {self.reused} | candidates {self.funnel.candidates} "
@@ -241,7 +244,8 @@ class Search:
                 branches.append(Branch(f"top{rank}_{b.name}", b.kind, b.tree))
         return Genome(branches)
 
-    def write_results(self) -> None:
+    def write_results(self, plot: bool = True) -> None:
+        """Logbook, hall of fame (JSON and PyTorch) and, with ``plot``, the fitness plot."""
         from gp_loss.export import to_latex
         self.run.write_logbook(list(self.logbook))
         rows = []
@@ -258,7 +262,9 @@ class Search:
             write_text_atomic(self.run.hall_of_fame_py, export_torch(
                 genome, header=f"Hall of fame of the {self.config.task} search in {self.run.path} "
                                f"(top1 is the best by validation {self._metric()})."))
-        plot_fitness(self.run.read_evaluations(), self.baseline_fitness, self.run.plot, self._metric())
+        if plot:
+            plot_fitness(self.run.read_evaluations(), self.baseline_fitness, self.run.plot, self._metric())
+            self._last_plot = time.perf_counter()
 
     def _metric(self) -> str:
         from gp_loss.tasks import make_task

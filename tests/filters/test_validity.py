@@ -27,3 +27,20 @@ def test_bad_losses_are_rejected_with_reason(kind, formula, reason):
     result = check_validity(k, parse_formula(k, formula))
     assert not result.passed
     assert reason in result.reason
+
+
+def test_tree_without_prediction_leaf_rejected_before_tensor_work_even_when_copied():
+    import copy
+
+    from primitives import get_kind
+
+    from gp_loss.filters.base import Candidate
+    from gp_loss.filters.validity import ValidityStage
+    from gp_loss.language.parse import parse_formula
+
+    kind = get_kind("cls")
+    stage = ValidityStage()
+    no_x = stage(Candidate(kind, parse_formula(kind, "dot(y, log(softmax(w)))")))
+    assert not no_x.passed and no_x.reason == "loss does not depend on the prediction" and no_x.numbers == {}
+    ce = copy.deepcopy(parse_formula(kind, "neg(dot(y, log(softmax(x))))"))  # as DEAP's HallOfFame copies
+    assert stage(Candidate(kind, ce)).passed

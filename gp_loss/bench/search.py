@@ -1,0 +1,63 @@
+"""Speed of the search with N workers against the serial run, and the engine's overhead.
+
+Runs ``runs/search_classification.py`` (or another script) as a user does:
+serially, and under ``python -m scoop -n N`` (or ``--workers N``), each into a
+fresh run directory with the same seed and budget, then reads the logbooks.
+
+* evaluations per minute of the search phase, and the ratio parallel / serial;
+* overhead = 1 − (proxy-training seconds) / (wall seconds × workers): the share
+  of the machine's time not spent training (selection, breeding through the
+  filters, bookkeeping, idle workers);
+* whether both runs produced the same hall of fame (they must).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _read_run(out: Path) -> dict:
+    with open(out / "logbook.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1]
+    wall, train, breed = float(last["wall_s"]), float(last["train_s"]), float(last["breed_s"])
+    evaluations = int(last["evaluations"])
+    hof = json.loads((out / "hall_of_fame.json").read_text())["hall_of_fame"]
+    return {"evaluations": evaluations, "wall_s": wall, "train_s": train, "breed_s": breed,
+            "evaluations_per_minute": 60 * evaluations / wall if wall else 0.0,
+            "hall_of_fame": [r["formulas"] for r in hof]}
+
+
+def bench_search(evaluations: int, workers: int = 2, backend: str = "scoop",
+                 script: str = "runs/search_classification.py", extra: list[str] | None = None) -> dict:
+    """Run the search serially and with ``workers`` (``scoop`` or ``multiprocessing``); compare."""
+    common = ["--evaluations", str(evaluations), "--final-top", "1", "--final-seeds", "1",
+              "--no-progress", *(extra or [])]
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="gp-loss-bench-") as tmp:
+        for label in ("serial", backend):
+            out = Path(tmp) / label
+            if label == "serial":
+                cmd = [sys.executable, script, "--out", str(out), "--map", "serial"]
+            elif backend == "scoop":
+                cmd = [sys.executable, "-m", "scoop", "-n", str(workers), script, "--out", str(out)]
+            else:
+                cmd = [sys.executable, script, "--out", str(out), "--workers", str(workers)]
+            proc = subprocess.run(cmd + common, cwd=ROOT, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+            run = _read_run(out)
+            n = 1 if label == "serial" else workers
+            run["workers"] = n
+            run["overhead"] = 1 - run["train_s"] / (run["wall_s"] * n) if run["wall_s"] else 0.0
+            results[label] = run
+    serial, parallel = results["serial"], results[backend]
+    return {"evaluations": evaluations, "workers": workers, "backend": backend, "runs": results,
+            "speedup": parallel["evaluations_per_minute"] / serial["evaluations_per_minute"],
+            "same_hall_of_fame": serial["hall_of_fame"] == parallel["hall_of_fame"]}

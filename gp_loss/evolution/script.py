@@ -1,0 +1,137 @@
+"""Command-line options shared by the ``runs/search_*.py`` scripts.
+
+Every :class:`SearchConfig` field can be set from a YAML/JSON file
+(``--config FILE``) and the common ones by flag; flags win over the file.
+With ``--resume DIR`` the stored configuration is used and any option given
+again must agree with it (a budget may be raised).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from gp_loss.errors import GpLossError
+from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.parallel import MAPS
+
+# flag -> (config field, type, help)
+FLAGS = {
+    "--seed": ("seed", int, "seed of everything random (default 0)"),
+    "--scheme": ("scheme", str, "zero (AutoLoss-Zero aging evolution) or cse (CSE-Autoloss from --start)"),
+    "--evaluations": ("max_evaluations", int, "budget: proxy trainings"),
+    "--seconds": ("max_seconds", float, "budget: wall seconds (stops at the end of a generation)"),
+    "--population": ("population", int, "K: initial / surviving population"),
+    "--max-population": ("max_population", int, "P: aging population kept (zero scheme)"),
+    "--tournament": ("tournament_fraction", float, "T: tournament size as a fraction of the population"),
+    "--init-depth": ("init_depth", int, "D: depth of random genomes"),
+    "--offspring": ("offspring_per_generation", int, "children per generation"),
+    "--final-seeds": ("final_seeds", int, "seeds of the final retraining"),
+    "--final-top": ("final_top", int, "best losses retrained at the end"),
+}
+
+
+def build_parser(description: str, task_flags: dict[str, tuple[str, type, str]]) -> argparse.ArgumentParser:
+    """The script's parser: run options, ``FLAGS`` and the task's own ``task_flags``."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help="run directory to create")
+    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON with SearchConfig fields")
+    p.add_argument("--workers", type=int, help="processes for --map multiprocessing (default 1)")
+    p.add_argument("--map", choices=MAPS, help="auto (default): scoop under `python -m scoop`, "
+                                               "multiprocessing if --workers > 1, else serial")
+    p.add_argument("--start", action="append", metavar="BRANCH=FORMULA",
+                   help="start / fixed formula of a branch (repeatable)")
+    p.add_argument("--search", action="append", metavar="BRANCH", help="branch to search (repeatable; default all)")
+    p.add_argument("--simulate", action="store_true", help="add the model-optimisation simulation filter")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for flag, (_, type_, help_) in {**FLAGS, **task_flags}.items():
+        p.add_argument(flag, type=type_, help=help_)
+    return p
+
+
+def _load_file(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise GpLossError(f"cannot read --config {path}: {err.strerror or err}") from None
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as err:  # yaml and json raise different types
+        raise GpLossError(f"--config {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}") from None
+    if not isinstance(data, dict):
+        raise GpLossError(f"--config {path} must hold a mapping of configuration fields")
+    return data
+
+
+def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: SearchConfig,
+                     default_out: str) -> tuple[SearchConfig, str, bool]:
+    """(configuration, run directory, resume?) from parsed arguments."""
+    given = vars(args)
+    resume = "resume" in given
+    if resume and "out" in given and Path(given["out"]) != Path(given["resume"]):
+        raise GpLossError("give either --out DIR (new run) or --resume DIR, not both")
+    out = str(given.get("resume") or given.get("out") or default_out)
+    overrides: dict = {}
+    if "config" in given:
+        overrides.update(_load_file(given["config"]))
+    task_options = dict(overrides.pop("task_options", {}))
+    for flag, (field, _, _) in FLAGS.items():
+        key = flag.lstrip("-").replace("-", "_")
+        if key in given:
+            overrides[field] = given[key]
+    for flag, (field, _, _) in task_flags.items():
+        key = flag.lstrip("-").replace("-", "_")
+        if key in given:
+            task_options[field] = given[key]
+    if "start" in given:
+        start = {}
+        for spec in given["start"]:
+            name, sep, formula = spec.partition("=")
+            if not sep:
+                raise GpLossError(f"--start expects BRANCH=FORMULA, got {spec!r}")
+            start[name.strip()] = formula.strip()
+        overrides["start"] = start
+    if "search" in given:
+        overrides["search"] = list(given["search"])
+    if given.get("simulate"):
+        overrides["simulate"] = True
+    if resume:
+        stored_path = Path(out) / "config.json"
+        if not stored_path.exists():
+            raise GpLossError(f"nothing to resume in {out}: it has no config.json")
+        base = json.loads(stored_path.read_text(encoding="utf-8"))
+    else:
+        base = defaults.to_dict()
+    base["task_options"] = {**base.get("task_options", {}), **task_options}
+    base.update(overrides)
+    return SearchConfig.from_dict(base), out, resume
+
+
+def main(description: str, defaults: SearchConfig, default_out: str,
+         task_flags: dict[str, tuple[str, type, str]], argv: list[str] | None = None) -> int:
+    """Parse, search, print the best formulas beside the baselines. Exit 2 on a user error."""
+    from gp_loss.evolution.run_search import final_table, run_search
+
+    args = build_parser(description, task_flags).parse_args(argv)
+    try:
+        config, out, resume = config_from_args(args, task_flags, defaults, default_out)
+        result = run_search(config, out, resume=resume, workers=getattr(args, "workers", 1),
+                            map_kind=getattr(args, "map", "auto"),
+                            progress=False if getattr(args, "no_progress", False) else None)
+    except GpLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: continue with --resume {out}", file=sys.stderr)
+        return 130
+    print()
+    print(final_table(result))
+    print(f"\nrun directory: {out} (hall_of_fame.py, final.json, fitness.png; `gp-loss report {out}`)")
+    return 0

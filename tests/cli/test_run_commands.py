@@ -1,0 +1,66 @@
+"""``gp-loss report``, ``export RUN_DIR`` and ``evaluate`` on a tiny finished search."""
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from gp_loss.cli import main
+from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.run_search import run_search
+
+TINY = dict(population=3, max_evaluations=5, offspring_per_generation=2, final_seeds=1, final_top=2,
+            task_options={"proxy_epochs": 1, "final_epochs": 1})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    run_search(SearchConfig(**TINY), str(out), progress=False)
+    return out
+
+
+def test_report_prints_formulas_latex_baselines_funnel_and_plot(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    hof = json.loads((run_dir / "hall_of_fame.json").read_text())["hall_of_fame"]
+    assert hof[0]["formulas"]["cls"] in out and "LaTeX:" in out
+    assert "baselines (validation fitness): ce" in out
+    assert "test accuracy" in out and "filter funnel" in out and "fitness.png" in out
+    assert main(["report", "--json", str(run_dir)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["evaluations"] == 5 and data["final"]["rows"][-1]["name"] == "ce"
+
+
+def test_export_run_dir_writes_importable_losses(run_dir, tmp_path, capsys):
+    target = tmp_path / "best.py"
+    assert main(["export", str(run_dir), "--out", str(target), "--top", "1"]) == 0
+    assert "top1_cls" in capsys.readouterr().out
+    spec = importlib.util.spec_from_file_location("best", target)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    x = torch.randn(4, 10, requires_grad=True)
+    y = torch.nn.functional.one_hot(torch.arange(4), 10).float()
+    loss = module.top1_cls(x, y, torch.ones_like(y))
+    loss.backward()
+    assert loss.dim() == 0 and torch.isfinite(loss) and torch.isfinite(x.grad).all()
+    assert not hasattr(module, "top2_cls")
+
+
+def test_run_commands_reject_bad_input(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "x.py")]) == 2  # no hall of fame
+    assert main(["evaluate", "--loss", "nonsense"]) == 2
+    assert main(["evaluate", "--loss", "ce", "--seeds", "0"]) == 2
+    assert main(["evaluate", "--loss", "ce", "--data", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not a run directory" in err
+
+
+def test_evaluate_ranks_ce_above_an_inverted_loss(capsys):
+    code = main(["evaluate", "--loss", "ce", "--loss", "cls=dot(y, log(softmax(x)))", "--seeds", "1",
+                 "--epochs", "1", "--json"])
+    assert code == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["loss"] == "ce" and rows[0]["mean"] > 0.5
+    assert rows[1]["mean"] < rows[0]["mean"] - 0.3
