@@ -46,7 +46,8 @@ class WorkerContext:
         if config.simulate:
             from gp_loss.filters.simulation import SimulationStage
             stages.append(SimulationStage(seed=config.seed))
-        self.pipeline = FilterPipeline(stages, time_limit_s=config.filter_time_limit_s, num_threads=None)
+        self.pipeline = FilterPipeline(stages, time_limit_s=config.filter_time_limit_s, num_threads=None,
+                                       memo_size=200_000)
         self.equivalence = EquivalenceStage(seed=config.seed)
         self._signatures: dict[tuple[str, str], tuple] = {}
         self._task = None

@@ -65,13 +65,19 @@ def default_stages(simulate: bool = False, seed: int = 0) -> list[Stage]:
 class FilterPipeline:
     """Run candidates through ``stages`` with a per-stage time limit and a funnel."""
 
-    def __init__(self, stages: list[Stage], time_limit_s: float | None = 10.0, num_threads: int | None = 1):
+    def __init__(self, stages: list[Stage], time_limit_s: float | None = 10.0, num_threads: int | None = 1,
+                 memo_size: int = 0):
         # Tiny tensors: torch's intra-op threads cost more than they save, and on a
         # busy machine a waiting thread makes a 5 ms stage take 50-100 ms.
         self.num_threads = num_threads
         self.stages = list(stages)
         self.time_limit_s = time_limit_s
         self.funnel = Funnel([s.name for s in self.stages])
+        # Verdicts by formula: random trees repeat (about a third of random depth-3 `cls`
+        # trees are repeats), and the stages are deterministic, so a repeat replays its
+        # verdict instead of running again. Overruns are not remembered.
+        self.memo_size = memo_size
+        self._memo: dict[tuple[str, str], list[StageResult]] = {}
 
     def _run_stage(self, stage: Stage, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
@@ -117,4 +123,24 @@ class FilterPipeline:
             result = StageResult("compile", False, f"{type(err).__name__}: {err}")
             self.funnel.record(result)
             return Verdict(Candidate.__new__(Candidate), [result])
-        return self.run(candidate)
+        if not self.memo_size:
+            return self.run(candidate)
+        key = (kind.name, candidate.formula)
+        if key in self._memo:
+            return self._replay(candidate, self._memo[key])
+        verdict = self.run(candidate)
+        if not any(r.reason.startswith("too slow") for r in verdict.results):
+            if len(self._memo) >= self.memo_size:
+                self._memo.clear()
+            self._memo[key] = verdict.results
+        return verdict
+
+    def _replay(self, candidate: Candidate, results: list[StageResult]) -> Verdict:
+        verdict = Verdict(candidate, [StageResult(r.stage, r.passed, r.reason, dict(r.numbers), 0.0)
+                                      for r in results])
+        self.funnel.candidates += 1
+        for r in verdict.results:
+            self.funnel.record(r)
+        if verdict.passed:
+            self.funnel.passed += 1
+        return verdict

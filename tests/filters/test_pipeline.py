@@ -70,3 +70,23 @@ def test_funnel_round_trips_and_merges():
     b.merge(a)
     assert b.candidates == 6 and b.stages["s"].rejected == 2
     assert reason_key("loss is 1.5e-3 at step 12") == "loss is # at step #"
+
+
+def test_memo_replays_verdicts_of_repeated_formulas_but_not_overruns():
+    kind = get_kind("cls")
+    first, second = _Always("first"), _Always("second", passed=False)
+    pipe = FilterPipeline([first, second], memo_size=10)
+    tree = parse_formula(kind, "neg(dot(y, log(softmax(x))))")
+    a = pipe.check(kind, tree)
+    b = pipe.check(kind, parse_formula(kind, "neg(dot(y, log(softmax(x))))"))
+    assert (first.calls, second.calls) == (1, 1)  # the repeat ran no stage
+    assert [(r.stage, r.passed, r.reason) for r in a.results] == [(r.stage, r.passed, r.reason) for r in b.results]
+    assert pipe.funnel.candidates == 2 and pipe.funnel.stages["second"].rejected == 2
+    hang = FilterPipeline([_Hangs()], time_limit_s=0.05, memo_size=10)
+    hang.check(kind, tree)
+    hang.check(kind, tree)
+    assert hang.funnel.stages["hangs"].rejected == 2 and hang.funnel.stages["hangs"].seconds >= 0.09
+    off = FilterPipeline([first], memo_size=0)
+    off.check(kind, tree)
+    off.check(kind, tree)
+    assert first.calls == 3
