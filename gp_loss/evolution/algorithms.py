@@ -43,7 +43,7 @@ def cse_evolution(search: Search) -> None:
 
     The population starts as the start genome and K-1 mutants of it. Each
     generation picks two parents per child by tournament; the child is a
-    one-point crossover of one searched branch (height-limited by DEAP's
+    one-point crossover of one searched branch (height-limited like DEAP's
     ``staticLimit``), then mutated, repeated until it passes the filters.
     The best K of parents and children survive.
     """

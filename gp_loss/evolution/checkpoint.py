@@ -28,7 +28,7 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``state`` as the run's checkpoint, keeping the last one as the previous."""
     text = json.dumps(state, sort_keys=True, allow_nan=False)
     current = run_dir / CHECKPOINT
-    if current.exists():
+    if current.exists() and _readable(current):  # never rotate a corrupt file over a good previous one
         os.replace(current, run_dir / PREVIOUS)
     write_text_atomic(current, json.dumps({"sha256": _digest(text), "state": json.loads(text)}, sort_keys=True))
 
@@ -39,6 +39,14 @@ def _read(path: Path) -> dict:
     if _digest(json.dumps(state, sort_keys=True, allow_nan=False)) != data["sha256"]:
         raise ValueError("checksum mismatch")
     return state
+
+
+def _readable(path: Path) -> bool:
+    try:
+        _read(path)
+        return True
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict | None, list[str]]:

@@ -13,7 +13,7 @@ Schemes:
   ``n_mutations`` (2) typed mutations.
 * ``cse``: CSE-Autoloss (seed 000): start from ``start`` formulas (e.g. CE),
   search ``search`` branches with the others fixed; one-point crossover
-  (``p_crossover``) and typed mutation, DEAP ``staticLimit`` on tree height,
+  (``p_crossover``) and typed mutation, staticLimit-style bound on tree height,
   and the best ``population`` of parents and offspring survive.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from primitives import KINDS
 
 from gp_loss.errors import GpLossError
+from gp_loss.field_types import check_field_types
 from gp_loss.language.genome import Genome, check_branch_name
 
 SCHEMES = ("zero", "cse")
@@ -55,7 +56,7 @@ class SearchConfig:
     # CSE-Autoloss variation
     p_crossover: float = 0.5
     p_mutation: float = 0.5
-    # Tree limits (DEAP staticLimit for crossover; mutation retries)
+    # Tree limits (static height limit for crossover; mutation retries)
     max_height: int = 12
     max_size: int = 60
     # Budget: proxy trainings, and optionally wall time (not reproducible)
@@ -80,6 +81,7 @@ class SearchConfig:
         """Raise :class:`GpLossError` naming the first bad value; return ``self``."""
         from gp_loss.tasks import make_task, task_options
 
+        check_field_types(self)
         if self.scheme not in SCHEMES:
             raise GpLossError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
         for name in ("population", "max_population", "init_depth", "offspring_per_generation",
@@ -125,6 +127,10 @@ class SearchConfig:
         self.start_genome()  # parse errors name the branch and position
         task_options(self.task, self.task_options)
         task = make_task(self.task, self.task_options)
+        for name, kind in self.branches.items():
+            if kind not in task.kinds:
+                raise GpLossError(f"branch {name!r} has kind {kind}, which the {self.task} task cannot train; "
+                                  f"it takes {', '.join(task.kinds)}")
         for name in self.baselines:
             if name not in task.baselines:
                 raise GpLossError(f"unknown baseline {name!r} for task {self.task}; "

@@ -13,7 +13,6 @@ are built once per process, not once per job.
 from __future__ import annotations
 
 import json
-import operator
 import random
 import time
 
@@ -23,6 +22,7 @@ from deap import gp
 from primitives import get_kind
 
 from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.crossover import limited_crossover
 from gp_loss.evolution.individual import formulas_of, genome_of, individual_from_formulas
 from gp_loss.evolution.mutation import OffspringConfig, make_offspring, mutate
 from gp_loss.filters.base import Candidate
@@ -55,8 +55,6 @@ class WorkerContext:
         self.offspring = OffspringConfig(p_copy=0.0, p_reinit=0.0, n_mutations=config.n_mutations,
                                          init_depth=config.init_depth, max_height=config.max_height,
                                          max_size=config.max_size)
-        limit = gp.staticLimit(key=operator.attrgetter("height"), max_value=config.max_height)
-        self.crossover = limit(gp.cxOnePoint)
 
     @property
     def task(self):
@@ -172,14 +170,7 @@ def _vary(ctx: WorkerContext, mode: str, how: str, parents: list, rng: random.Ra
     tree = child[i]
     crossed = False
     if how == "crossover":
-        # DEAP's operators draw from the global ``random``: seed it from the job's rng
-        # and restore it, so the master's own draws are untouched in the serial map.
-        saved = random.getstate()
-        try:
-            random.seed(rng.getrandbits(64))
-            a, _ = ctx.crossover(gp.PrimitiveTree(list(tree)), gp.PrimitiveTree(list(parents[1][i])))
-        finally:
-            random.setstate(saved)
+        a, _ = limited_crossover(tree, parents[1][i], rng, cfg.max_height)
         crossed = str(a) != str(tree)
         tree = a
     if not crossed or rng.random() < cfg.p_mutation:

@@ -73,7 +73,7 @@ def final_evaluation(search: Search) -> dict:
         rows.append({"name": name, "baseline": not name.startswith("top"), "formulas": formulas,
                      "proxy_fitness": proxy, "seeds": seeds, "scores": scores,
                      "mean": statistics.fmean(scores), "std": statistics.pstdev(scores)})
-    result = {"metric": f"test {task.metric}", "rows": rows}
+    result = {"metric": f"test {task.metric}", "evaluations": search.evaluations, "rows": rows}
     search.run.write_json(search.run.final, result)
     return result
 
@@ -106,7 +106,7 @@ def run_search(config: SearchConfig, out: str, resume: bool = False, workers: in
         search.bar.close()
         search.write_results()
         result = run.read_json(run.final)
-        if result is None or not resume:
-            result = final_evaluation(search)
+        if result is None or result.get("evaluations") != search.evaluations:
+            result = final_evaluation(search)  # a resumed run that searched further retrains
         mapper.close()
     return result

@@ -297,8 +297,11 @@ class Search:
         version, internal, gauss = state["random_state"]
         random.setstate((version, tuple(internal), gauss))
         self.population = [individual_from_dict(self.layout, d) for d in state["population"]]
-        for d in state["hall_of_fame"]:
-            self.hall_of_fame.insert(individual_from_dict(self.layout, d))
+        # Restore the members in their stored order: HallOfFame.insert would put each
+        # one before its equals and reverse ties. (DEAP keeps items best-first, keys ascending.)
+        members = [individual_from_dict(self.layout, d) for d in state["hall_of_fame"]]
+        self.hall_of_fame.items = members
+        self.hall_of_fame.keys = [m.fitness for m in reversed(members)]
         for sig, fit in state["cache"]:
             self.cache.store(freeze(sig), fit)
         self.cache.hits, self.cache.misses = state["cache_hits"], state["cache_misses"]

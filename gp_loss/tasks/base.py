@@ -34,11 +34,12 @@ class TrainOutcome:
 
 
 class Task(Protocol):
-    """A search task. ``branches`` maps each loss branch name to its kind name."""
+    """A search task. ``branches``: the default branch name -> kind; ``kinds``: kinds it can train."""
 
     name: str
     metric: str
     branches: dict[str, str]
+    kinds: tuple[str, ...]
     baselines: dict[str, dict[str, str]]
 
     def proxy_fitness(self, genome: Genome, seed: int, time_limit_s: float | None = None) -> TrainOutcome:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from gp_loss.data.digits import digits_tensors, split_indices
 from gp_loss.errors import GpLossError
+from gp_loss.field_types import check_field_types
 from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
@@ -57,6 +58,7 @@ class ClassificationOptions:
 
     def check(self) -> None:
         """Raise :class:`GpLossError` naming the first bad value."""
+        check_field_types(self, "task option ")
         for name in ("image_size", "width", "batch_size", "proxy_epochs", "final_epochs"):
             if getattr(self, name) < 1:
                 raise GpLossError(f"task option {name} must be at least 1, got {getattr(self, name)}")
@@ -97,6 +99,7 @@ class ClassificationTask:
     name = "classification"
     metric = "accuracy"
     branches = {"cls": "cls"}
+    kinds = SUPPORTED_KINDS
     baselines = BASELINES
 
     def __init__(self, options: ClassificationOptions = ClassificationOptions()):

@@ -1,0 +1,168 @@
+"""breed and evaluate: plain-dict jobs whose results depend only on the job."""
+import math
+import random
+
+import pytest
+
+from gp_loss.evolution import jobs
+from gp_loss.evolution.config import SearchConfig
+from gp_loss.filters.pipeline import FilterPipeline, default_stages
+from gp_loss.language import parse_formula
+from primitives import get_kind
+
+CE = "neg(dot(y, log(softmax(x))))"
+CONFIG = SearchConfig(task_options={"proxy_epochs": 1, "final_epochs": 2}).to_dict()
+
+
+def _job(mode, seed, parents=(), config=CONFIG):
+    return {"config": config, "seed": seed, "mode": mode, "parents": list(parents)}
+
+
+def _passes_filters(formula, seed=0):
+    kind = get_kind("cls")
+    return FilterPipeline(default_stages(seed=seed)).check(kind, parse_formula(kind, formula)).passed
+
+
+@pytest.mark.parametrize("mode, seed, parents", [
+    ("init", 2, []),
+    ("zero", 1, [{"cls": CE}]),
+    ("cse", 1, [{"cls": CE}, {"cls": "neg(dot(y, softmax(x)))"}]),
+])
+def test_same_job_same_child(mode, seed, parents):
+    first = jobs.breed(_job(mode, seed, parents))
+    jobs.breed(_job("zero", 5, [{"cls": CE}]))  # other work in between changes nothing
+    jobs._CONTEXTS.clear()                      # nor does a fresh worker
+    second = jobs.breed(_job(mode, seed, parents))
+    assert first["formulas"] is not None
+    for key in ("formulas", "signature", "how", "tries"):
+        assert first[key] == second[key], key
+    assert _counts(first["funnel"]) == _counts(second["funnel"])
+
+
+def _counts(funnel):
+    """The funnel without its timings."""
+    return {k: v if k != "stages" else {n: {m: x for m, x in s.items() if m != "seconds"} for n, s in v.items()}
+            for k, v in funnel.items() if k != "seconds"}
+
+
+def test_different_seeds_give_different_children():
+    children = {jobs.breed(_job("zero", seed, [{"cls": CE}]))["formulas"]["cls"] for seed in range(1, 6)}
+    assert len(children) >= 3
+
+
+@pytest.mark.parametrize("mode, seed, parents", [
+    ("init", 2, []),
+    ("zero", 1, [{"cls": CE}]),
+    ("zero", 2, [{"cls": CE}]),
+    ("cse", 1, [{"cls": CE}, {"cls": CE}]),
+])
+def test_child_passes_the_filters(mode, seed, parents):
+    result = jobs.breed(_job(mode, seed, parents))
+    assert result["how"] != "copy"
+    assert result["tries"] >= 1 and result["funnel"]["passed"] == 1
+    assert result["funnel"]["candidates"] == result["tries"]
+    assert _passes_filters(result["formulas"]["cls"])
+    assert len(result["signature"]) == 1 and all(math.isfinite(v) for v in result["signature"][0])
+
+
+def test_copy_gives_the_parent_back():
+    config = SearchConfig(p_copy=1.0, task_options={"proxy_epochs": 1}).to_dict()
+    parent = {"cls": "neg(dot(mul(add(1, sin(w)), y), log(softmax(x))))"}
+    result = jobs.breed(_job("zero", 3, [parent], config))
+    assert result["how"] == "copy" and result["tries"] == 1
+    assert result["formulas"] == parent
+    ctx = jobs.context_for(config)
+    kind = get_kind("cls")
+    assert result["signature"] == (ctx.signature("cls", parse_formula(kind, parent["cls"])),)
+
+
+def test_no_copy_with_p_copy_zero():
+    config = SearchConfig(p_copy=0.0, p_reinit=0.0, task_options={"proxy_epochs": 1}).to_dict()
+    hows = {jobs.breed(_job("zero", s, [{"cls": CE}], config))["how"] for s in range(4)}
+    assert hows == {"mutation"}
+
+
+def test_slot_dropped_when_no_child_passes_within_the_tries():
+    config = SearchConfig(max_breed_tries=1, task_options={"proxy_epochs": 1}).to_dict()
+    # seed 1: the first random tree of depth 3 is rejected (the slot needs ~1000 tries)
+    result = jobs.breed(_job("init", 1, [], config))
+    assert result["formulas"] is None and result["signature"] is None
+    assert result["tries"] == 1 and result["funnel"]["passed"] == 0
+
+
+def test_fixed_branches_stay_fixed():
+    start = {"a": CE, "b": "neg(dot(y, softmax(x)))"}
+    config = SearchConfig(scheme="cse", branches={"a": "cls", "b": "cls"}, search=["a"], start=start,
+                          baselines=[], task_options={"proxy_epochs": 1}).to_dict()
+    varied = set()
+    for seed in (1, 2, 3):
+        result = jobs.breed(_job("cse", seed, [start, start], config))
+        assert result["formulas"]["b"] == start["b"]
+        assert len(result["signature"]) == 2
+        varied.add(result["formulas"]["a"])
+    assert varied - {start["a"]}  # the searched branch does vary
+    init = jobs.breed(_job("init", 2, [], dict(config, scheme="zero")))
+    assert init["formulas"]["b"] == start["b"] and init["formulas"]["a"] != start["a"]
+
+
+def test_jobs_leave_the_global_random_state_alone():
+    random.seed(1234)
+    state = random.getstate()
+    results = [
+        jobs.breed(_job("init", 2, [])),
+        jobs.breed(_job("zero", 1, [{"cls": CE}])),
+        jobs.breed(_job("cse", 1, [{"cls": CE}, {"cls": "neg(dot(y, softmax(x)))"}])),
+        jobs.evaluate({"config": CONFIG, "formulas": {"cls": CE}, "seed": 0}),
+    ]
+    assert results[2]["how"] == "crossover"  # the path that borrows the global random
+    assert random.getstate() == state
+
+
+def test_evaluate_ce():
+    outcome = jobs.evaluate({"config": CONFIG, "formulas": {"cls": CE}, "seed": 0})
+    assert outcome["status"] == "ok" and outcome["reason"] == ""
+    assert 0.3 < outcome["score"] <= 1  # chance is 0.1
+    assert outcome["steps"] > 0 and outcome["seconds"] > 0
+    again = jobs.evaluate({"config": CONFIG, "formulas": {"cls": CE}, "seed": 0})
+    assert again["score"] == outcome["score"] and again["steps"] == outcome["steps"]
+
+
+def test_evaluate_final_trains_final_epochs_on_test():
+    proxy = jobs.evaluate({"config": CONFIG, "formulas": {"cls": CE}, "seed": 0})
+    final = jobs.evaluate({"config": CONFIG, "formulas": {"cls": CE}, "seed": 0, "final": True})
+    assert final["status"] == "ok" and 0 <= final["score"] <= 1
+    assert final["steps"] == 2 * proxy["steps"]  # final_epochs = 2, proxy_epochs = 1
+
+
+@pytest.mark.parametrize("formula, at_start", [
+    ("sqrt(sub(y, 2))", True),    # sqrt of a negative number: NaN at the first step
+    ("sqrt(add(x, 1))", False),   # finite at first; training pushes logits below -1
+])
+def test_non_finite_loss_scores_zero(formula, at_start):
+    outcome = jobs.evaluate({"config": CONFIG, "formulas": {"cls": formula}, "seed": 0})
+    assert outcome["status"] == "non-finite" and outcome["score"] == 0.0
+    assert "nan" in outcome["reason"]
+    assert (outcome["steps"] == 0) == at_start
+
+
+class _OrderedSet(list):
+    """A stand-in for ``set`` with a chosen iteration order (what another process may see)."""
+
+    def intersection(self, other):
+        return _OrderedSet(x for x in self if x in other)
+
+
+def _set_in_order(reverse):
+    return lambda items=(): _OrderedSet(sorted(set(items), key=lambda t: t.__name__, reverse=reverse))
+
+
+def test_crossover_child_does_not_depend_on_set_order(monkeypatch):
+    from deap import gp
+    config = SearchConfig(scheme="cse", p_crossover=1.0, p_mutation=0.0,
+                          task_options={"proxy_epochs": 1}).to_dict()
+    parents = [{"cls": CE}, {"cls": "neg(dot(mul(add(1, sin(w)), y), log(softmax(x))))"}]
+    children = []
+    for reverse in (False, True):
+        monkeypatch.setattr(gp, "set", _set_in_order(reverse), raising=False)
+        children.append([jobs.breed(_job("cse", s, parents, config))["formulas"] for s in range(8)])
+    assert children[0] == children[1]

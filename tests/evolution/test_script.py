@@ -1,0 +1,149 @@
+"""runs/search_classification.py: user mistakes exit 2 with one line "error: ...", never a traceback."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gp_loss.errors import GpLossError
+from gp_loss.evolution import script
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "runs" / "search_classification.py"
+TINY_FLAGS = ["--population", "2", "--offspring", "1", "--evaluations", "2", "--final-seeds", "1",
+              "--final-top", "1", "--proxy-epochs", "1", "--final-epochs", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("search_classification_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # __name__ is not "__main__": defines DEFAULTS and TASK_FLAGS only
+    return module
+
+
+def run_main(cli, argv):
+    return script.main(cli.__doc__, cli.DEFAULTS, "out/unused", cli.TASK_FLAGS, argv)
+
+
+def _user_error(cli, capsys, argv):
+    code = run_main(cli, argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_negative_population(cli, capsys, tmp_path):
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--population", "-1"])
+    assert len(err.strip().splitlines()) == 1 and "population must be at least 1, got -1" in err
+    assert not (tmp_path / "r").exists()  # checked before anything is written
+
+
+def test_missing_data_path(cli, capsys, tmp_path):
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--data", "/nonexistent/images"])
+    assert len(err.strip().splitlines()) == 1 and "/nonexistent/images" in err
+
+
+def test_out_into_an_existing_run(cli, capsys, tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{}")
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + TINY_FLAGS)
+    assert len(err.strip().splitlines()) == 1 and "already holds a run" in err and "--resume" in err
+    assert (tmp_path / "r" / "config.json").read_text() == "{}"
+
+
+def test_resume_a_dir_without_a_run(cli, capsys, tmp_path):
+    err = _user_error(cli, capsys, ["--resume", str(tmp_path / "nothing")])
+    assert len(err.strip().splitlines()) == 1 and "nothing to resume" in err
+
+
+def test_out_and_resume_differ(cli, capsys, tmp_path):
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "a"), "--resume", str(tmp_path / "b")])
+    assert "not both" in err
+
+
+def test_config_file_with_an_unknown_key(cli, capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("population: 5\npopulaton: 6\n")
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--config", str(cfg)])
+    assert len(err.strip().splitlines()) == 1 and "populaton" in err
+
+
+@pytest.mark.parametrize("name, text", [("c.yaml", "population: [1\n"), ("c.json", "{oops"),
+                                        ("c.yaml", "- 1\n- 2\n")])
+def test_config_file_that_is_not_a_mapping(cli, capsys, tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--config", str(tmp_path / name)])
+    assert name in err
+
+
+def test_config_file_missing(cli, capsys, tmp_path):
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--config", str(tmp_path / "none.yaml")])
+    assert "none.yaml" in err
+
+
+def test_config_file_with_a_non_number(cli, capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("population: ten\n")
+    _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--config", str(cfg)])
+
+
+def test_config_yaml_sets_population_and_flags_win(cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("population: 3\nmax_evaluations: 7\ntask_options:\n  proxy_epochs: 2\n")
+    args = script.build_parser("d", cli.TASK_FLAGS).parse_args(
+        ["--config", str(cfg), "--evaluations", "9", "--final-epochs", "1", "--out", str(tmp_path / "r")])
+    config, out, resume = script.config_from_args(args, cli.TASK_FLAGS, cli.DEFAULTS, "out/x")
+    assert (config.population, config.max_evaluations) == (3, 9)
+    assert config.task_options == {"proxy_epochs": 2, "final_epochs": 1}
+    assert out == str(tmp_path / "r") and not resume
+
+
+def test_config_yaml_run(cli, capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("population: 2\n")
+    flags = TINY_FLAGS[2:]  # everything but --population: the file sets it
+    assert "--population" not in flags
+    code = run_main(cli, ["--out", str(tmp_path / "r"), "--config", str(cfg)] + flags)
+    out = capsys.readouterr().out
+    assert code == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["population"] == 2
+    assert "top1" in out and "ce" in out and "run directory:" in out
+    assert len((tmp_path / "r" / "evaluations.jsonl").read_text().splitlines()) == 2
+
+
+def test_resume_checks_options_given_again(cli, capsys, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    stored = dict(cli.DEFAULTS.to_dict(), population=2)
+    (run / "config.json").write_text(json.dumps(stored))
+    err = _user_error(cli, capsys, ["--resume", str(run), "--population", "3"])
+    assert "population: 2 -> 3" in err
+
+
+def test_config_from_args_resume_uses_the_stored_config(cli, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(dict(cli.DEFAULTS.to_dict(), population=2, seed=5)))
+    args = script.build_parser("d", cli.TASK_FLAGS).parse_args(["--resume", str(run), "--evaluations", "50"])
+    config, out, resume = script.config_from_args(args, cli.TASK_FLAGS, cli.DEFAULTS, "out/x")
+    assert resume and out == str(run)
+    assert (config.population, config.seed, config.max_evaluations) == (2, 5, 50)
+
+
+def test_start_flag_needs_branch_and_formula(cli, tmp_path):
+    args = script.build_parser("d", cli.TASK_FLAGS).parse_args(["--start", "neg(x)"])
+    with pytest.raises(GpLossError, match="BRANCH=FORMULA"):
+        script.config_from_args(args, cli.TASK_FLAGS, cli.DEFAULTS, "out/x")
+
+
+def test_the_script_itself_prints_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "r"), "--population", "-1"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: population must be at least 1, got -1"]
+    assert proc.stdout == ""
