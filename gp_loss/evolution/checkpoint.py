@@ -3,7 +3,8 @@
 ``checkpoint.json`` holds ``{"sha256": …, "state": …}``. Before a new one is
 written the current one becomes ``checkpoint.prev.json``, so a crash at any
 moment leaves at least one good checkpoint; a corrupt or truncated file is
-detected by its checksum and the previous one is used, with a warning.
+detected by its checksum and the previous one is used, with a warning; the corrupt
+file is moved to ``checkpoint.corrupt.json`` so it is never rotated over a good one.
 JSON rather than pickle: resuming never executes anything from the file.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from gp_loss.io import write_text_atomic
 
 CHECKPOINT = "checkpoint.json"
 PREVIOUS = "checkpoint.prev.json"
+CORRUPT = "checkpoint.corrupt.json"
 
 
 def _digest(state_text: str) -> str:
@@ -28,9 +30,10 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``state`` as the run's checkpoint, keeping the last one as the previous."""
     text = json.dumps(state, sort_keys=True, allow_nan=False)
     current = run_dir / CHECKPOINT
-    if current.exists() and _readable(current):  # never rotate a corrupt file over a good previous one
+    if current.exists():  # always good: load_checkpoint moves a corrupt one aside
         os.replace(current, run_dir / PREVIOUS)
-    write_text_atomic(current, json.dumps({"sha256": _digest(text), "state": json.loads(text)}, sort_keys=True))
+    # The state's text is embedded as is ("sha256" sorts before "state"), not serialised twice.
+    write_text_atomic(current, f'{{"sha256": "{_digest(text)}", "state": {text}}}')
 
 
 def _read(path: Path) -> dict:
@@ -39,14 +42,6 @@ def _read(path: Path) -> dict:
     if _digest(json.dumps(state, sort_keys=True, allow_nan=False)) != data["sha256"]:
         raise ValueError("checksum mismatch")
     return state
-
-
-def _readable(path: Path) -> bool:
-    try:
-        _read(path)
-        return True
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict | None, list[str]]:
@@ -63,6 +58,9 @@ def load_checkpoint(run_dir: Path) -> tuple[dict | None, list[str]]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             warnings.append(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); "
                             f"{'trying the previous checkpoint' if name == CHECKPOINT else 'no older one'}")
+            if name == CHECKPOINT and (run_dir / PREVIOUS).exists():
+                # Set it aside so the next save cannot rotate it over the good previous one.
+                os.replace(path, run_dir / CORRUPT)
     if found:
         raise GpLossError(f"no readable checkpoint in {run_dir}: " + "; ".join(warnings)
                           + ". Start a new run with another --out")

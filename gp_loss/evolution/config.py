@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from primitives import KINDS
 
 from gp_loss.errors import GpLossError
+from gp_loss.evolution.mutation import OffspringConfig
 from gp_loss.field_types import check_field_types
 from gp_loss.language.genome import Genome, check_branch_name
 
@@ -49,16 +50,16 @@ class SearchConfig:
     population: int = 20                 # K
     max_population: int = 2500           # P
     tournament_fraction: float = 0.05    # T
-    init_depth: int = 3                  # D
-    p_copy: float = 0.1
-    p_reinit: float = 0.5
-    n_mutations: int = 2
+    init_depth: int = OffspringConfig.init_depth  # D
+    p_copy: float = OffspringConfig.p_copy
+    p_reinit: float = OffspringConfig.p_reinit
+    n_mutations: int = OffspringConfig.n_mutations
     # CSE-Autoloss variation
     p_crossover: float = 0.5
     p_mutation: float = 0.5
     # Tree limits (static height limit for crossover; mutation retries)
-    max_height: int = 12
-    max_size: int = 60
+    max_height: int = OffspringConfig.max_height
+    max_size: int = OffspringConfig.max_size
     # Budget: proxy trainings, and optionally wall time (not reproducible)
     offspring_per_generation: int = 10
     max_evaluations: int = 200
@@ -79,7 +80,7 @@ class SearchConfig:
     # -- checking -------------------------------------------------------------
     def check(self) -> "SearchConfig":
         """Raise :class:`GpLossError` naming the first bad value; return ``self``."""
-        from gp_loss.tasks import make_task, task_options
+        from gp_loss.tasks import make_task
 
         check_field_types(self)
         if self.scheme not in SCHEMES:
@@ -125,7 +126,6 @@ class SearchConfig:
         if extra:
             raise GpLossError(f"start formula for unknown branch(es) {', '.join(extra)}")
         self.start_genome()  # parse errors name the branch and position
-        task_options(self.task, self.task_options)
         task = make_task(self.task, self.task_options)
         for name, kind in self.branches.items():
             if kind not in task.kinds:

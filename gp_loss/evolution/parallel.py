@@ -27,11 +27,6 @@ def scoop_running() -> bool:
     return bool(getattr(scoop, "IS_RUNNING", False))
 
 
-def _init_worker() -> None:
-    import torch
-    torch.set_num_threads(1)
-
-
 class Mapper:
     """A lazy, ordered ``map(fn, items)`` over the chosen backend; ``close()`` when done."""
 
@@ -47,8 +42,9 @@ class Mapper:
         self.kind = kind
         self._pool = None
         if kind == "multiprocessing":
-            # spawn: the workers start clean instead of inheriting torch's thread pools by fork
-            self._pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker)
+            # spawn: the workers start clean instead of inheriting torch's thread pools by fork;
+            # each job sets its own torch thread count (config.torch_threads).
+            self._pool = multiprocessing.get_context("spawn").Pool(workers)
         if kind == "scoop":
             import scoop
             self.workers = int(getattr(scoop, "SIZE", 1) or 1)

@@ -55,10 +55,8 @@ def restore(search: Search, state: dict | None) -> None:
 
 def final_evaluation(search: Search) -> dict:
     """Retrain the best ``final_top`` losses and the baselines with ``final_seeds`` seeds; test metric."""
-    from gp_loss.tasks import make_task
-
     cfg = search.config
-    task = make_task(cfg.task, cfg.task_options)
+    task = search.task
     entries = [(f"top{rank}", formulas_of(search.layout, ind), ind.fitness.values[0])
                for rank, ind in enumerate(list(search.hall_of_fame)[:cfg.final_top], 1)]
     entries += [(name, task.baselines[name], search.baseline_fitness.get(name))

@@ -196,10 +196,9 @@ class Search:
 
         Only baselines written for this run's branch layout can train its genome.
         """
-        from gp_loss.tasks import make_task
         if self.baseline_fitness:
             return
-        task = make_task(self.config.task, self.config.task_options)
+        task = self.task
         names = [n for n in self.config.baselines if self.layout == task.branches]
         job_list = [{"config": self.config_dict, "formulas": task.baselines[n], "seed": self.config.seed}
                     for n in names]
@@ -266,9 +265,13 @@ class Search:
             plot_fitness(self.run.read_evaluations(), self.baseline_fitness, self.run.plot, self._metric())
             self._last_plot = time.perf_counter()
 
+    @property
+    def task(self):
+        """The task, built once per process (the same object the serial map's jobs use)."""
+        return jobs.context_for(self.config_dict).task
+
     def _metric(self) -> str:
-        from gp_loss.tasks import make_task
-        return make_task(self.config.task, self.config.task_options).metric
+        return self.task.metric
 
     # -- checkpoint ----------------------------------------------------------------------
     def state_dict(self) -> dict:
