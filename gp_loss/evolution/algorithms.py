@@ -1,8 +1,8 @@
 """The evolution loops, written out plainly (in the manner of DEAP's ``algorithms.py``).
 
 Each loop runs until the budget is spent, one generation at a time: choose
-parents, breed children through the filters, train the new ones (reusing
-equivalent losses' scores), update the population, and end the generation
+parents, make children (each bred through the filters, then trained unless an
+equivalent loss's score is known), update the population, and end the generation
 (logbook, hall of fame, run files, checkpoint). A loop resumed from a
 checkpoint continues at the generation it stopped in.
 """
@@ -24,15 +24,13 @@ def aging_evolution(search: Search) -> None:
     cfg = search.config
     if search.generation == 0:
         count = min(cfg.population, cfg.max_evaluations)
-        children = search.breed("init", [[] for _ in range(count)])
-        search.evaluate(children)
+        children = search.make_children([("init", [])] * count)
         search.population.extend(children)
         search.end_generation()
 
     while search.budget_left():
         parents = [search.toolbox.select(search.population, 1)[0] for _ in range(search.slots())]
-        children = search.breed("zero", [[parent] for parent in parents])
-        search.evaluate(children)
+        children = search.make_children([("zero", [parent]) for parent in parents])
         search.population.extend(children)
         del search.population[:-cfg.max_population]  # aging: the oldest leave
         search.end_generation()
@@ -50,15 +48,13 @@ def cse_evolution(search: Search) -> None:
     cfg = search.config
     if search.generation == 0:
         start = search.start_individual()
-        children = [start] + search.breed("cse", [[start, start] for _ in range(cfg.population - 1)])
-        search.evaluate(children)
+        children = search.make_children([("given", [start])] + [("cse", [start, start])] * (cfg.population - 1))
         search.population.extend(children)
         search.end_generation()
 
     while search.budget_left():
         pairs = [search.toolbox.select(search.population, 2) for _ in range(search.slots())]
-        children = search.breed("cse", pairs)
-        search.evaluate(children)
+        children = search.make_children([("cse", pair) for pair in pairs])
         search.population[:] = tools.selBest(search.population + children, cfg.population)
         search.end_generation()
 

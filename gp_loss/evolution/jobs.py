@@ -1,10 +1,16 @@
 """The work the search hands to ``toolbox.map``: breeding a child, training a genome.
 
-Both are top-level functions of plain data (formula text, seeds, the
+All are top-level functions of plain data (formula text, seeds, the
 configuration as a dict) returning plain dicts, so the serial map,
 multiprocessing and SCOOP run them alike. Everything random inside a job
 flows from the job's own seed, never from the worker's state, which is what
 makes the hall of fame independent of the number of workers.
+
+The search's unit of work is :func:`make_child`: breed one child through the
+filters, then train it unless a gradient-equivalent loss was evaluated
+before the generation began. One job per child, rather than a breeding
+round and then a training round, leaves no barrier inside a generation:
+a worker that drew a quick child goes straight on to the next one.
 
 Each worker process keeps one :class:`WorkerContext` per configuration: the
 filter pipeline (its random network and samples) and the task (its data)
@@ -23,7 +29,7 @@ from primitives import get_kind
 
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.crossover import limited_crossover
-from gp_loss.evolution.individual import formulas_of, genome_of, individual_from_formulas
+from gp_loss.evolution.individual import formulas_of, freeze, genome_of, individual_from_formulas
 from gp_loss.evolution.mutation import OffspringConfig, make_offspring, mutate
 from gp_loss.filters.base import Candidate
 from gp_loss.filters.convergence import ConvergenceStage
@@ -93,8 +99,9 @@ def _set_threads(n: int) -> None:
 def breed(job: dict) -> dict:
     """Make one child that passes the filters.
 
-    ``job``: ``config`` (dict), ``seed`` (int), ``mode`` (``"init"``, ``"zero"`` or
-    ``"cse"``) and ``parents`` (formula dicts: none for init, one for zero, two for cse).
+    ``job``: ``config`` (dict), ``seed`` (int), ``mode`` (``"init"``, ``"zero"``,
+    ``"cse"`` or ``"given"``) and ``parents`` (formula dicts: none for init, one
+    for zero, two for cse; for given, the genome itself, which skips the filters).
     The variation is drawn once (copy / re-initialise / mutate / cross) and
     repeated until every searched branch passes, up to ``max_breed_tries``.
 
@@ -138,6 +145,8 @@ def _draw_variation(mode: str, cfg: SearchConfig, rng: random.Random) -> str:
     """What the child will be made by, drawn once per child."""
     if mode == "init":
         return "init"
+    if mode == "given":  # the child is the given genome itself (the cse scheme's start)
+        return "copy"
     if mode == "zero":
         if rng.random() < cfg.p_copy:
             return "copy"
@@ -198,3 +207,34 @@ def evaluate(job: dict) -> dict:
     else:
         outcome = ctx.task.proxy_fitness(genome, job["seed"], cfg.eval_time_limit_s)
     return outcome.to_dict()
+
+
+# -- one child: breed, then train ---------------------------------------------------
+
+def make_child(job: dict) -> dict:
+    """Breed one child (:func:`breed`) and train it unless its score is already known.
+
+    ``job``: :func:`breed`'s fields plus ``known`` (signatures whose score the
+    search will have when it records this child: those evaluated before this
+    generation began, and given genomes'; a bred child equivalent to one of them
+    reuses its score and is not trained), ``train_seed``, and ``recorded`` (the formulas whose
+    training for this slot finished before an interruption, or ``None``: a child
+    with those formulas is not trained again).
+
+    Returns :func:`breed`'s result plus ``outcome``: ``"dropped"`` (no child
+    passed), ``"reused"``, ``"recorded"`` or ``"trained"``, and ``trained``
+    (:func:`evaluate`'s result, for ``"trained"`` only).
+    """
+    result = breed(job)
+    result["trained"] = None
+    if result["formulas"] is None:
+        result["outcome"] = "dropped"
+    elif job["mode"] != "given" and freeze(result["signature"]) in job["known"]:
+        result["outcome"] = "reused"
+    elif result["formulas"] == job.get("recorded"):
+        result["outcome"] = "recorded"
+    else:
+        result["outcome"] = "trained"
+        result["trained"] = evaluate({"config": job["config"], "formulas": result["formulas"],
+                                      "seed": job["train_seed"]})
+    return result

@@ -45,12 +45,12 @@ def restore(search: Search, state: dict | None) -> None:
     records = search.run.read_evaluations()
     if state is None:
         search.run.rewrite_evaluations([])
-        search.recovered = {search._recovery_key_for(r): r for r in records if r.get("generation") == 0}
+        search.recovered = {r["slot"]: r for r in records if r.get("generation") == 0}
         return
     search.load_state(state)
     kept, extra = records[:search.evaluation_lines], records[search.evaluation_lines:]
     search.run.rewrite_evaluations(kept)
-    search.recovered = {search._recovery_key_for(r): r for r in extra if r.get("generation") == search.generation}
+    search.recovered = {r["slot"]: r for r in extra if r.get("generation") == search.generation}
 
 
 def final_evaluation(search: Search) -> dict:

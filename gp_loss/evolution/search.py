@@ -1,21 +1,20 @@
 """The state of one search and the steps the evolution loops are written in.
 
 :mod:`gp_loss.evolution.algorithms` reads top to bottom like DEAP's
-``algorithms.py``; the bookkeeping it calls lives here: breeding children
-through the filters (in parallel), training them (in parallel, reusing the
-gradient-equivalence cache), the hall of fame, the logbook, the run
+``algorithms.py``; the bookkeeping it calls lives here: making children in
+parallel (each bred through the filters, then trained unless the
+gradient-equivalence cache knows its score), the hall of fame, the logbook, the run
 directory and the checkpoint.
 
 Reproducibility: selection draws from the global ``random`` (DEAP's
 operators do), seeded from ``config.seed`` and saved in the checkpoint;
-every breeding job gets a seed derived from ``(seed, generation, slot)``;
+every child's job gets a seed derived from ``(seed, generation, slot)``;
 every proxy training uses ``config.seed`` (common random numbers, so
 losses are compared on the same initialisation and data order). None of it
 depends on which worker runs a job.
 """
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import sys
@@ -87,7 +86,7 @@ class Search:
         self.train_s = 0.0
         self.breed_s = 0.0
         self.baseline_fitness: dict[str, float] = {}
-        self.recovered: dict[str, dict] = {}
+        self.recovered: dict[int, dict] = {}  # slot -> evaluation finished after the checkpoint
         self._generation_start = time.perf_counter()
         self._clock = time.perf_counter()
         self._last_plot = float("-inf")
@@ -109,7 +108,7 @@ class Search:
         """Offspring to make this generation (never more than the evaluations left)."""
         return max(1, min(self.config.offspring_per_generation, self.config.max_evaluations - self.evaluations))
 
-    # -- breeding --------------------------------------------------------------
+    # -- children ----------------------------------------------------------------
     def start_individual(self) -> Individual:
         """The start genome (cse scheme), with its gradient-equivalence signature."""
         ind = individual_from_formulas(self.layout, self.config.start)
@@ -118,78 +117,65 @@ class Search:
         ind.signature = tuple(ctx.signature(kind, tree) for kind, tree in zip(self.layout.values(), ind))
         return ind
 
-    def breed(self, mode: str, parents: list[list[Individual]]) -> list[Individual]:
-        """One child per entry of ``parents`` (``[]`` for a random one), each passing the filters."""
+    def make_children(self, plan: list[tuple[str, list[Individual]]]) -> list[Individual]:
+        """One child per ``(mode, parents)`` of ``plan``, bred through the filters and scored.
+
+        Modes: ``"init"`` (no parents), ``"zero"`` (one), ``"cse"`` (two), ``"given"``
+        (the parent itself, with its ``signature`` set: see :meth:`start_individual`).
+        All children are made in one ``toolbox.map`` (:func:`jobs.make_child`), so
+        no worker waits for a breeding round to end. A child gradient-equivalent to
+        a loss evaluated before this generation, or to a given genome, reuses its
+        score without training. One equivalent to a bred sibling cannot know of it
+        and is trained; the first by slot keeps its evaluation and the later twin
+        takes its score (its training is discarded, as if reused).
+        Children are recorded in slot order, whatever order the workers finish in.
+        """
+        known = frozenset(self.cache._store) | {ps[0].signature for mode, ps in plan if mode == "given"}
         job_list = [{"config": self.config_dict, "seed": slot_seed(self.config.seed, self.generation, slot),
-                     "mode": mode, "parents": [formulas_of(self.layout, p) for p in ps]}
-                    for slot, ps in enumerate(parents)]
-        children = []
-        for result in self.toolbox.map(jobs.breed, job_list):
+                     "mode": mode, "parents": [formulas_of(self.layout, p) for p in parents],
+                     "known": known, "train_seed": self.config.seed,
+                     "recorded": self.recovered.get(slot, {}).get("formulas")}
+                    for slot, (mode, parents) in enumerate(plan)]
+        children, trained = [], []
+        for slot, result in enumerate(self.toolbox.map(jobs.make_child, job_list)):
             self.funnel.merge(Funnel.from_dict(result["funnel"]))
             self.breed_s += result["seconds"]
-            if result["formulas"] is None:
+            if result["outcome"] == "dropped":
                 self.dropped += 1
                 continue
             child = individual_from_formulas(self.layout, result["formulas"])
             child.generation, child.signature = self.generation, freeze(result["signature"])
+            self.children += 1
+            if result["outcome"] == "reused" or child.signature in self.cache:
+                child.fitness.values, child.reused = (self.cache.lookup(child.signature),), True
+                self.reused += 1
+            else:
+                self._record_training(slot, child, result)
+                trained.append(child)
             children.append(child)
+        self.hall_of_fame.update(trained)
+        self.idle_generations = 0 if trained else self.idle_generations + 1
         return children
 
-    # -- training ----------------------------------------------------------------
-    def evaluate(self, children: list[Individual]) -> None:
-        """Give every child a fitness: reused from an equivalent loss, or by proxy training."""
-        to_train, twins = [], []
-        pending: dict[tuple, Individual] = {}
-        for child in children:
-            self.children += 1
-            stored = self.cache.lookup(child.signature)
-            if stored is not None:
-                child.fitness.values, child.reused = (stored,), True
-                self.reused += 1
-            elif child.signature in pending:  # a sibling with the same signature trains for both
-                twins.append((child, pending[child.signature]))
-            else:
-                pending[child.signature] = child
-                to_train.append(child)
-        jobs_to_run, slots = [], []
-        for slot, child in enumerate(to_train):
-            key = self._recovery_key(slot, child)
-            if key not in self.recovered:
-                jobs_to_run.append({"config": self.config_dict, "formulas": formulas_of(self.layout, child),
-                                    "seed": self.config.seed})
-                slots.append(slot)
-        results = iter(self.toolbox.map(jobs.evaluate, jobs_to_run))
-        for slot, child in enumerate(to_train):
-            key = self._recovery_key(slot, child)
-            if key in self.recovered:
-                record = self.recovered.pop(key)
-            else:
-                outcome = next(results)
-                record = {"generation": self.generation, "slot": slot,
-                          "formulas": formulas_of(self.layout, child), "fitness": outcome["score"],
-                          "status": outcome["status"], "reason": outcome["reason"], "steps": outcome["steps"],
-                          "seconds": outcome["seconds"], "signature": child.signature,
-                          "evaluation": self.evaluations + 1}
-            self.evaluations += 1
-            self.train_s += record["seconds"]
-            child.id = record["evaluation"]
-            child.fitness.values = (record["fitness"],)
-            self.cache.store(child.signature, record["fitness"])
-            self.run.append_evaluation(record)
-            self.evaluation_lines += 1
-            self.bar.update(1)
-        for child, twin in twins:
-            child.fitness.values, child.reused = twin.fitness.values, True
-            self.reused += 1
-        self.hall_of_fame.update(to_train)
-        self.idle_generations = 0 if to_train else self.idle_generations + 1
-
-    def _recovery_key(self, slot: int, child: Individual) -> str:
-        return json.dumps([self.generation, slot, formulas_of(self.layout, child)], sort_keys=True)
-
-    @staticmethod
-    def _recovery_key_for(record: dict) -> str:
-        return json.dumps([record["generation"], record["slot"], record["formulas"]], sort_keys=True)
+    def _record_training(self, slot: int, child: Individual, result: dict) -> None:
+        """Score ``child`` from its training (or the record of it kept across an interruption)."""
+        if result["outcome"] == "recorded":
+            record = self.recovered.pop(slot)
+        else:
+            outcome = result["trained"]
+            record = {"generation": self.generation, "slot": slot,
+                      "formulas": formulas_of(self.layout, child), "fitness": outcome["score"],
+                      "status": outcome["status"], "reason": outcome["reason"], "steps": outcome["steps"],
+                      "seconds": outcome["seconds"], "signature": child.signature,
+                      "evaluation": self.evaluations + 1}
+        self.evaluations += 1
+        self.train_s += record["seconds"]
+        child.id = record["evaluation"]
+        child.fitness.values = (record["fitness"],)
+        self.cache.store(child.signature, record["fitness"])
+        self.run.append_evaluation(record)
+        self.evaluation_lines += 1
+        self.bar.update(1)
 
     def evaluate_baselines(self) -> None:
         """Proxy fitness of the named baselines, for the report and the plot (not in the budget).

@@ -6,6 +6,7 @@ import pytest
 
 from gp_loss.evolution import jobs
 from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.individual import freeze
 from gp_loss.filters.pipeline import FilterPipeline, default_stages
 from gp_loss.language import parse_formula
 from primitives import get_kind
@@ -166,3 +167,42 @@ def test_crossover_child_does_not_depend_on_set_order(monkeypatch):
         monkeypatch.setattr(gp, "set", _set_in_order(reverse), raising=False)
         children.append([jobs.breed(_job("cse", s, parents, config))["formulas"] for s in range(8)])
     assert children[0] == children[1]
+
+
+# -- make_child: breed, then train unless the score is known ---------------------------
+
+def _child_job(mode, seed, parents=(), known=frozenset(), recorded=None, config=CONFIG):
+    return {**_job(mode, seed, parents, config), "known": known, "train_seed": 0, "recorded": recorded}
+
+
+def test_make_child_trains_a_new_child_like_evaluate():
+    result = jobs.make_child(_child_job("zero", 1, [{"cls": CE}]))
+    assert result["outcome"] == "trained"
+    again = jobs.evaluate({"config": CONFIG, "formulas": result["formulas"], "seed": 0})
+    assert result["trained"]["score"] == again["score"]
+
+
+def test_make_child_does_not_train_a_known_signature():
+    bred = jobs.make_child(_child_job("zero", 1, [{"cls": CE}]))
+    known = frozenset({freeze(bred["signature"])})
+    result = jobs.make_child(_child_job("zero", 1, [{"cls": CE}], known=known))
+    assert (result["outcome"], result["trained"]) == ("reused", None)
+    assert result["formulas"] == bred["formulas"]
+
+
+def test_make_child_does_not_retrain_a_recorded_child():
+    bred = jobs.make_child(_child_job("zero", 1, [{"cls": CE}]))
+    result = jobs.make_child(_child_job("zero", 1, [{"cls": CE}], recorded=bred["formulas"]))
+    assert (result["outcome"], result["trained"]) == ("recorded", None)
+    other = jobs.make_child(_child_job("zero", 1, [{"cls": CE}], recorded={"cls": "neg(dot(y, softmax(x)))"}))
+    assert other["outcome"] == "trained"
+
+
+def test_make_child_given_genome_skips_the_filters_and_trains():
+    fails_filters = "neg(x)"  # does not depend on the target
+    assert not _passes_filters(fails_filters)
+    result = jobs.make_child(_child_job("given", 4, [{"cls": fails_filters}]))
+    assert result["formulas"] == {"cls": fails_filters} and result["outcome"] == "trained"
+    # its own signature in `known` (as the search passes it) does not stop it training
+    known = frozenset({freeze(result["signature"])})
+    assert jobs.make_child(_child_job("given", 4, [{"cls": fails_filters}], known=known))["outcome"] == "trained"

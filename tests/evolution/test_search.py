@@ -279,3 +279,16 @@ def test_multiprocessing_map_gives_the_serial_result(run_a, tmp_path):
     assert _json(run_a[0] / "hall_of_fame.json") == _json(tmp_path / "mp" / "hall_of_fame.json")
     assert _without_timings(_evaluations(run_a[0])) == _without_timings(_evaluations(tmp_path / "mp"))
     assert _json(run_a[0] / "final.json") == _json(tmp_path / "mp" / "final.json")
+
+
+def test_make_children_trains_equivalent_siblings_once(tmp_path):
+    config = tiny(p_copy=1.0)  # every zero-scheme child is a copy of its parent
+    search = Search(config, RunDir(tmp_path), Mapper("serial"), progress=False)
+    search.run.prepare()
+    ce = search.start_individual()
+    children = search.make_children([("given", [ce]), ("given", [ce]), ("zero", [ce])])
+    assert [c.reused for c in children] == [False, True, True]
+    assert len({c.fitness.values for c in children}) == 1
+    assert search.evaluations == 1 and search.reused == 2
+    assert [r["slot"] for r in search.run.read_evaluations()] == [0]
+    assert len(search.hall_of_fame) == 1
