@@ -12,6 +12,7 @@ setup(
         "torchvision>=0.29",
         "numpy",
         "scikit-learn>=1.3",
+        "scipy>=1.11",
         "pycocotools",
         "scoop",
         "tqdm",

@@ -32,6 +32,17 @@ def register(sub) -> None:
     s.add_argument("--backend", choices=["scoop", "multiprocessing"], default="scoop")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=run_search)
+    x = targets.add_parser("proxy", help="how well proxy trainings of several lengths rank a run's losses",
+                           description="Retrain losses a search evaluated (spread over its fitness range) "
+                                       "with several proxy lengths and with the final protocol; print "
+                                       "Spearman's rank correlation, top-k overlap and time per proxy.")
+    x.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a search")
+    x.add_argument("--epochs", default="2,3,5,8", help="proxy lengths to compare, comma-separated "
+                                                         "(default 2,3,5,8; the run's own is always added)")
+    x.add_argument("--sample", type=int, default=40, help="losses to retrain (default 40)")
+    x.add_argument("--top", type=int, default=5, help="k of the top-k overlap (default 5)")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(run=run_proxy)
 
 
 def run_filters(args: argparse.Namespace) -> int:
@@ -74,4 +85,25 @@ def run_search(args: argparse.Namespace) -> int:
               f"{r['breed_s']:.1f} s; overhead {100 * r['overhead']:.1f}%")
     print(f"speed-up {args.backend} x{args.workers} / serial: {result['speedup']:.2f}x; "
           f"same hall of fame: {result['same_hall_of_fame']}")
+    return 0
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from gp_loss.bench.proxy import bench_proxy
+
+    try:
+        epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
+    except ValueError:
+        raise GpLossError(f"--epochs takes whole numbers separated by commas, e.g. 2,3,5; got {args.epochs!r}")
+    result = bench_proxy(args.run_dir, epochs, args.sample, args.top)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['losses']} losses of {result['run']} ({result['task']}); final score = test metric, "
+          f"mean of {result['final_seeds']} seed(s)")
+    print(f"{'proxy epochs':>12}  {'spearman':>8}  {'top-' + str(result['top']) + ' kept':>10}  "
+          f"{'s/eval':>7}  {'time':>6}")
+    for r in result["rows"]:
+        print(f"{r['proxy_epochs']:>12}  {r['spearman']:>8.3f}  {r['top_overlap']:>10}  {r['seconds']:>7.3f}  "
+              f"{r['time_ratio']:>5.2f}x" + ("  (the run's)" if r["current"] else ""))
     return 0
