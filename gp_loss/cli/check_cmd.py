@@ -14,8 +14,8 @@ from gp_loss.language.genome import Genome
 def register(sub) -> None:
     p = sub.add_parser(
         "check", help="check loss formulas stage by stage",
-        description="Parse and compile each KIND=FORMULA, then run the filter stages (validity, "
-                    "convergence, rejection protocol, gradient equivalence; simulation with "
+        description="Parse and compile each KIND=FORMULA, then run the filter stages (convergence, "
+                    "validity, rejection protocol, gradient equivalence; simulation with "
                     "--simulate). Exit 0: all pass; 1: a stage rejected a formula; 2: invalid input.")
     p.add_argument("branches", nargs="+", metavar="KIND=FORMULA",
                    help="e.g. cls='neg(dot(y, log(softmax(x))))'")

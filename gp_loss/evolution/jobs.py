@@ -32,12 +32,9 @@ from gp_loss.evolution.crossover import limited_crossover
 from gp_loss.evolution.individual import formulas_of, freeze, genome_of, individual_from_formulas
 from gp_loss.evolution.mutation import OffspringConfig, make_offspring, mutate
 from gp_loss.filters.base import Candidate
-from gp_loss.filters.convergence import ConvergenceStage
 from gp_loss.filters.equivalence import EquivalenceStage
 from gp_loss.filters.funnel import Funnel
-from gp_loss.filters.pipeline import FilterPipeline
-from gp_loss.filters.rejection import RejectionStage
-from gp_loss.filters.validity import ValidityStage
+from gp_loss.filters.pipeline import FilterPipeline, default_stages
 from gp_loss.language.generate import random_tree
 from gp_loss.tasks import make_task
 
@@ -48,10 +45,8 @@ class WorkerContext:
     def __init__(self, config: SearchConfig):
         self.config = config
         self.layout = dict(config.branches)
-        stages = [ValidityStage(seed=config.seed), ConvergenceStage(), RejectionStage(seed=config.seed)]
-        if config.simulate:
-            from gp_loss.filters.simulation import SimulationStage
-            stages.append(SimulationStage(seed=config.seed))
+        # The default stages in their order; equivalence is asked separately (signature()).
+        stages = [s for s in default_stages(simulate=config.simulate, seed=config.seed) if s.name != "equivalence"]
         self.pipeline = FilterPipeline(stages, time_limit_s=config.filter_time_limit_s, num_threads=None,
                                        memo_size=200_000)
         self.equivalence = EquivalenceStage(seed=config.seed)

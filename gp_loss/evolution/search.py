@@ -73,7 +73,7 @@ class Search:
         self.stats.register("median", statistics.median)
         self.stats.register("mean", lambda v: float(np.mean(v)))
         self.cache = EquivalenceCache()
-        self.funnel = Funnel(["validity", "convergence", "rejection"] + (["simulation"] if config.simulate else []))
+        self.funnel = Funnel([stage.name for stage in jobs.context_for(self.config_dict).pipeline.stages])
         self.population: list[Individual] = []
         self.generation = 0
         self.evaluations = 0          # proxy trainings done

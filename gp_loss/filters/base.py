@@ -16,7 +16,7 @@ from deap import gp
 
 from primitives import Kind
 
-from gp_loss.language.compile import compile_loss
+from gp_loss.language.compile import CompiledTree, compile_tree, reduced_loss
 
 
 @dataclass
@@ -35,24 +35,34 @@ class StageResult:
 
 @dataclass
 class Candidate:
-    """One loss branch under test: its kind, tree and compiled reduced loss.
+    """One loss branch under test: its kind, tree, and the tree compiled once for every stage.
 
-    ``loss(*inputs) -> scalar`` takes the kind's inputs in order
-    (``x, y, w`` / ``i, u, e`` / ``yhat, y``). ``info`` lets stages leave
-    results for later ones (e.g. the gradient-equivalence signature).
+    ``program(*inputs)`` returns the unreduced output (see
+    :class:`~gp_loss.language.compile.CompiledTree`); ``loss(*inputs) -> scalar``
+    is that output with the kind's reduction. Both take the kind's inputs in
+    order (``x, y, w`` / ``i, u, e`` / ``yhat, y``). ``info`` lets stages leave
+    results for later ones (e.g. the gradient-equivalence signature). The
+    tree is compiled when the candidate is made: do not change it afterwards.
     """
 
     kind: Kind
     tree: gp.PrimitiveTree
+    program: CompiledTree = field(init=False, repr=False)
     loss: Callable[..., torch.Tensor] = field(init=False, repr=False)
     info: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
-        self.loss = compile_loss(self.kind, self.tree)
+        self.program = compile_tree(self.kind, self.tree)
+        self.loss = reduced_loss(self.kind.name, self.program)
 
     @property
     def formula(self) -> str:
-        return str(self.tree)
+        return self.program.text
+
+    @property
+    def reads_prediction(self) -> bool:
+        """Whether the tree has the prediction leaf; without it the loss cannot depend on it."""
+        return self.kind.prediction in self.program.inputs_used
 
 
 class Stage(Protocol):

@@ -20,20 +20,26 @@ losses stay distinguishable from their neighbours) whose rows are all the
 sweep points, and evaluates the candidate's unreduced output on it once; rows
 of ``cls``/``bcls``/``reg`` outputs are independent (their operators work per
 sample), so row ``k`` of the output is the loss of sweep point ``k``.
+
+The per-row losses are then judged in numpy: the judgement is a few dozen
+operations on arrays of a few hundred values, where numpy's per-call cost
+(about a microsecond) is a fraction of torch's dispatch (about eight), and
+this stage runs on most random trees.
 """
 from __future__ import annotations
 
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from gp_loss.boxes import paired_areas
 from gp_loss.filters.base import Candidate, StageResult
-from gp_loss.language.compile import compile_tree
 
 _DTYPE = torch.float64
 
@@ -46,12 +52,25 @@ class _ClsSweep:
     ``correct``: K×G bool, whether the prediction at each point is correct
     (see ``target_tol`` of :class:`ConvergenceStage`).
     ``labels``: K condition descriptions for the reasons.
+    ``varying``: the inputs that change along a sweep (only the logits: ``y``
+    and ``w`` are fixed within a condition).
     """
 
     inputs: tuple[torch.Tensor, ...]
-    correct: torch.Tensor
+    correct: np.ndarray
     labels: tuple[str, ...]
     step: float
+    varying: frozenset[str] = frozenset({"x"})
+    outputs: dict = field(default_factory=dict)  # subtree text -> output on ``inputs``
+
+    @cached_property
+    def indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Index arrays of the judgement, made once: the K rows, the G-1 steps, and the
+        offsets from the minimum of the four steps whose slopes it reads (left and right of
+        the minimum, and ``reach`` steps, one logit, further out on either side)."""
+        k, g = self.correct.shape
+        reach = max(1, round(1.0 / self.step))
+        return np.arange(k), np.arange(g - 1), np.array([-1, 0, -1 - reach, reach])
 
 
 @dataclass(frozen=True)
@@ -59,12 +78,16 @@ class _RegSweep:
     """Regression sweep: T targets × D displacements × G distances, as N = T*D*G box pairs.
 
     ``inputs``: ``(i, u, e)``, each N (row ``(t*D + d)*G + g``).
-    ``iou``: T×(D*G) IoU of every pair, grouped by target.
+    ``iou_ranks``: T×(D*G) centred ranks (:func:`_centred_ranks`) of the IoU of
+    every pair, grouped by target.
+    ``varying``: the inputs that change along a sweep (all three areas).
     """
 
     inputs: tuple[torch.Tensor, ...]
-    iou: torch.Tensor
+    iou_ranks: np.ndarray
     shape: tuple[int, int, int]
+    varying: frozenset[str] = frozenset({"i", "u", "e"})
+    outputs: dict = field(default_factory=dict)  # subtree text -> output on ``inputs``
 
 
 @contextmanager
@@ -88,24 +111,30 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _average_ranks(v: torch.Tensor) -> torch.Tensor:
-    """Ranks of the last dimension of ``v`` (R×M), ties sharing their average rank."""
-    out = torch.empty_like(v)
-    for r in range(v.shape[0]):
-        sorted_v, order = v[r].sort()
-        _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
-        ends = counts.cumsum(0)
-        average = (ends - counts + ends - 1).to(v.dtype) / 2
-        out[r, order] = average[inverse]
-    return out
+def _centred_ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks along the last axis of ``v`` (R×M), ties sharing their average rank, minus the row mean."""
+    order = np.argsort(v, axis=1)
+    s = np.take_along_axis(v, order, 1)
+    # A tie group runs from its first to its last sorted position; its members share the mean.
+    starts = np.ones(v.shape, bool)
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    ends = np.ones(v.shape, bool)
+    ends[:, :-1] = starts[:, 1:]
+    position = np.broadcast_to(np.arange(v.shape[1]), v.shape)
+    first = np.maximum.accumulate(np.where(starts, position, 0), 1)
+    last = np.minimum.accumulate(np.where(ends, position, v.shape[1] - 1)[:, ::-1], 1)[:, ::-1]
+    ranks = np.empty_like(v)
+    np.put_along_axis(ranks, order, (first + last) / 2, 1)
+    return ranks - ranks.mean(1, keepdims=True)
 
 
-def _spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise Spearman rank correlation of R×M tensors (R values; 0 for a constant row)."""
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra = ra - ra.mean(1, keepdim=True)
-    rb = rb - rb.mean(1, keepdim=True)
-    denom = (ra.norm(dim=1) * rb.norm(dim=1)).clamp(min=1e-30)
+def _spearman(a: np.ndarray, rb: np.ndarray) -> np.ndarray:
+    """Row-wise Spearman rank correlation of ``a`` (R×M) with the centred ranks ``rb`` of another R×M array.
+
+    R values; 0 for a constant row.
+    """
+    ra = _centred_ranks(a)
+    denom = np.maximum(np.sqrt((ra * ra).sum(1)) * np.sqrt((rb * rb).sum(1)), 1e-30)
     return (ra * rb).sum(1) / denom
 
 
@@ -142,6 +171,10 @@ class ConvergenceStage:
             must be at most this.
         reg_grid: distances per displacement trajectory.
 
+    memo_size: how many subtree outputs on the sweeps to keep for later
+        candidates (each N×C or N float64 values: at most 14 kB for ``cls``);
+        0 keeps none. Only the cost changes, never a verdict.
+
     ``zero`` (AutoLoss-Zero) candidates pass without a check: its aggregation
     operators (``mean_nhw``, 3×3 pooling) couple pixels and samples, so sweep
     points cannot share one batch, and AutoLoss-Zero itself relies on its
@@ -166,6 +199,7 @@ class ConvergenceStage:
         max_spearman: float = -0.9,
         reg_grid: int = 21,
         seed: int = 0,
+        memo_size: int = 2048,
     ):
         self.mono_rel_tol, self.max_violation_frac = mono_rel_tol, max_violation_frac
         self.grad_ratio_tol, self.kink_ratio_tol = grad_ratio_tol, kink_ratio_tol
@@ -174,6 +208,7 @@ class ConvergenceStage:
         self.soft_targets = tuple(soft_targets)
         self.reg_rel_tol, self.reg_max_violation_frac = reg_rel_tol, reg_max_violation_frac
         self.max_spearman, self.reg_grid, self.seed = max_spearman, reg_grid, seed
+        self.memo_size = memo_size
         self._sweeps: dict[str, _ClsSweep | _RegSweep] = {}
 
     # ------------------------------------------------------------------ sweeps
@@ -217,7 +252,7 @@ class ConvergenceStage:
                 labels.append(f"{kind} class {target}, w={q:g}, class {swept} logit falling")
             xs.append(x), ys.append(y), ws.append(torch.full_like(x, q))
         inputs = (torch.cat(xs), torch.cat(ys), torch.cat(ws))
-        return _ClsSweep(inputs, torch.stack(correct), tuple(labels), float(t[1] - t[0]))
+        return _ClsSweep(inputs, torch.stack(correct).numpy(), tuple(labels), float(t[1] - t[0]))
 
     def _bcls_sweep(self) -> _ClsSweep:
         """Sigmoid sweep with one class column (``bcls`` operators are element-wise)."""
@@ -232,7 +267,7 @@ class ConvergenceStage:
         correct.append(torch.sigmoid(t) >= 1 - self.target_tol)  # = 1 - sigmoid(-t)
         labels.append("negative, w=0")
         inputs = tuple(torch.cat(v)[:, None] for v in (xs, ys, ws))
-        return _ClsSweep(inputs, torch.stack(correct), tuple(labels), float(t[1] - t[0]))
+        return _ClsSweep(inputs, torch.stack(correct).numpy(), tuple(labels), float(t[1] - t[0]))
 
     def _reg_sweep(self) -> _RegSweep:
         """Box pairs moving away from their targets along several trajectories."""
@@ -263,7 +298,8 @@ class ConvergenceStage:
         tgt = targets[:, None, None, :].expand(-1, len(moves), len(d), 4).reshape(-1, 4)
         i, u, e = paired_areas(pred, tgt)
         shape = (len(targets), len(moves), len(d))
-        return _RegSweep((i, u, e), (i / u).reshape(shape[0], -1), shape)
+        iou = (i / u).reshape(shape[0], -1).numpy()
+        return _RegSweep((i, u, e), _centred_ranks(iou), shape)
 
     def sweep(self, kind_name: str) -> _ClsSweep | _RegSweep:
         """The cached sweep batch of ``kind_name``."""
@@ -284,71 +320,86 @@ class ConvergenceStage:
         if kind not in ("cls", "bcls", "reg"):
             return result(True, f"no convergence check for kind {kind}")
         try:
+            sweep = self.sweep(kind)
+            if not candidate.program.inputs_used & sweep.varying:
+                # Same verdict as the full check, without tensor work: every row of a condition
+                # then computes the same value, and a constant loss never decreases.
+                return result(False, "loss is constant along every sweep (it reads none of "
+                                     f"{', '.join(sorted(sweep.varying))})")
             with _one_thread():
-                return self._check(candidate, result)
+                return self._check(candidate, sweep, result)
         except Exception as err:  # a candidate's failure is its rejection, never ours
             return result(False, f"{type(err).__name__}: {err}")
 
-    def _check(self, candidate: Candidate, result) -> StageResult:
-        """Evaluate the candidate on its kind's sweep and judge the per-row losses."""
-        kind = candidate.kind.name
-        sweep = self.sweep(kind)
-        with torch.no_grad():
-            out = compile_tree(candidate.kind, candidate.tree)(*sweep.inputs)
+    def _check(self, candidate: Candidate, sweep: _ClsSweep | _RegSweep, result) -> StageResult:
+        """Evaluate the candidate on the sweep and judge the per-row losses."""
+        # Random trees share most of their small subtrees, so subtree outputs on the sweep
+        # are kept for later candidates (bounded: the store is emptied when full). No
+        # autograd graph is built: the sweep inputs do not require gradients.
+        known = None
+        if self.memo_size:
+            if len(sweep.outputs) >= self.memo_size:
+                sweep.outputs.clear()
+            known = sweep.outputs
+        out = candidate.program.evaluate(sweep.inputs, known)
         n = sweep.inputs[0].shape[0]
         if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             return result(False, f"output shape {shape} does not give one loss per sample")
-        losses = out.reshape(n, -1).sum(1)  # per-row loss: sum over classes, as the reduction
-        if not torch.isfinite(losses).all():
-            bad = int((~torch.isfinite(losses)).sum())
+        # Per-row loss: sum over classes, as the reduction. Summed by torch, as the reduction
+        # sums (numpy may add in another order and differ in the last bit).
+        losses = out.reshape(n, -1).sum(1).numpy()
+        finite = np.isfinite(losses)
+        if not finite.all():
+            bad = int((~finite).sum())
             return result(False, f"loss is not finite at {bad} of {n} sweep points",
                           nonfinite=float(bad))
-        if kind == "reg":
-            return self._judge_reg(sweep, losses, result)
-        return self._judge_cls(sweep, losses, result)
+        # Finite losses can still overflow in the differences and ratios below (to inf, as
+        # torch would give silently); the comparisons handle inf, so numpy need not warn.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if isinstance(sweep, _RegSweep):
+                return self._judge_reg(sweep, losses, result)
+            return self._judge_cls(sweep, losses, result)
 
-    def _judge_cls(self, sweep: _ClsSweep, losses: torch.Tensor, result) -> StageResult:
+    def _judge_cls(self, sweep: _ClsSweep, losses: np.ndarray, result) -> StageResult:
         """Monotonicity, convergence and a correct optimum along each sweep.
 
-        ``losses``: N = K*G per-row losses, K conditions of G points each.
+        ``losses``: N = K*G per-row losses (float64), K conditions of G points each.
         """
         k, g = sweep.correct.shape
+        rows, steps, offsets = sweep.indices
         L = losses.reshape(k, g)
-        slope = (L[:, 1:] - L[:, :-1]) / sweep.step  # K×(G-1) finite-difference dL/dx
-        span = L.max(1).values - L.min(1).values  # K
-        tol = self.mono_rel_tol * span + 1e-12 * (1 + L.abs().max(1).values)  # K
+        rise = L[:, 1:] - L[:, :-1]  # K×(G-1); step j goes from point j to j+1
+        abs_slope = np.abs(rise / sweep.step)  # |dL/dx| by finite differences
+        lowest, highest = L.min(1), L.max(1)  # K
+        tol = self.mono_rel_tol * (highest - lowest) + 1e-12 * (1 + np.maximum(highest, -lowest))  # K
         # The minimum: the last lowest point (up to rounding), so a loss that is flat once the
         # prediction is good enough (a hinge) is judged where its plateau ends.
-        near_min = L <= L.min(1, keepdim=True).values * (1 + 1e-12) + 1e-12
-        best = g - 1 - near_min.flip(1).double().argmax(1)  # K
-        steps = torch.arange(g - 1)[None, :]
-        before = steps < best[:, None]  # step j goes from point j to j+1
-        rise = L[:, 1:] - L[:, :-1]
-        wrong_way = torch.where(before, rise > tol[:, None], rise < -tol[:, None])
-        violation = wrong_way.double().mean(1)  # K
-        decrease = L[:, 0] - L.gather(1, best[:, None])[:, 0]  # K
-
-        def abs_slope(index: torch.Tensor) -> torch.Tensor:
-            return slope.gather(1, index.clamp(0, g - 2)[:, None])[:, 0].abs()
+        near_min = L <= lowest[:, None] * (1 + 1e-12) + 1e-12
+        best = g - 1 - near_min[:, ::-1].argmax(1)  # K
+        # A step goes the wrong way if it rises (before the minimum) or falls (after it) by more than tol.
+        wrong_way = np.where(steps < best[:, None], rise, -rise) > tol[:, None]
+        violation = wrong_way.sum(1) / (g - 1)  # K
+        decrease = L[:, 0] - L[rows, best]  # K
+        # |dL/dx| on the steps left and right of the minimum, and ``reach`` steps (one logit)
+        # further out on either side; steps past an end of the sweep are clamped to it.
+        around_min = np.minimum(np.maximum(best[:, None] + offsets, 0), g - 2)
+        left, right, far_left, far_right = abs_slope[rows[:, None], around_min].T  # each K
 
         # Convergence at the end of the sweep (the minimum is "at infinity", as for cross-entropy):
         # |dL/dx| on the last step must be small against the largest |dL/dx| of the sweep.
         at_end = best == g - 1
-        grad_ratio = torch.where(at_end, abs_slope(best - 1), torch.zeros_like(decrease))
-        grad_ratio = grad_ratio / slope.abs().max(1).values.clamp(min=1e-300)
+        grad_ratio = np.where(at_end, left, 0.0) / np.maximum(abs_slope.max(1), 1e-300)
         # A finite optimum (label smoothing): the gradient vanishes there if the loss is smooth.
         # A kink (|x - 3|, exp(|x - 3|)) keeps its slope right up to the minimum: the flatter of
-        # the two steps beside the minimum must be small against the slopes one logit (``reach``
-        # steps) away on either side; for a smooth minimum it is about 1/(2*reach) of them.
-        reach = max(1, round(1.0 / sweep.step))
-        at_min = torch.min(abs_slope(best - 1), abs_slope(best))
-        around = torch.max(abs_slope(best - 1 - reach), abs_slope(best + reach))
-        kink_ratio = torch.where(~at_end & (at_min > 0), at_min / around.clamp(min=1e-300),
-                                 torch.zeros_like(at_min))
-        correct = sweep.correct.gather(1, best[:, None])[:, 0]
-        numbers = dict(violation_frac=violation.max().item(), grad_ratio=grad_ratio.max().item(),
-                       kink_ratio=kink_ratio.max().item(), min_decrease=decrease.min().item())
+        # the two steps beside the minimum must be small against the slopes one logit away on
+        # either side; for a smooth minimum it is about 1/(2*reach) of them.
+        at_min = np.minimum(left, right)
+        around = np.maximum(far_left, far_right)
+        kink_ratio = np.where(~at_end & (at_min > 0), at_min / np.maximum(around, 1e-300), 0.0)
+        correct = sweep.correct[rows, best]
+        numbers = dict(violation_frac=float(violation.max()), grad_ratio=float(grad_ratio.max()),
+                       kink_ratio=float(kink_ratio.max()), min_decrease=float(decrease.min()))
         for c, label in enumerate(sweep.labels):
             if decrease[c] <= tol[c]:
                 return result(False, f"loss does not decrease towards the target ({label})", **numbers)
@@ -356,32 +407,32 @@ class ConvergenceStage:
                 return result(False, f"loss is lowest at a wrong prediction ({label})", **numbers)
             if violation[c] > self.max_violation_frac:
                 return result(False, f"loss is not monotonic towards its minimum ({label}: "
-                                     f"{violation[c].item():.0%} of steps go the wrong way)", **numbers)
+                                     f"{violation[c]:.0%} of steps go the wrong way)", **numbers)
             if grad_ratio[c] > self.grad_ratio_tol:
                 return result(False, f"gradient does not vanish at convergence ({label}: "
-                                     f"|dL/dx| at the end of the sweep is {grad_ratio[c].item():.2g} "
+                                     f"|dL/dx| at the end of the sweep is {grad_ratio[c]:.2g} "
                                      f"of its largest value)", **numbers)
             if kink_ratio[c] > self.kink_ratio_tol:
                 return result(False, f"gradient does not vanish at the minimum ({label}: the loss "
-                                     f"has a kink there, slope ratio {kink_ratio[c].item():.2g})",
+                                     f"has a kink there, slope ratio {kink_ratio[c]:.2g})",
                               **numbers)
         return result(True, "monotonic and convergent along every sweep", **numbers)
 
-    def _judge_reg(self, sweep: _RegSweep, losses: torch.Tensor, result) -> StageResult:
+    def _judge_reg(self, sweep: _RegSweep, losses: np.ndarray, result) -> StageResult:
         """Distance–loss consistency along every trajectory.
 
-        ``losses``: N = T*D*G per-pair losses, G distances along each of T*D trajectories.
+        ``losses``: N = T*D*G per-pair losses (float64), G distances along each of T*D trajectories.
         """
         t, d, g = sweep.shape
         L = losses.reshape(t * d, g)
-        tol = self.reg_rel_tol * (losses.max() - losses.min()).item() + 1e-12 * (1 + losses.abs().max().item())
+        tol = float(self.reg_rel_tol * (losses.max() - losses.min()) + 1e-12 * (1 + np.abs(losses).max()))
         rise = L[:, 1:] - L[:, :-1]
-        violation = (rise < -tol).double().mean().item()
+        violation = float((rise < -tol).mean())
         # Perfect overlap (distance 0) must be the lowest point of every trajectory, and moving
         # all the way away must cost something (a loss blind to one trajectory is not consistent).
-        lowest_at_overlap = bool((L[:, 0] <= L.min(1).values + tol).all())
-        total_rise = (L[:, -1] - L[:, 0]).min().item()
-        rho = _spearman(L.reshape(t, d * g), sweep.iou).max().item()
+        lowest_at_overlap = bool((L[:, 0] <= L.min(1) + tol).all())
+        total_rise = float((L[:, -1] - L[:, 0]).min())
+        rho = float(_spearman(L.reshape(t, d * g), sweep.iou_ranks).max())
         numbers = dict(violation_frac=violation, spearman=rho, min_rise=total_rise)
         if not lowest_at_overlap:
             return result(False, "loss is not lowest at perfect overlap", **numbers)

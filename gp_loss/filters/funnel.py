@@ -4,12 +4,14 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from gp_loss.filters.base import StageResult
 
 _NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?|nan|inf", re.IGNORECASE)
 
 
+@lru_cache(maxsize=4096)  # the same few hundred reasons recur for every rejected candidate
 def reason_key(reason: str) -> str:
     """A reason with its numbers blanked, so that rejections group by cause."""
     return _NUMBER.sub("#", reason)[:120]
@@ -32,7 +34,9 @@ class Funnel:
         self.passed = 0
 
     def record(self, result: StageResult) -> None:
-        s = self.stages.setdefault(result.stage, StageStats())
+        s = self.stages.get(result.stage)
+        if s is None:  # (not setdefault: it would build a StageStats for every record)
+            s = self.stages[result.stage] = StageStats()
         s.entered += 1
         s.seconds += result.seconds
         if not result.passed:

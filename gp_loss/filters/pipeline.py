@@ -2,15 +2,23 @@
 
 Default order (seed 000 and 002):
 
-1. ``validity``: finite loss and gradient, depends on prediction and target;
-2. ``convergence``: CSE-Autoloss convergence-property verification;
+1. ``convergence``: CSE-Autoloss convergence-property verification;
+2. ``validity``: finite loss and gradient, depends on prediction and target;
 3. ``rejection``: AutoLoss-Zero loss-rejection protocol (Eq. 3);
 4. ``equivalence``: gradient-equivalence signature (never rejects; marks cache hits);
 5. ``simulation``: CSE-Autoloss model-optimisation simulation (optional, costly).
 
-Stages are ordered by cost × how often they reject, so most candidates leave
-after a millisecond. Each stage of each candidate runs under a time limit; an
-exception, NaN, Inf or overrun is a rejection with its reason.
+A candidate passes only if every stage passes it, so the order decides the
+cost, not the verdict. Stage A goes before stage B when A's cost per candidate
+divided by the fraction of candidates it rejects is the smaller. On random
+depth-3 trees (2-core CPU): convergence costs 0.06 ms (``bcls``) to 0.2 ms
+(``reg``) a candidate on average (the ``cls``/``bcls`` trees without the
+prediction leaf, about half, need no tensor work) and rejects 99.3% (``reg``)
+to 99.9% (``cls``, ``bcls``) of them; validity costs 0.2-0.3 ms and rejects
+70-83% of them, or about 1 ms on the trees that pass convergence, of which
+it rejects almost none; rejection costs 7-20 ms. Each stage of each
+candidate runs under a time limit; an exception, NaN, Inf or overrun is a
+rejection with its reason.
 """
 from __future__ import annotations
 
@@ -54,7 +62,7 @@ def default_stages(simulate: bool = False, seed: int = 0) -> list[Stage]:
     from gp_loss.filters.rejection import RejectionStage
     from gp_loss.filters.validity import ValidityStage
 
-    stages: list[Stage] = [ValidityStage(seed=seed), ConvergenceStage(), RejectionStage(seed=seed),
+    stages: list[Stage] = [ConvergenceStage(), ValidityStage(seed=seed), RejectionStage(seed=seed),
                            EquivalenceStage()]
     if simulate:
         from gp_loss.filters.simulation import SimulationStage
@@ -75,9 +83,12 @@ class FilterPipeline:
         self.funnel = Funnel([s.name for s in self.stages])
         # Verdicts by formula: random trees repeat (about a third of random depth-3 `cls`
         # trees are repeats), and the stages are deterministic, so a repeat replays its
-        # verdict instead of running again. Overruns are not remembered.
+        # verdict instead of running again. Overruns are not remembered. A verdict is kept
+        # as tuples of strings and numbers (see ``_frozen``), which the garbage collector
+        # stops tracking: as StageResult objects, hundreds of thousands of them would make
+        # every full collection walk them.
         self.memo_size = memo_size
-        self._memo: dict[tuple[str, str], list[StageResult]] = {}
+        self._memo: dict[tuple[str, str], tuple[tuple, ...]] = {}
 
     def _run_stage(self, stage: Stage, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
@@ -132,15 +143,20 @@ class FilterPipeline:
         if not any(r.reason.startswith("too slow") for r in verdict.results):
             if len(self._memo) >= self.memo_size:
                 self._memo.clear()
-            self._memo[key] = verdict.results
+            self._memo[key] = _frozen(verdict.results)
         return verdict
 
-    def _replay(self, candidate: Candidate, results: list[StageResult]) -> Verdict:
-        verdict = Verdict(candidate, [StageResult(r.stage, r.passed, r.reason, dict(r.numbers), 0.0)
-                                      for r in results])
+    def _replay(self, candidate: Candidate, results: tuple[tuple, ...]) -> Verdict:
+        verdict = Verdict(candidate, [StageResult(stage, passed, reason, dict(numbers), 0.0)
+                                      for stage, passed, reason, numbers in results])
         self.funnel.candidates += 1
         for r in verdict.results:
             self.funnel.record(r)
         if verdict.passed:
             self.funnel.passed += 1
         return verdict
+
+
+def _frozen(results: list[StageResult]) -> tuple[tuple, ...]:
+    """``(stage, passed, reason, ((name, number), ...))`` per result: the verdict without its timings."""
+    return tuple((r.stage, r.passed, r.reason, tuple(r.numbers.items())) for r in results)

@@ -26,37 +26,70 @@ class CompiledTree:
     ``f(*inputs)`` takes the kind's inputs in order (``x, y, w`` / ``i, u, e`` /
     ``yhat, y``) and returns the output o before reduction: N×C (``Sample``
     values N×1) for ``cls``/``bcls``, N for ``reg``, N×C×H×W for ``zero``.
-    Works on any device; autograd flows through.
+    Works on any device; autograd flows through. ``text`` is ``str(tree)``,
+    ``inputs_used`` the names of the inputs the tree reads, and
+    :meth:`evaluate` can share subtree outputs between trees.
     """
 
-    __slots__ = ("program", "n_inputs", "text")
+    __slots__ = ("program", "n_inputs", "text", "inputs_used")
 
     def __init__(self, kind: Kind, tree: gp.PrimitiveTree):
         index = {name: i for i, name in enumerate(kind.inputs)}
-        program = []
+        program: list[tuple] = []
+        # ``text`` is ``str(tree)``, built in the same pass: the filters compile every
+        # random tree they judge, and a second walk (DEAP's ``__str__``) costs as much again.
+        # A node's text is ``node.format(*argument texts)``, exactly as DEAP formats it.
+        texts: list[str] = []
+        used: set[str] = set()
         for node in reversed(tree):
             if isinstance(node, gp.Primitive):
-                program.append((_CALL, kind.operators[node.name].fn, node.arity))
-            elif isinstance(node.value, str):
-                program.append((_INPUT, index[node.value], 0))
+                if node.arity == 1:
+                    texts[-1] = node.format(texts[-1])
+                else:  # the first argument is on top of the stack
+                    first = texts.pop()
+                    texts[-1] = node.format(first, texts[-1])
+                program.append((_CALL, kind.operators[node.name].fn, node.arity, texts[-1]))
+                continue
+            texts.append(node.format())
+            if isinstance(node.value, str):
+                program.append((_INPUT, index[node.value], 0, None))
+                used.add(node.value)
             else:
-                program.append((_CONST, node.value, 0))
+                program.append((_CONST, node.value, 0, None))
         self.program = program
         self.n_inputs = len(kind.inputs)
-        self.text = str(tree)
+        self.text = texts[0] if texts else ""
+        self.inputs_used = frozenset(used)  # names of the inputs the tree reads
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.evaluate(inputs)
+
+    def evaluate(self, inputs: tuple[torch.Tensor, ...], known: dict | None = None) -> torch.Tensor:
+        """The output on ``inputs``; ``known`` (optional) maps subtree texts to their outputs on these inputs.
+
+        Subtrees found in ``known`` are not computed again, and every subtree
+        computed is added to it, so trees evaluated on the same inputs share
+        their common subtrees (the operators are deterministic and never work
+        in place, so a stored output is what computing it again would give).
+        """
         if len(inputs) != self.n_inputs:
             raise TypeError(f"{self.text}: expected {self.n_inputs} inputs, got {len(inputs)}")
         stack: list = []
         pop, push = stack.pop, stack.append
-        for code, item, arity in self.program:
+        for code, item, arity, text in self.program:
             if code == _CALL:
+                if known is not None and text in known:
+                    del stack[len(stack) - arity:]  # its arguments, all known too unless evicted
+                    push(known[text])
+                    continue
                 if arity == 1:
-                    push(item(pop()))
+                    value = item(pop())
                 else:
                     a = pop()
-                    push(item(a, pop()))
+                    value = item(a, pop())
+                if known is not None:
+                    known[text] = value
+                push(value)
             elif code == _INPUT:
                 push(inputs[item])
             else:
@@ -72,16 +105,19 @@ def compile_tree(kind: Kind, tree: gp.PrimitiveTree) -> CompiledTree:
     return CompiledTree(kind, tree)
 
 
-def compile_loss(kind: Kind, tree: gp.PrimitiveTree) -> Callable[..., torch.Tensor]:
-    """Compile ``tree`` to ``loss(*inputs) -> scalar`` with the kind's reduction."""
-    raw = CompiledTree(kind, tree)
-    name = kind.name
+def reduced_loss(kind_name: str, raw: CompiledTree) -> Callable[..., torch.Tensor]:
+    """``loss(*inputs) -> scalar``: the output of ``raw`` reduced as kind ``kind_name`` reduces it."""
 
     def loss(*inputs: torch.Tensor) -> torch.Tensor:
-        return reduce_output(name, raw(*inputs))
+        return reduce_output(kind_name, raw(*inputs))
 
-    loss.__doc__ = f"{name} loss: {raw.text}"
+    loss.__doc__ = f"{kind_name} loss: {raw.text}"
     return loss
+
+
+def compile_loss(kind: Kind, tree: gp.PrimitiveTree) -> Callable[..., torch.Tensor]:
+    """Compile ``tree`` to ``loss(*inputs) -> scalar`` with the kind's reduction."""
+    return reduced_loss(kind.name, CompiledTree(kind, tree))
 
 
 def evaluate(kind: Kind, tree: gp.PrimitiveTree, inputs: Sequence[torch.Tensor]) -> torch.Tensor:

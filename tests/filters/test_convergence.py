@@ -1,11 +1,14 @@
+import random
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from gp_loss.filters.base import Candidate
-from gp_loss.filters.convergence import ConvergenceStage
+from gp_loss.filters.convergence import ConvergenceStage, _centred_ranks
 from gp_loss.language import parse_formula
+from gp_loss.language.generate import random_tree
 from gp_loss.paper_losses import PAPER_LOSSES
 from primitives import get_kind
 
@@ -75,9 +78,18 @@ def test_nan_candidates_are_rejected_without_raising(kind, formula):
     assert result.numbers["nonfinite"] > 0
 
 
+class _RaisingProgram:
+    """A compiled tree that reads the prediction and fails while evaluating."""
+
+    inputs_used = frozenset({"x"})
+
+    def evaluate(self, inputs, known=None):
+        raise KeyError("mean_c")
+
+
 def test_exception_inside_candidate_is_a_rejection():
     c = candidate("cls", "neg(dot(y, log(softmax(x))))")
-    c.tree = parse_formula(get_kind("zero"), "mean_c(yhat)")  # operators the cls kind lacks
+    c.program = _RaisingProgram()
     result = STAGE(c)
     assert not result.passed
     assert result.reason.startswith("KeyError")
@@ -119,3 +131,45 @@ def test_fast_and_leaves_torch_threads_alone():
     mean = (time.perf_counter() - start) / (3 * len(cands))
     assert mean < 0.025  # about 0.5 ms here; generous for busy machines
     assert torch.get_num_threads() == threads
+
+
+class _ClaimsPrediction:
+    """A compiled tree that claims to read the prediction, so the stage runs its full check."""
+
+    def __init__(self, program):
+        self.program, self.inputs_used = program, program.inputs_used | {"x"}
+
+    def evaluate(self, inputs, known=None):
+        return self.program.evaluate(inputs)
+
+
+@pytest.mark.parametrize("kind", ["cls", "bcls"])
+def test_trees_without_the_prediction_are_rejected_as_the_full_check_would(kind):
+    k, rng = get_kind(kind), random.Random(3)
+    trees = [random_tree(k, 3, rng) for _ in range(300)]
+    blind = [Candidate(k, t) for t in trees if "x" not in {n.value for n in t if n.arity == 0}]
+    assert len(blind) > 50
+    for c in blind:
+        short = STAGE(c)
+        assert not short.passed and short.reason.startswith("loss is constant along every sweep")
+        c.program = _ClaimsPrediction(c.program)
+        full = STAGE(c)
+        assert not full.passed and not full.reason.startswith(("loss is constant", "AttributeError"))
+
+
+def test_ranks_share_ties_and_are_centred():
+    v = np.array([[3.0, 1.0, 3.0, 2.0, 3.0], [0.0, 0.0, 0.0, 0.0, 0.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    # Ranks from 0: [3, 0, 3, 1, 3] with the three 3.0s sharing (2 + 3 + 4) / 3 = 3; mean 2.
+    expected = np.array([[3.0, 0.0, 3.0, 1.0, 3.0], [2.0] * 5, [4.0, 3.0, 2.0, 1.0, 0.0]]) - 2
+    assert np.array_equal(_centred_ranks(v), expected)
+
+
+@pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
+def test_shared_subtree_outputs_change_no_result(kind):
+    k, rng = get_kind(kind), random.Random(5)
+    trees = [random_tree(k, 3, rng) for _ in range(200)]
+    shared, alone = ConvergenceStage(memo_size=64), ConvergenceStage(memo_size=0)
+    for t in trees:
+        a, b = shared(Candidate(k, t)), alone(Candidate(k, t))
+        assert (a.passed, a.reason, a.numbers) == (b.passed, b.reason, b.numbers)
+    assert 0 < len(shared.sweep(kind).outputs) <= 64 + 20 and not alone.sweep(kind).outputs

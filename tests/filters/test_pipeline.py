@@ -1,11 +1,19 @@
 """The pipeline stops at the first rejection, survives bad candidates, and counts the funnel."""
+import random
+import re
+import signal
 import time
 
+import pytest
+
+from gp_loss.filters import pipeline as pipeline_module
 from gp_loss.filters.base import Candidate, StageResult
 from gp_loss.filters.funnel import Funnel, reason_key
-from gp_loss.filters.pipeline import FilterPipeline
+from gp_loss.filters.pipeline import FilterPipeline, default_stages
 from gp_loss.filters.validity import ValidityStage
 from gp_loss.language import parse_formula
+from gp_loss.language.generate import random_tree
+from gp_loss.paper_losses import PAPER_LOSSES
 from primitives import get_kind
 
 
@@ -90,3 +98,46 @@ def test_memo_replays_verdicts_of_repeated_formulas_but_not_overruns():
     off.check(kind, tree)
     off.check(kind, tree)
     assert first.calls == 3
+
+
+def test_memo_replays_numbers_as_fresh_results():
+    kind = get_kind("cls")
+    pipe = FilterPipeline(default_stages()[:1], memo_size=10)
+    tree = parse_formula(kind, "dot(y, log(softmax(x)))")  # negated CE: rejected, with numbers
+    a, b = pipe.check(kind, tree), pipe.check(kind, tree)
+    assert not b.passed and b.results[0].numbers == a.results[0].numbers and a.results[0].numbers
+    b.results[0].numbers["violation_frac"] = -1.0  # a replay is a copy: changing it changes no later one
+    assert pipe.check(kind, tree).results[0].numbers == a.results[0].numbers
+
+
+def test_default_order_is_the_documented_one():
+    documented = re.findall(r"^\d\. ``(\w+)``", pipeline_module.__doc__, re.MULTILINE)
+    assert documented == ["convergence", "validity", "rejection", "equivalence", "simulation"]
+    assert [s.name for s in default_stages(simulate=True)] == documented
+    assert [s.name for s in default_stages()] == documented[:-1]
+
+
+@pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
+def test_stage_order_does_not_change_verdicts(kind):
+    # The documented order is chosen for speed only: every tree passes or fails alike in the
+    # former order (validity first). Random trees, plus the paper losses, which pass.
+    k = get_kind(kind)
+    rng = random.Random(7)
+    trees = [random_tree(k, 3, rng) for _ in range(150)]
+    trees += [parse_formula(k, p.formula) for p in PAPER_LOSSES.values() if p.kind == kind]
+    stages = default_stages()[:3]
+    by_name = {s.name: s for s in stages}
+    documented = FilterPipeline(stages)
+    former = FilterPipeline([by_name[n] for n in ("validity", "convergence", "rejection")])
+    verdicts = [(documented.check(k, t).passed, former.check(k, t).passed) for t in trees]
+    assert all(a == b for a, b in verdicts)
+    assert sum(a for a, _ in verdicts) >= 2  # the paper losses
+
+
+def test_time_limit_leaves_the_alarm_as_it_was():
+    before = signal.getsignal(signal.SIGALRM)
+    FilterPipeline([_Always("ok")], time_limit_s=5).run(_cand("reg", "sub(1, div(i, u))"))
+    verdict = FilterPipeline([_Hangs()], time_limit_s=0.05).run(_cand("reg", "sub(1, div(i, u))"))
+    assert "too slow" in verdict.rejection.reason
+    assert signal.getsignal(signal.SIGALRM) == before
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -52,6 +52,43 @@ def test_random_trees_run_to_a_scalar(kind, seed, depth):
     assert value.dim() == 0  # NaN/Inf are allowed here: the filters reject them
 
 
+@settings(max_examples=150, deadline=None)
+@given(kind=st.sampled_from(sorted(KINDS)), seed=st.integers(0, 2**32 - 1), depth=st.integers(1, 5))
+def test_compiled_text_and_inputs_match_the_tree(kind, seed, depth):
+    # The compiled tree builds its text in its own pass; it must be DEAP's text exactly
+    # (the filter memo and the formulas the search stores are keyed by it).
+    k = get_kind(kind)
+    tree = random_tree(k, depth, random.Random(seed))
+    f = compile_tree(k, tree)
+    assert f.text == str(tree)
+    assert f.inputs_used == {n.value for n in tree if n.arity == 0 and n.value in k.inputs}
+
+
+def test_compiled_text_of_parsed_formulas_with_constants():
+    kind = get_kind("reg")
+    for text, inputs in [("sub(1, div(i, u))", {"i", "u"}), ("mul(0.5, neg(e))", {"e"}),
+                         ("add(sub(1, div(i, u)), div(sub(e, u), e))", {"i", "u", "e"})]:
+        tree = parse_formula(kind, text)
+        f = compile_tree(kind, tree)
+        assert f.text == str(tree) == text
+        assert f.inputs_used == inputs
+
+
+def test_evaluate_shares_known_subtree_outputs():
+    kind = get_kind("cls")
+    batch = sample_batch("cls")
+    inputs = tuple(t.detach() for t in batch.inputs())
+    known = {}
+    ce = compile_tree(kind, parse_formula(kind, "neg(dot(y, log(softmax(x))))"))
+    torch.testing.assert_close(ce.evaluate(inputs, known), ce(*inputs), rtol=0, atol=0)
+    assert set(known) == {"softmax(x)", "log(softmax(x))", "dot(y, log(softmax(x)))",
+                          "neg(dot(y, log(softmax(x))))"}
+    # A known subtree is taken as given, not computed again.
+    known["log(softmax(x))"] = torch.zeros_like(known["log(softmax(x))"])
+    other = compile_tree(kind, parse_formula(kind, "dot(w, log(softmax(x)))"))
+    assert (other.evaluate(inputs, known) == 0).all()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tensors():
     kind = get_kind("cls")
