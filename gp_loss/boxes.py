@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-from torchvision.ops import box_area
 
 AREA_EPS = 1e-7
 
@@ -17,6 +16,10 @@ def paired_areas(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor
     Returns:
         ``(i, u, e)``, each of shape N, differentiable with respect to ``pred``.
     """
+    # Imported here: torchvision takes about two seconds to import (it pulls in
+    # torch._dynamo), and every filter and search worker imports this module.
+    from torchvision.ops import box_area
+
     lt = torch.max(pred[:, :2], target[:, :2])
     rb = torch.min(pred[:, 2:], target[:, 2:])
     wh = (rb - lt).clamp(min=0)

@@ -8,13 +8,16 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 NUM_CLASSES = 10
 
 
 @lru_cache(maxsize=1)
 def _arrays() -> tuple[np.ndarray, np.ndarray]:
+    # Imported here: scikit-learn takes about a second to import, and every search
+    # worker imports this module whether or not it trains on digits.
+    from sklearn.datasets import load_digits
+
     data = load_digits()
     images = (data.images / 16.0).astype(np.float32)  # pixel values 0..16 -> 0..1
     return images, data.target.astype(np.int64)
