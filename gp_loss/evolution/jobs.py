@@ -19,6 +19,7 @@ are built once per process, not once per job.
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 
@@ -89,6 +90,25 @@ def _set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+# -- warming a worker up ------------------------------------------------------------
+
+def prepare(config: dict) -> int:
+    """Build this worker's context ahead of its first child; return the process id.
+
+    Loads the task's data and runs the start formulas (if any) through the
+    filters, which builds every stage's samples and networks. A worker that
+    skipped this would spend its first child's job on it while the others
+    wait at the end of the generation.
+    """
+    ctx = context_for(config)
+    _set_threads(ctx.config.torch_threads)
+    ctx.task
+    if ctx.start is not None:
+        for branch in ctx.start:
+            ctx.pipeline.check(branch.kind, branch.tree)
+    return os.getpid()
+
+
 # -- breeding -------------------------------------------------------------------
 
 def breed(job: dict) -> dict:
@@ -134,6 +154,21 @@ def breed(job: dict) -> dict:
             break
     result.update(tries=tries, funnel=funnel.to_dict(), seconds=time.perf_counter() - start)
     return result
+
+
+# Rank of the expected cost of a child by its variation, cheapest last: a fresh random
+# tree takes hundreds of filter tries, a mutant a few, a copy none (and no training).
+_COST_RANK = {"init": 0, "reinit": 0, "crossover": 1, "mutation": 1, "copy": 2}
+
+
+def cost_rank(job: dict, cfg: SearchConfig) -> int:
+    """0 for the costliest children (random trees) to 2 for copies, for scheduling.
+
+    The variation is the first draw from the job's seed, so the search can
+    read it ahead and hand out the long jobs first (fewer workers idle at the
+    end of a generation) without changing any child.
+    """
+    return _COST_RANK[_draw_variation(job["mode"], cfg, random.Random(job["seed"]))]
 
 
 def _draw_variation(mode: str, cfg: SearchConfig, rng: random.Random) -> str:

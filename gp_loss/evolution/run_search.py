@@ -99,6 +99,7 @@ def run_search(config: SearchConfig, out: str, resume: bool = False, workers: in
         print(f"search {config.task} ({config.scheme} scheme, seed {config.seed}) -> {run.path} "
               f"[{mapper.kind} map, {mapper.workers} worker(s)]"
               + (f", resumed at generation {search.generation}" if state else ""))
+        search.prepare_workers()
         search.evaluate_baselines()
         SCHEMES[config.scheme](search)
         search.bar.close()

@@ -19,6 +19,7 @@ import random
 import statistics
 import sys
 import time
+from typing import Iterable, Iterator
 
 import numpy as np
 from deap import base, tools
@@ -40,7 +41,8 @@ from gp_loss.language.genome import Branch, Genome
 STATE_VERSION = 1
 # Stop when this many generations in a row trained nothing new (all offspring reused).
 MAX_IDLE_GENERATIONS = 50
-PLOT_EVERY_S = 30.0
+PLOT_EVERY_S = 120.0
+WARM_UP_S = 60.0
 
 
 def slot_seed(seed: int, generation: int, slot: int) -> int:
@@ -52,6 +54,17 @@ def select_tournament(population: list, k: int, fraction: float) -> list:
     """DEAP tournament selection over ``fraction`` of the population (at least 2 entrants)."""
     size = max(2, round(fraction * len(population)))
     return tools.selTournament(population, k, tournsize=min(size, len(population)))
+
+
+def _in_slot_order(order: list[int], results: Iterable[dict]) -> Iterator[tuple[int, dict]]:
+    """``(slot, result)`` in slot order, from results arriving in ``order``, each as soon as it can."""
+    waiting: dict[int, dict] = {}
+    next_slot = 0
+    for slot, result in zip(order, results):
+        waiting[slot] = result
+        while next_slot in waiting:
+            yield next_slot, waiting.pop(next_slot)
+            next_slot += 1
 
 
 class Search:
@@ -128,7 +141,8 @@ class Search:
         score without training. One equivalent to a bred sibling cannot know of it
         and is trained; the first by slot keeps its evaluation and the later twin
         takes its score (its training is discarded, as if reused).
-        Children are recorded in slot order, whatever order the workers finish in.
+        Jobs are handed out longest first; children are recorded in slot order,
+        whatever order the workers finish in.
         """
         known = frozenset(self.cache._store) | {ps[0].signature for mode, ps in plan if mode == "given"}
         job_list = [{"config": self.config_dict, "seed": slot_seed(self.config.seed, self.generation, slot),
@@ -136,8 +150,10 @@ class Search:
                      "known": known, "train_seed": self.config.seed,
                      "recorded": self.recovered.get(slot, {}).get("formulas")}
                     for slot, (mode, parents) in enumerate(plan)]
+        # Longest jobs first (the variation is known from the seed), then record in slot order.
+        order = sorted(range(len(job_list)), key=lambda i: jobs.cost_rank(job_list[i], self.config))
         children, trained = [], []
-        for slot, result in enumerate(self.toolbox.map(jobs.make_child, job_list)):
+        for slot, result in _in_slot_order(order, self.toolbox.map(jobs.make_child, [job_list[i] for i in order])):
             self.funnel.merge(Funnel.from_dict(result["funnel"]))
             self.breed_s += result["seconds"]
             if result["outcome"] == "dropped":
@@ -177,6 +193,21 @@ class Search:
         self.evaluation_lines += 1
         self.bar.update(1)
 
+    def prepare_workers(self) -> None:
+        """Warm every worker up (task data, filter samples) and restart the clock.
+
+        Rounds of two jobs per worker until every worker has answered (SCOOP
+        workers may still be importing when the search starts) or
+        ``WARM_UP_S`` passed. The setup then happens before the first
+        generation, where it would leave the other workers waiting, and
+        outside the search's measured wall time, in serial runs as in parallel ones.
+        """
+        seen: set[int] = set()
+        deadline = time.perf_counter() + WARM_UP_S
+        while len(seen) < self.mapper.workers and time.perf_counter() < deadline:
+            seen.update(self.toolbox.map(jobs.prepare, [self.config_dict] * (2 * self.mapper.workers)))
+        self._clock = self._generation_start = time.perf_counter()
+
     def evaluate_baselines(self) -> None:
         """Proxy fitness of the named baselines, for the report and the plot (not in the budget).
 
@@ -207,7 +238,8 @@ class Search:
             breed_s=round(self.breed_s, 3), train_s=round(self.train_s, 3),
             wall_s=round(self.elapsed(), 3), generation_s=round(wall, 3))
         self.generation += 1
-        # The plot costs ~0.3 s: redraw it at most every PLOT_EVERY_S (and at the end).
+        # The plot costs ~0.3 s, which every worker waits for: redraw it at most every
+        # PLOT_EVERY_S (and at the end).
         self.write_results(plot=now - self._last_plot >= PLOT_EVERY_S)
         save_checkpoint(self.run.path, self.state_dict())
         line = (f"gen {self.generation - 1:>3} | evals {self.evaluations}/{self.config.max_evaluations} "

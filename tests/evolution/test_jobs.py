@@ -206,3 +206,21 @@ def test_make_child_given_genome_skips_the_filters_and_trains():
     # its own signature in `known` (as the search passes it) does not stop it training
     known = frozenset({freeze(result["signature"])})
     assert jobs.make_child(_child_job("given", 4, [{"cls": fails_filters}], known=known))["outcome"] == "trained"
+
+
+def test_prepare_builds_the_worker_context():
+    import os
+    assert jobs.prepare(CONFIG) == os.getpid()
+    ctx = jobs.context_for(CONFIG)
+    assert ctx.task is ctx.task  # built once, kept
+    # the start formula went through the filters: a repeat is replayed from the memo
+    assert any(formula == CE for _, formula in ctx.pipeline._memo)
+
+
+def test_cost_rank_reads_the_variation_the_job_will_draw():
+    config = SearchConfig.from_dict(CONFIG)
+    for seed in range(12):
+        job = _job("zero", seed, [{"cls": CE}])
+        how = jobs.breed(job)["how"]
+        assert jobs.cost_rank(job, config) == {"reinit": 0, "mutation": 1, "copy": 2}[how]
+    assert jobs.cost_rank(_job("init", 0), config) == 0

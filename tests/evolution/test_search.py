@@ -292,3 +292,10 @@ def test_make_children_trains_equivalent_siblings_once(tmp_path):
     assert search.evaluations == 1 and search.reused == 2
     assert [r["slot"] for r in search.run.read_evaluations()] == [0]
     assert len(search.hall_of_fame) == 1
+
+
+def test_results_handed_out_longest_first_are_recorded_in_slot_order():
+    from gp_loss.evolution.search import _in_slot_order
+    order = [2, 0, 3, 1]
+    got = list(_in_slot_order(order, iter([{"r": s} for s in order])))
+    assert got == [(s, {"r": s}) for s in range(4)]
