@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from gp_loss.filters.base import Candidate
 from gp_loss.filters.equivalence import (
@@ -13,15 +12,7 @@ from gp_loss.language import parse_formula
 from primitives import get_kind
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: with several OpenMP threads on a busy machine, softmax and
-    # max-pooling stall for milliseconds waiting for a descheduled thread.
-    # One thread keeps these tests fast; the previous setting is restored.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/filters/conftest.py
 
 CE = "neg(dot(y, log(softmax(x))))"
 GIOU = "add(sub(1, div(i, u)), div(sub(e, u), e))"

@@ -13,15 +13,7 @@ from gp_loss.paper_losses import PAPER_LOSSES
 from primitives import get_kind
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: with several OpenMP threads on a busy machine, softmax and
-    # max-pooling stall for milliseconds waiting for a descheduled thread.
-    # One thread keeps these tests fast; the previous setting is restored.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/filters/conftest.py
 
 
 @pytest.fixture(scope="module")
