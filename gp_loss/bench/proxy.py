@@ -48,7 +48,8 @@ def bench_proxy(run_path: str | Path, epochs: list[int], sample: int = 40, top: 
     if stored is None:
         raise GpLossError(f"{run.path} holds no run (no config.json): give the --out directory of a search")
     config = SearchConfig.from_dict(stored)
-    if not hasattr(task_options(config.task, config.task_options), "proxy_epochs"):
+    options = task_options(config.task, config.task_options)
+    if not hasattr(options, "proxy_epochs"):
         raise GpLossError(f"the {config.task} task has no proxy_epochs option to vary")
     records = [r for r in run.read_evaluations() if r.get("status") == "ok"]
     if len(records) < 3:
@@ -61,7 +62,7 @@ def bench_proxy(run_path: str | Path, epochs: list[int], sample: int = 40, top: 
     final_task = make_task(config.task, config.task_options)
     seeds = [config.seed + 1000 + i for i in range(config.final_seeds)]
     final = [statistics.fmean(final_task.final_score(g, s).score for s in seeds) for g in genomes]
-    current = task_options(config.task, config.task_options).proxy_epochs
+    current = options.proxy_epochs
     rows = []
     for e in sorted(set(epochs) | {current}):
         task = make_task(config.task, {**config.task_options, "proxy_epochs": e})

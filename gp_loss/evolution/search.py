@@ -144,7 +144,11 @@ class Search:
         Jobs are handed out longest first; children are recorded in slot order,
         whatever order the workers finish in.
         """
-        known = frozenset(self.cache._store) | {ps[0].signature for mode, ps in plan if mode == "given"}
+        given = sum(mode == "given" for mode, _ in plan)
+        if any(mode != "given" for mode, _ in plan[:given]):
+            raise ValueError("given genomes must come first in the plan: bred children equivalent to "
+                             "them reuse their scores, which must be recorded first")
+        known = frozenset(sig for sig, _ in self.cache.items()) | {ps[0].signature for mode, ps in plan if mode == "given"}
         job_list = [{"config": self.config_dict, "seed": slot_seed(self.config.seed, self.generation, slot),
                      "mode": mode, "parents": [formulas_of(self.layout, p) for p in parents],
                      "known": known, "train_seed": self.config.seed,
@@ -162,7 +166,7 @@ class Search:
             child = individual_from_formulas(self.layout, result["formulas"])
             child.generation, child.signature = self.generation, freeze(result["signature"])
             self.children += 1
-            if result["outcome"] == "reused" or child.signature in self.cache:
+            if child.signature in self.cache:  # reused in its job, or a twin of an earlier sibling
                 child.fitness.values, child.reused = (self.cache.lookup(child.signature),), True
                 self.reused += 1
             else:
@@ -302,7 +306,7 @@ class Search:
             "random_state": [version, list(internal), gauss],
             "population": [individual_to_dict(self.layout, i) for i in self.population],
             "hall_of_fame": [individual_to_dict(self.layout, i) for i in self.hall_of_fame],
-            "cache": [[list(map(list, sig)), fit] for sig, fit in self.cache._store.items()],
+            "cache": [[list(map(list, sig)), fit] for sig, fit in self.cache.items()],
             "cache_hits": self.cache.hits, "cache_misses": self.cache.misses,
             "funnel": self.funnel.to_dict(), "logbook": list(self.logbook),
             "baseline_fitness": self.baseline_fitness,

@@ -87,6 +87,10 @@ class EquivalenceCache:
         """Remember the fitness measured for a loss with this signature."""
         self._store[signature] = fitness
 
+    def items(self):
+        """``(signature, fitness)`` pairs stored, oldest first (no hit or miss counted)."""
+        return self._store.items()
+
     def __contains__(self, signature: Signature) -> bool:
         return signature in self._store
 

@@ -299,3 +299,10 @@ def test_results_handed_out_longest_first_are_recorded_in_slot_order():
     order = [2, 0, 3, 1]
     got = list(_in_slot_order(order, iter([{"r": s} for s in order])))
     assert got == [(s, {"r": s}) for s in range(4)]
+
+
+def test_make_children_wants_given_genomes_first(tmp_path):
+    search = Search(tiny(), RunDir(tmp_path), Mapper("serial"), progress=False)
+    ce = search.start_individual()
+    with pytest.raises(ValueError, match="given genomes must come first"):
+        search.make_children([("zero", [ce]), ("given", [ce])])
