@@ -103,10 +103,24 @@ def prepare(config: dict) -> int:
     ctx = context_for(config)
     _set_threads(ctx.config.torch_threads)
     ctx.task
+    _warm_up_optimizer()
     if ctx.start is not None:
         for branch in ctx.start:
             ctx.pipeline.check(branch.kind, branch.tree)
     return os.getpid()
+
+
+def _warm_up_optimizer() -> None:
+    """One Adam step on a throwaway parameter.
+
+    torch.optim's first step in a process imports torch._dynamo (about 900
+    modules, 1.5-2 s): done here, it is not charged to the first training of
+    the search, which the other workers would wait for.
+    """
+    p = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([p])
+    p.sum().backward()
+    optimizer.step()
 
 
 # -- breeding -------------------------------------------------------------------
@@ -135,25 +149,45 @@ def breed(job: dict) -> dict:
 
     how = _draw_variation(job["mode"], cfg, rng)
     result = {"formulas": None, "signature": None, "how": how, "tries": 0}
-    for tries in range(1, cfg.max_breed_tries + 1):
-        child = _vary(ctx, job["mode"], how, parents, rng)
-        candidates = {}
-        ok = True
-        for name, tree in zip(layout, child):
-            if name not in searched or how == "copy":
-                continue
-            verdict = ctx.pipeline.check(get_kind(layout[name]), tree)
-            candidates[name] = verdict.candidate
-            if not verdict.passed:
-                ok = False
+    branches = [] if how == "copy" else [(i, name) for i, name in enumerate(layout) if name in searched]
+    # Random trees are drawn RANDOM_BATCH tries at a time and their first searched branch
+    # judged together (FilterPipeline.check_many): about one in a thousand passes, and one
+    # judgement of many costs little more than one of one. The trees are those that one try
+    # at a time would draw, and only the tries up to the first pass are counted.
+    batch = RANDOM_BATCH if how in ("init", "reinit") else 1
+    tries = 0
+    while tries < cfg.max_breed_tries and result["formulas"] is None:
+        attempts = [_vary(ctx, job["mode"], how, parents, rng)
+                    for _ in range(min(batch, cfg.max_breed_tries - tries))]
+        firsts = (ctx.pipeline.check_many(get_kind(layout[branches[0][1]]), [a[branches[0][0]] for a in attempts])
+                  if branches else iter([None] * len(attempts)))
+        for child, first in zip(attempts, firsts):
+            tries += 1
+            candidates = _passes(ctx, branches, child, first)
+            if candidates is not None:
+                sig = tuple(ctx.signature(layout[name], tree, candidates.get(name))
+                            for name, tree in zip(layout, child))
+                result.update(formulas=formulas_of(layout, child), signature=sig)
                 break
-        if ok:
-            sig = tuple(ctx.signature(layout[name], tree, candidates.get(name))
-                        for name, tree in zip(layout, child))
-            result.update(formulas=formulas_of(layout, child), signature=sig)
-            break
     result.update(tries=tries, funnel=funnel.to_dict(), seconds=time.perf_counter() - start)
     return result
+
+
+RANDOM_BATCH = 32
+
+
+def _passes(ctx: WorkerContext, branches: list[tuple[int, str]], child: list, first) -> dict | None:
+    """The candidates of the searched ``branches`` of ``child`` if all pass the filters, else None.
+
+    ``first``: the first searched branch's verdict, already given.
+    """
+    candidates = {}
+    for n, (i, name) in enumerate(branches):
+        verdict = first if n == 0 else ctx.pipeline.check(get_kind(ctx.layout[name]), child[i])
+        if not verdict.passed:
+            return None
+        candidates[name] = verdict.candidate
+    return candidates
 
 
 # Rank of the expected cost of a child by its variation, cheapest last: a fresh random

@@ -101,6 +101,7 @@ def run_search(config: SearchConfig, out: str, resume: bool = False, workers: in
               + (f", resumed at generation {search.generation}" if state else ""))
         search.prepare_workers()
         search.evaluate_baselines()
+        search.start_clock()
         SCHEMES[config.scheme](search)
         search.bar.close()
         search.write_results()

@@ -198,19 +198,26 @@ class Search:
         self.bar.update(1)
 
     def prepare_workers(self) -> None:
-        """Warm every worker up (task data, filter samples) and restart the clock.
+        """Warm every worker up (task data, filter samples, the training code path).
 
         Rounds of two jobs per worker until every worker has answered (SCOOP
         workers may still be importing when the search starts) or
         ``WARM_UP_S`` passed. The setup then happens before the first
         generation, where it would leave the other workers waiting, and
-        outside the search's measured wall time, in serial runs as in parallel ones.
+        outside the search's measured wall time (see :meth:`start_clock`), in
+        serial runs as in parallel ones.
         """
         seen: set[int] = set()
         deadline = time.perf_counter() + WARM_UP_S
         while len(seen) < self.mapper.workers and time.perf_counter() < deadline:
             seen.update(self.toolbox.map(jobs.prepare, [self.config_dict] * (2 * self.mapper.workers)))
-        self._clock = self._generation_start = time.perf_counter()
+
+    def start_clock(self) -> None:
+        """Start (or, on resume, continue) the search's wall clock: after the setup, before generation 0.
+
+        The plot is first drawn ``PLOT_EVERY_S`` after this, then as often, and at the end.
+        """
+        self._clock = self._generation_start = self._last_plot = time.perf_counter()
 
     def evaluate_baselines(self) -> None:
         """Proxy fitness of the named baselines, for the report and the plot (not in the budget).

@@ -311,10 +311,52 @@ class ConvergenceStage:
     # ------------------------------------------------------------------ checks
 
     def __call__(self, candidate: Candidate) -> StageResult:
+        return self.judge_many([candidate])[0]
+
+    def judge_many(self, candidates: list[Candidate]) -> list[StageResult]:
+        """The verdict of every candidate, exactly as one call each would give it.
+
+        Each candidate is evaluated on the sweep on its own; the per-row losses
+        of all the classification candidates are then judged together, in one
+        pass of numpy calls over an M×K×G array. The judgement is a few dozen
+        calls whatever M is, and it was most of this stage's cost on a random
+        tree, which is why the breeding of random trees asks for verdicts in
+        batches (:meth:`~gp_loss.filters.pipeline.FilterPipeline.check_many`).
+        Each result's ``seconds`` is its share of the batch's time.
+        """
         start = time.perf_counter()
+        results: list[StageResult | None] = [None] * len(candidates)
+        pending: dict[str, tuple[list[int], list[np.ndarray]]] = {}  # kind -> (positions, losses)
+        with _one_thread():
+            for pos, candidate in enumerate(candidates):
+                verdict = self._losses(candidate)
+                if isinstance(verdict, StageResult):
+                    results[pos] = verdict
+                else:
+                    positions, losses = pending.setdefault(candidate.kind.name, ([], []))
+                    positions.append(pos), losses.append(verdict)
+        # Finite losses can still overflow in the differences and ratios of the judgement (to
+        # inf, as torch would give silently); the comparisons handle inf, so numpy need not warn.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for kind, (positions, losses) in pending.items():
+                sweep = self.sweep(kind)
+                judge = self._judge_reg if isinstance(sweep, _RegSweep) else self._judge_cls
+                try:
+                    judged = judge(sweep, np.stack(losses))
+                except Exception as err:  # a candidate's failure is its rejection, never ours
+                    judged = [(False, f"{type(err).__name__}: {err}", {})] * len(positions)
+                for pos, (passed, reason, numbers) in zip(positions, judged):
+                    results[pos] = StageResult(self.name, passed, reason, numbers)
+        share = (time.perf_counter() - start) / max(1, len(candidates))
+        for r in results:
+            r.seconds = share
+        return results
+
+    def _losses(self, candidate: Candidate) -> np.ndarray | StageResult:
+        """The candidate's N per-row losses on its kind's sweep, or its verdict if that needs no judging."""
 
         def result(passed: bool, reason: str, **numbers: float) -> StageResult:
-            return StageResult(self.name, passed, reason, numbers, time.perf_counter() - start)
+            return StageResult(self.name, passed, reason, numbers)
 
         kind = candidate.kind.name
         if kind not in ("cls", "bcls", "reg"):
@@ -326,70 +368,62 @@ class ConvergenceStage:
                 # then computes the same value, and a constant loss never decreases.
                 return result(False, "loss is constant along every sweep (it reads none of "
                                      f"{', '.join(sorted(sweep.varying))})")
-            with _one_thread():
-                return self._check(candidate, sweep, result)
+            # Random trees share most of their small subtrees, so subtree outputs on the sweep
+            # are kept for later candidates (bounded: the store is emptied when full). No
+            # autograd graph is built: the sweep inputs do not require gradients.
+            known = None
+            if self.memo_size:
+                if len(sweep.outputs) >= self.memo_size:
+                    sweep.outputs.clear()
+                known = sweep.outputs
+            out = candidate.program.evaluate(sweep.inputs, known)
+            n = sweep.inputs[0].shape[0]
+            if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                return result(False, f"output shape {shape} does not give one loss per sample")
+            # Per-row loss: sum over classes, as the reduction. Summed by torch, as the reduction
+            # sums (numpy may add in another order and differ in the last bit).
+            losses = (out.sum(1) if out.dim() == 2 else out.reshape(n, -1).sum(1)).numpy()
         except Exception as err:  # a candidate's failure is its rejection, never ours
             return result(False, f"{type(err).__name__}: {err}")
-
-    def _check(self, candidate: Candidate, sweep: _ClsSweep | _RegSweep, result) -> StageResult:
-        """Evaluate the candidate on the sweep and judge the per-row losses."""
-        # Random trees share most of their small subtrees, so subtree outputs on the sweep
-        # are kept for later candidates (bounded: the store is emptied when full). No
-        # autograd graph is built: the sweep inputs do not require gradients.
-        known = None
-        if self.memo_size:
-            if len(sweep.outputs) >= self.memo_size:
-                sweep.outputs.clear()
-            known = sweep.outputs
-        out = candidate.program.evaluate(sweep.inputs, known)
-        n = sweep.inputs[0].shape[0]
-        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            return result(False, f"output shape {shape} does not give one loss per sample")
-        # Per-row loss: sum over classes, as the reduction. Summed by torch, as the reduction
-        # sums (numpy may add in another order and differ in the last bit).
-        losses = out.reshape(n, -1).sum(1).numpy()
         finite = np.isfinite(losses)
         if not finite.all():
             bad = int((~finite).sum())
-            return result(False, f"loss is not finite at {bad} of {n} sweep points",
-                          nonfinite=float(bad))
-        # Finite losses can still overflow in the differences and ratios below (to inf, as
-        # torch would give silently); the comparisons handle inf, so numpy need not warn.
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            if isinstance(sweep, _RegSweep):
-                return self._judge_reg(sweep, losses, result)
-            return self._judge_cls(sweep, losses, result)
+            return result(False, f"loss is not finite at {bad} of {n} sweep points", nonfinite=float(bad))
+        return losses
 
-    def _judge_cls(self, sweep: _ClsSweep, losses: np.ndarray, result) -> StageResult:
-        """Monotonicity, convergence and a correct optimum along each sweep.
+    def _judge_cls(self, sweep: _ClsSweep, losses: np.ndarray) -> list[tuple[bool, str, dict]]:
+        """Monotonicity, convergence and a correct optimum along each sweep, for M candidates at once.
 
-        ``losses``: N = K*G per-row losses (float64), K conditions of G points each.
+        ``losses``: M×N per-row losses (float64), N = K*G: K conditions of G
+        points each. Returns ``(passed, reason, numbers)`` per candidate; the
+        reason is the first failed check, conditions in order and, within one,
+        the checks in the order below.
         """
         k, g = sweep.correct.shape
         rows, steps, offsets = sweep.indices
-        L = losses.reshape(k, g)
-        rise = L[:, 1:] - L[:, :-1]  # K×(G-1); step j goes from point j to j+1
+        L = losses.reshape(-1, k, g)  # M×K×G
+        rise = L[..., 1:] - L[..., :-1]  # M×K×(G-1); step j goes from point j to j+1
         abs_slope = np.abs(rise / sweep.step)  # |dL/dx| by finite differences
-        lowest, highest = L.min(1), L.max(1)  # K
-        tol = self.mono_rel_tol * (highest - lowest) + 1e-12 * (1 + np.maximum(highest, -lowest))  # K
+        lowest, highest = L.min(2), L.max(2)  # M×K
+        tol = self.mono_rel_tol * (highest - lowest) + 1e-12 * (1 + np.maximum(highest, -lowest))  # M×K
         # The minimum: the last lowest point (up to rounding), so a loss that is flat once the
         # prediction is good enough (a hinge) is judged where its plateau ends.
-        near_min = L <= lowest[:, None] * (1 + 1e-12) + 1e-12
-        best = g - 1 - near_min[:, ::-1].argmax(1)  # K
+        near_min = L <= lowest[..., None] * (1 + 1e-12) + 1e-12
+        best = g - 1 - near_min[..., ::-1].argmax(2)  # M×K
         # A step goes the wrong way if it rises (before the minimum) or falls (after it) by more than tol.
-        wrong_way = np.where(steps < best[:, None], rise, -rise) > tol[:, None]
-        violation = wrong_way.sum(1) / (g - 1)  # K
-        decrease = L[:, 0] - L[rows, best]  # K
+        wrong_way = np.where(steps < best[..., None], rise, -rise) > tol[..., None]
+        violation = wrong_way.sum(2) / (g - 1)  # M×K
+        decrease = L[..., 0] - np.take_along_axis(L, best[..., None], 2)[..., 0]  # M×K
         # |dL/dx| on the steps left and right of the minimum, and ``reach`` steps (one logit)
         # further out on either side; steps past an end of the sweep are clamped to it.
-        around_min = np.minimum(np.maximum(best[:, None] + offsets, 0), g - 2)
-        left, right, far_left, far_right = abs_slope[rows[:, None], around_min].T  # each K
+        around_min = np.minimum(np.maximum(best[..., None] + offsets, 0), g - 2)  # M×K×4
+        left, right, far_left, far_right = np.moveaxis(np.take_along_axis(abs_slope, around_min, 2), 2, 0)
 
         # Convergence at the end of the sweep (the minimum is "at infinity", as for cross-entropy):
         # |dL/dx| on the last step must be small against the largest |dL/dx| of the sweep.
         at_end = best == g - 1
-        grad_ratio = np.where(at_end, left, 0.0) / np.maximum(abs_slope.max(1), 1e-300)
+        grad_ratio = np.where(at_end, left, 0.0) / np.maximum(abs_slope.max(2), 1e-300)
         # A finite optimum (label smoothing): the gradient vanishes there if the loss is smooth.
         # A kink (|x - 3|, exp(|x - 3|)) keeps its slope right up to the minimum: the flatter of
         # the two steps beside the minimum must be small against the slopes one logit away on
@@ -397,32 +431,46 @@ class ConvergenceStage:
         at_min = np.minimum(left, right)
         around = np.maximum(far_left, far_right)
         kink_ratio = np.where(~at_end & (at_min > 0), at_min / np.maximum(around, 1e-300), 0.0)
-        correct = sweep.correct[rows, best]
-        numbers = dict(violation_frac=float(violation.max()), grad_ratio=float(grad_ratio.max()),
-                       kink_ratio=float(kink_ratio.max()), min_decrease=float(decrease.min()))
-        for c, label in enumerate(sweep.labels):
-            if decrease[c] <= tol[c]:
-                return result(False, f"loss does not decrease towards the target ({label})", **numbers)
-            if not correct[c]:
-                return result(False, f"loss is lowest at a wrong prediction ({label})", **numbers)
-            if violation[c] > self.max_violation_frac:
-                return result(False, f"loss is not monotonic towards its minimum ({label}: "
-                                     f"{violation[c]:.0%} of steps go the wrong way)", **numbers)
-            if grad_ratio[c] > self.grad_ratio_tol:
-                return result(False, f"gradient does not vanish at convergence ({label}: "
-                                     f"|dL/dx| at the end of the sweep is {grad_ratio[c]:.2g} "
-                                     f"of its largest value)", **numbers)
-            if kink_ratio[c] > self.kink_ratio_tol:
-                return result(False, f"gradient does not vanish at the minimum ({label}: the loss "
-                                     f"has a kink there, slope ratio {kink_ratio[c]:.2g})",
-                              **numbers)
-        return result(True, "monotonic and convergent along every sweep", **numbers)
+        correct = sweep.correct[rows, best]  # M×K
+        # The checks of each condition in order, conditions in order: the first True fails.
+        failed = np.stack([decrease <= tol, ~correct, violation > self.max_violation_frac,
+                           grad_ratio > self.grad_ratio_tol, kink_ratio > self.kink_ratio_tol], 2)
+        failed = failed.reshape(len(L), -1)
+        first = failed.argmax(1)
+        numbers = np.stack([violation.max(1), grad_ratio.max(1), kink_ratio.max(1), decrease.min(1)], 1)
+        out = []
+        for m in range(len(L)):
+            nums = dict(zip(("violation_frac", "grad_ratio", "kink_ratio", "min_decrease"), numbers[m].tolist()))
+            if not failed[m, first[m]]:
+                out.append((True, "monotonic and convergent along every sweep", nums))
+                continue
+            c, check = divmod(int(first[m]), 5)
+            label = sweep.labels[c]
+            if check == 0:
+                reason = f"loss does not decrease towards the target ({label})"
+            elif check == 1:
+                reason = f"loss is lowest at a wrong prediction ({label})"
+            elif check == 2:
+                reason = (f"loss is not monotonic towards its minimum ({label}: "
+                          f"{violation[m, c]:.0%} of steps go the wrong way)")
+            elif check == 3:
+                reason = (f"gradient does not vanish at convergence ({label}: |dL/dx| at the end of "
+                          f"the sweep is {grad_ratio[m, c]:.2g} of its largest value)")
+            else:
+                reason = (f"gradient does not vanish at the minimum ({label}: the loss has a kink "
+                          f"there, slope ratio {kink_ratio[m, c]:.2g})")
+            out.append((False, reason, nums))
+        return out
 
-    def _judge_reg(self, sweep: _RegSweep, losses: np.ndarray, result) -> StageResult:
-        """Distance–loss consistency along every trajectory.
+    def _judge_reg(self, sweep: _RegSweep, losses: np.ndarray) -> list[tuple[bool, str, dict]]:
+        """Distance–loss consistency along every trajectory, for each of M candidates.
 
-        ``losses``: N = T*D*G per-pair losses (float64), G distances along each of T*D trajectories.
+        ``losses``: M×N per-pair losses (float64), N = T*D*G: G distances along
+        each of T*D trajectories. Returns ``(passed, reason, numbers)`` per candidate.
         """
+        return [self._judge_reg_one(sweep, row) for row in losses]
+
+    def _judge_reg_one(self, sweep: _RegSweep, losses: np.ndarray) -> tuple[bool, str, dict]:
         t, d, g = sweep.shape
         L = losses.reshape(t * d, g)
         tol = float(self.reg_rel_tol * (losses.max() - losses.min()) + 1e-12 * (1 + np.abs(losses).max()))
@@ -435,12 +483,11 @@ class ConvergenceStage:
         rho = float(_spearman(L.reshape(t, d * g), sweep.iou_ranks).max())
         numbers = dict(violation_frac=violation, spearman=rho, min_rise=total_rise)
         if not lowest_at_overlap:
-            return result(False, "loss is not lowest at perfect overlap", **numbers)
+            return False, "loss is not lowest at perfect overlap", numbers
         if total_rise <= tol:
-            return result(False, "loss does not grow as the box moves away from its target", **numbers)
+            return False, "loss does not grow as the box moves away from its target", numbers
         if violation > self.reg_max_violation_frac:
-            return result(False, f"loss falls as the box moves away on {violation:.0%} of steps", **numbers)
+            return False, f"loss falls as the box moves away on {violation:.0%} of steps", numbers
         if rho > self.max_spearman:
-            return result(False, f"loss and IoU are not consistently ranked (Spearman {rho:.2f})",
-                          **numbers)
-        return result(True, "loss grows consistently as IoU falls", **numbers)
+            return False, f"loss and IoU are not consistently ranked (Spearman {rho:.2f})", numbers
+        return True, "loss grows consistently as IoU falls", numbers

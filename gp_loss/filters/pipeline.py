@@ -23,7 +23,9 @@ rejection with its reason.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import torch
 from deap import gp
@@ -37,10 +39,19 @@ from gp_loss.timeout import TimeLimitExceeded, time_limit
 
 @dataclass
 class Verdict:
-    """All stage results of one candidate; ``passed`` if none rejected."""
+    """All stage results of one tree; ``passed`` if none rejected."""
 
-    candidate: Candidate
+    kind: Kind
+    tree: gp.PrimitiveTree
     results: list[StageResult] = field(default_factory=list)
+    compiled: Candidate | None = field(default=None, repr=False)
+
+    @property
+    def candidate(self) -> Candidate:
+        """The tree compiled: the stages' candidate, or (for a verdict replayed from the memo) compiled on first use."""
+        if self.compiled is None:
+            self.compiled = Candidate(self.kind, self.tree)
+        return self.compiled
 
     @property
     def passed(self) -> bool:
@@ -51,7 +62,7 @@ class Verdict:
         return next((r for r in self.results if not r.passed), None)
 
     def to_dict(self) -> dict:
-        return {"formula": self.candidate.formula, "kind": self.candidate.kind.name,
+        return {"formula": str(self.tree), "kind": self.kind.name,
                 "passed": self.passed, "stages": [r.to_dict() for r in self.results]}
 
 
@@ -81,14 +92,14 @@ class FilterPipeline:
         self.stages = list(stages)
         self.time_limit_s = time_limit_s
         self.funnel = Funnel([s.name for s in self.stages])
-        # Verdicts by formula: random trees repeat (about a third of random depth-3 `cls`
+        # Verdicts by tree (its node names): random trees repeat (about a third of random depth-3 `cls`
         # trees are repeats), and the stages are deterministic, so a repeat replays its
         # verdict instead of running again. Overruns are not remembered. A verdict is kept
         # as tuples of strings and numbers (see ``_frozen``), which the garbage collector
         # stops tracking: as StageResult objects, hundreds of thousands of them would make
         # every full collection walk them.
         self.memo_size = memo_size
-        self._memo: dict[tuple[str, str], tuple[tuple, ...]] = {}
+        self._memo: dict[tuple[str, tuple[str, ...]], tuple[tuple, ...]] = {}
 
     def _run_stage(self, stage: Stage, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
@@ -102,59 +113,121 @@ class FilterPipeline:
         result.seconds = time.perf_counter() - start
         return result
 
-    def run(self, candidate: Candidate) -> Verdict:
-        """All stages until the first rejection; records the funnel."""
+    @contextmanager
+    def _threads(self) -> Iterator[None]:
         previous = torch.get_num_threads()
         if self.num_threads and previous != self.num_threads:
             torch.set_num_threads(self.num_threads)
         try:
-            return self._run(candidate)
+            yield
         finally:
             if torch.get_num_threads() != previous:
                 torch.set_num_threads(previous)
 
-    def _run(self, candidate: Candidate) -> Verdict:
-        verdict = Verdict(candidate)
-        self.funnel.candidates += 1
-        for stage in self.stages:
-            result = self._run_stage(stage, candidate)
-            verdict.results.append(result)
-            self.funnel.record(result)
-            if not result.passed:
-                return verdict
-        self.funnel.passed += 1
-        return verdict
+    def run(self, candidate: Candidate, first: StageResult | None = None) -> Verdict:
+        """All stages until the first rejection; records the funnel.
+
+        ``first``: the first stage's result if it was already judged (:meth:`check_many`).
+        """
+        with self._threads():
+            verdict = Verdict(candidate.kind, candidate.tree, compiled=candidate)
+            self.funnel.candidates += 1
+            for i, stage in enumerate(self.stages):
+                result = first if i == 0 and first is not None else self._run_stage(stage, candidate)
+                verdict.results.append(result)
+                self.funnel.record(result)
+                if not result.passed:
+                    return verdict
+            self.funnel.passed += 1
+            return verdict
 
     def check(self, kind: Kind, tree: gp.PrimitiveTree) -> Verdict:
         """Compile ``tree`` and run it through the stages (a compile error is a rejection)."""
-        try:
-            candidate = Candidate(kind, tree)
-        except Exception as err:  # pragma: no cover - parsed trees always compile
-            self.funnel.candidates += 1
-            result = StageResult("compile", False, f"{type(err).__name__}: {err}")
-            self.funnel.record(result)
-            return Verdict(Candidate.__new__(Candidate), [result])
-        if not self.memo_size:
-            return self.run(candidate)
-        key = (kind.name, candidate.formula)
-        if key in self._memo:
-            return self._replay(candidate, self._memo[key])
-        verdict = self.run(candidate)
-        if not any(r.reason.startswith("too slow") for r in verdict.results):
-            if len(self._memo) >= self.memo_size:
-                self._memo.clear()
-            self._memo[key] = _frozen(verdict.results)
-        return verdict
+        return next(self.check_many(kind, [tree]))
 
-    def _replay(self, candidate: Candidate, results: tuple[tuple, ...]) -> Verdict:
-        verdict = Verdict(candidate, [StageResult(stage, passed, reason, dict(numbers), 0.0)
-                                      for stage, passed, reason, numbers in results])
+    def check_many(self, kind: Kind, trees: Iterable[gp.PrimitiveTree]) -> Iterator[Verdict]:
+        """:meth:`check` of each tree in turn, lazily, with the first stage judging them all at once.
+
+        Yields exactly the verdicts that calling :meth:`check` on each tree would
+        give, in order, and records a tree in the funnel only when its verdict is
+        handed out: a caller that stops at the first pass (breeding) counts what
+        checking one tree at a time would. A first stage with ``judge_many``
+        (convergence) judges every tree that is not in the memo in one call; the
+        later stages run on a tree when its verdict is asked for. The trees the
+        first stage rejects are remembered at once, asked for or not.
+        """
+        trees = list(trees)
+        keys = [(kind.name, _names(tree)) for tree in trees]
+        fresh: dict[int, Candidate] = {}  # position -> candidate, for the first copy of each unmemoised tree
+        seen: set[tuple] = set()
+        for i, key in enumerate(keys):
+            if key in seen or (self.memo_size and key in self._memo):
+                continue
+            seen.add(key)
+            try:
+                fresh[i] = Candidate(kind, trees[i])
+            except Exception:  # pragma: no cover - compiled again, and reported, when asked for
+                pass
+        first: dict[int, StageResult] = {}
+        if len(fresh) > 1 and self.stages and hasattr(self.stages[0], "judge_many"):
+            first = dict(zip(fresh, self._judge_many(self.stages[0], list(fresh.values()))))
+            for i, result in first.items():  # complete verdicts, kept even if never asked for
+                if not result.passed:
+                    self._remember(keys[i], [result])
+        for i, (tree, key) in enumerate(zip(trees, keys)):
+            if i in fresh:
+                verdict = self.run(fresh[i], first.get(i))
+            elif self.memo_size and key in self._memo:
+                yield self._replay(kind, tree, self._memo[key])
+                continue
+            else:  # a repeat whose first copy was not remembered (an overrun), or a compile error
+                try:
+                    candidate = Candidate(kind, tree)
+                except Exception as err:  # pragma: no cover - parsed trees always compile
+                    yield self._compile_error(kind, tree, err)
+                    continue
+                verdict = self.run(candidate)
+            self._remember(key, verdict.results)
+            yield verdict
+
+    def _judge_many(self, stage, candidates: list[Candidate]) -> list[StageResult]:
+        """``stage.judge_many(candidates)`` under the time limit; after an overrun or error, one at a time."""
+        with self._threads():
+            try:
+                with time_limit(self.time_limit_s):
+                    return stage.judge_many(candidates)
+            except Exception:  # TimeLimitExceeded too: find the culprit, each under its own limit
+                return [self._run_stage(stage, c) for c in candidates]
+
+    def _remember(self, key: tuple, results: list[StageResult]) -> None:
+        """Keep a verdict for repeats of its tree (not an overrun: the machine may just have been busy)."""
+        if not self.memo_size or any(r.reason.startswith("too slow") for r in results):
+            return
+        if len(self._memo) >= self.memo_size and key not in self._memo:
+            self._memo.clear()
+        self._memo[key] = _frozen(results)
+
+    def _compile_error(self, kind: Kind, tree: gp.PrimitiveTree, err: Exception) -> Verdict:
+        self.funnel.candidates += 1
+        result = StageResult("compile", False, f"{type(err).__name__}: {err}")
+        self.funnel.record(result)
+        return Verdict(kind, tree, [result])
+
+    def _replay(self, kind: Kind, tree: gp.PrimitiveTree, results: tuple[tuple, ...]) -> Verdict:
+        verdict = Verdict(kind, tree, [StageResult(stage, passed, reason, dict(numbers), 0.0)
+                                       for stage, passed, reason, numbers in results])
         self.funnel.candidates += 1
         for r in verdict.results:
             self.funnel.record(r)
         if verdict.passed:
             self.funnel.passed += 1
         return verdict
+
+
+def _names(tree: gp.PrimitiveTree) -> tuple[str, ...]:
+    """The memo's key of a tree: its node names in prefix order, which fix its formula (the
+    arity of every operator is known), and are cheaper to collect than the formula's text."""
+    return tuple([node.name for node in tree])
 
 
 def _frozen(results: list[StageResult]) -> tuple[tuple, ...]:

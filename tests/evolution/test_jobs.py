@@ -213,8 +213,10 @@ def test_prepare_builds_the_worker_context():
     assert jobs.prepare(CONFIG) == os.getpid()
     ctx = jobs.context_for(CONFIG)
     assert ctx.task is ctx.task  # built once, kept
-    # the start formula went through the filters: a repeat is replayed from the memo
-    assert any(formula == CE for _, formula in ctx.pipeline._memo)
+    # the start formula went through the filters: a repeat is replayed from the memo (no stage runs)
+    kind = get_kind("cls")
+    again = ctx.pipeline.check(kind, parse_formula(kind, CE))
+    assert again.results and all(r.seconds == 0.0 for r in again.results)
 
 
 def test_cost_rank_reads_the_variation_the_job_will_draw():
@@ -224,3 +226,22 @@ def test_cost_rank_reads_the_variation_the_job_will_draw():
         how = jobs.breed(job)["how"]
         assert jobs.cost_rank(job, config) == {"reinit": 0, "mutation": 1, "copy": 2}[how]
     assert jobs.cost_rank(_job("init", 0), config) == 0
+
+
+def test_random_trees_judged_in_batches_breed_the_children_of_one_at_a_time(monkeypatch):
+    def bred(batch):
+        monkeypatch.setattr(jobs, "RANDOM_BATCH", batch)
+        jobs._CONTEXTS.clear()  # fresh memos: the same work from scratch
+        out = []
+        for seed in (2, 3, 4):  # seed 4 re-initialises the zero child
+            for mode, parents in (("init", []), ("zero", [{"cls": CE}])):
+                r = jobs.breed(_job(mode, seed, parents))
+                del r["seconds"]
+                for stage in r["funnel"]["stages"].values():
+                    del stage["seconds"]
+                out.append(r)
+        return out
+
+    one, many = bred(1), bred(32)
+    assert many == one
+    assert sum(r["tries"] for r in one) > 100 and any(r["how"] == "reinit" for r in one)

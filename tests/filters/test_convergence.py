@@ -173,3 +173,19 @@ def test_shared_subtree_outputs_change_no_result(kind):
         a, b = shared(Candidate(k, t)), alone(Candidate(k, t))
         assert (a.passed, a.reason, a.numbers) == (b.passed, b.reason, b.numbers)
     assert 0 < len(shared.sweep(kind).outputs) <= 64 + 20 and not alone.sweep(kind).outputs
+
+
+@pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
+def test_judging_many_at_once_gives_each_ones_own_verdict(kind):
+    k, rng = get_kind(kind), random.Random(9)
+    # random trees (most rejected for varied reasons, some blind to the prediction) and the
+    # paper losses of this kind (which pass), shuffled together
+    trees = [random_tree(k, 3, rng) for _ in range(300)]
+    trees += [parse_formula(k, p.formula) for p in PAPER_LOSSES.values() if p.kind == kind]
+    rng.shuffle(trees)
+    one_by_one = [ConvergenceStage()(Candidate(k, t)) for t in trees]
+    together = ConvergenceStage().judge_many([Candidate(k, t) for t in trees])
+    assert [(r.passed, r.reason, r.numbers) for r in together] == \
+           [(r.passed, r.reason, r.numbers) for r in one_by_one]
+    assert any(r.passed for r in together) and len({r.reason for r in together}) >= 4
+    assert all(r.seconds >= 0 and r.stage == "convergence" for r in together)

@@ -141,3 +141,50 @@ def test_time_limit_leaves_the_alarm_as_it_was():
     assert "too slow" in verdict.rejection.reason
     assert signal.getsignal(signal.SIGALRM) == before
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+class _CountsBatches(_Always):
+    """A first stage that can judge many candidates at once, recording the batch sizes."""
+
+    def __init__(self, name, passes):
+        super().__init__(name)
+        self.passes, self.batches = passes, []
+
+    def __call__(self, candidate):
+        return self.judge_many([candidate])[0]
+
+    def judge_many(self, candidates):
+        self.batches.append(len(candidates))
+        return [StageResult(self.name, c.formula in self.passes, "") for c in candidates]
+
+
+def test_check_many_gives_the_verdicts_of_check_one_at_a_time():
+    kind, rng = get_kind("cls"), random.Random(3)
+    trees = [random_tree(kind, 3, rng) for _ in range(200)]
+    trees += trees[:20]  # repeats, some within the same call
+    alone, together = (FilterPipeline(default_stages()[:3], memo_size=1000) for _ in range(2))
+    expected = [alone.check(kind, t) for t in trees]
+    got = list(together.check_many(kind, trees))
+    assert [(v.passed, [(r.stage, r.passed, r.reason, r.numbers) for r in v.results]) for v in got] == \
+           [(v.passed, [(r.stage, r.passed, r.reason, r.numbers) for r in v.results]) for v in expected]
+    assert (together.funnel.candidates, together.funnel.passed) == (alone.funnel.candidates, alone.funnel.passed)
+    for name, stage in alone.funnel.stages.items():
+        mine = together.funnel.stages[name]
+        assert (mine.entered, mine.rejected, mine.reasons) == (stage.entered, stage.rejected, stage.reasons)
+    assert [str(v.candidate.tree) for v in got] == [str(t) for t in trees]
+
+
+def test_check_many_judges_the_first_stage_at_once_and_counts_only_what_is_read():
+    kind = get_kind("cls")
+    formulas = ["neg(x)", "neg(y)", "neg(dot(y, log(softmax(x))))", "neg(w)", "neg(x)"]
+    first = _CountsBatches("first", passes={"neg(dot(y, log(softmax(x))))"})
+    second = _Always("second")
+    pipe = FilterPipeline([first, second], memo_size=10)
+    verdicts = pipe.check_many(kind, [parse_formula(kind, f) for f in formulas])
+    read = [next(verdicts) for _ in range(3)]  # stop at the first pass, as breeding does
+    assert [v.passed for v in read] == [False, False, True]
+    assert first.batches == [4]  # the repeat of neg(x) is not judged twice
+    assert second.calls == 1 and pipe.funnel.candidates == 3 and pipe.funnel.passed == 1
+    # the first stage's rejections are remembered, read or not: neg(w) is now a replay
+    again = pipe.check(kind, parse_formula(kind, "neg(w)"))
+    assert not again.passed and first.batches == [4] and again.results[0].seconds == 0.0
