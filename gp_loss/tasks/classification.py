@@ -53,7 +53,7 @@ class ClassificationOptions:
     width: int = 8                  # ConvNet channels of the first block
     batch_size: int = 32
     lr: float = 3e-3                # Adam
-    proxy_epochs: int = 3           # search fitness: validation accuracy after these epochs
+    proxy_epochs: int = 5           # search fitness: validation accuracy after these epochs
     final_epochs: int = 8           # reported: test accuracy after these epochs
 
     def check(self) -> None:
