@@ -46,6 +46,7 @@ class WorkerContext:
     def __init__(self, config: SearchConfig):
         self.config = config
         self.layout = dict(config.branches)
+        self.searched = frozenset(config.searched)  # asked once per tree drawn: kept, not rebuilt
         # The default stages in their order; equivalence is asked separately (signature()).
         stages = [s for s in default_stages(simulate=config.simulate, seed=config.seed) if s.name != "equivalence"]
         self.pipeline = FilterPipeline(stages, time_limit_s=config.filter_time_limit_s, num_threads=None,
@@ -142,7 +143,7 @@ def breed(job: dict) -> dict:
     cfg = ctx.config
     _set_threads(cfg.torch_threads)
     rng = random.Random(job["seed"])
-    layout, searched = ctx.layout, cfg.searched
+    layout, searched = ctx.layout, ctx.searched
     parents = [individual_from_formulas(layout, p) for p in job["parents"]]
     funnel = Funnel([s.name for s in ctx.pipeline.stages])
     ctx.pipeline.funnel = funnel
@@ -224,12 +225,12 @@ def _vary(ctx: WorkerContext, mode: str, how: str, parents: list, rng: random.Ra
     if how == "copy":
         return list(parents[0])
     if how == "init":
-        return [random_tree(get_kind(kind), cfg.init_depth, rng) if name in cfg.searched
+        return [random_tree(get_kind(kind), cfg.init_depth, rng) if name in ctx.searched
                 else ctx.start[name].tree for name, kind in layout.items()]
     if mode == "zero":
         child = []
         for (name, kind), tree in zip(layout.items(), parents[0]):
-            if name not in cfg.searched:
+            if name not in ctx.searched:
                 child.append(tree)
             elif how == "reinit":
                 child.append(random_tree(get_kind(kind), cfg.init_depth, rng))
@@ -281,24 +282,47 @@ def make_child(job: dict) -> dict:
     ``job``: :func:`breed`'s fields plus ``known`` (signatures whose score the
     search will have when it records this child: those evaluated before this
     generation began, and given genomes'; a bred child equivalent to one of them
-    reuses its score and is not trained), ``train_seed``, and ``recorded`` (the formulas whose
+    reuses its score and is not trained), ``train_seed``, ``recorded`` (the formulas whose
     training for this slot finished before an interruption, or ``None``: a child
-    with those formulas is not trained again).
+    with those formulas is not trained again), ``plan`` (an id shared by the
+    children of one :meth:`~gp_loss.evolution.search.Search.make_children`) and
+    ``slot`` (the child's place in it).
 
     Returns :func:`breed`'s result plus ``outcome``: ``"dropped"`` (no child
-    passed), ``"reused"``, ``"recorded"`` or ``"trained"``, and ``trained``
+    passed), ``"reused"``, ``"twin"`` (equivalent to a sibling of an earlier slot
+    that this process trained: the search records that sibling first and gives
+    this child its score), ``"recorded"`` or ``"trained"``, and ``trained``
     (:func:`evaluate`'s result, for ``"trained"`` only).
     """
     result = breed(job)
     result["trained"] = None
+    twins = _trained_siblings(job)
+    sig = freeze(result["signature"]) if result["formulas"] is not None else None
     if result["formulas"] is None:
         result["outcome"] = "dropped"
-    elif job["mode"] != "given" and freeze(result["signature"]) in job["known"]:
+    elif job["mode"] != "given" and sig in job["known"]:
         result["outcome"] = "reused"
+    elif twins.get(sig, job["slot"]) < job["slot"]:
+        result["outcome"] = "twin"
     elif result["formulas"] == job.get("recorded"):
         result["outcome"] = "recorded"
     else:
         result["outcome"] = "trained"
         result["trained"] = evaluate({"config": job["config"], "formulas": result["formulas"],
                                       "seed": job["train_seed"]})
+    if result["outcome"] in ("trained", "recorded"):
+        twins[sig] = min(job["slot"], twins.get(sig, job["slot"]))
     return result
+
+
+# Signatures trained (or recovered) by this process for the current plan, with the lowest
+# slot of each. Whatever the worker count, a child equivalent to a sibling of an earlier
+# slot takes that sibling's score; a process that trained the sibling itself can skip
+# training the twin, so a serial search never trains one.
+_SIBLINGS: dict = {"plan": None, "trained": {}}
+
+
+def _trained_siblings(job: dict) -> dict:
+    if _SIBLINGS["plan"] != job["plan"]:
+        _SIBLINGS.update(plan=job["plan"], trained={})
+    return _SIBLINGS["trained"]

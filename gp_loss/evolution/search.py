@@ -15,6 +15,8 @@ depends on which worker runs a job.
 """
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import statistics
 import sys
@@ -42,6 +44,7 @@ STATE_VERSION = 1
 # Stop when this many generations in a row trained nothing new (all offspring reused).
 MAX_IDLE_GENERATIONS = 50
 PLOT_EVERY_S = 120.0
+_PLAN_IDS = itertools.count()  # ids of make_children calls, unique in this process
 WARM_UP_S = 60.0
 
 
@@ -138,9 +141,9 @@ class Search:
         All children are made in one ``toolbox.map`` (:func:`jobs.make_child`), so
         no worker waits for a breeding round to end. A child gradient-equivalent to
         a loss evaluated before this generation, or to a given genome, reuses its
-        score without training. One equivalent to a bred sibling cannot know of it
-        and is trained; the first by slot keeps its evaluation and the later twin
-        takes its score (its training is discarded, as if reused).
+        score without training. One equivalent to a bred sibling of an earlier slot
+        takes that sibling's score, as if reused; it is trained (and the training
+        discarded) only where another worker trained the sibling and it could not know.
         Jobs are handed out longest first; children are recorded in slot order,
         whatever order the workers finish in.
         """
@@ -149,10 +152,11 @@ class Search:
             raise ValueError("given genomes must come first in the plan: bred children equivalent to "
                              "them reuse their scores, which must be recorded first")
         known = frozenset(sig for sig, _ in self.cache.items()) | {ps[0].signature for mode, ps in plan if mode == "given"}
+        plan_id = f"{os.getpid()}:{next(_PLAN_IDS)}"
         job_list = [{"config": self.config_dict, "seed": slot_seed(self.config.seed, self.generation, slot),
                      "mode": mode, "parents": [formulas_of(self.layout, p) for p in parents],
                      "known": known, "train_seed": self.config.seed,
-                     "recorded": self.recovered.get(slot, {}).get("formulas")}
+                     "recorded": self.recovered.get(slot, {}).get("formulas"), "plan": plan_id, "slot": slot}
                     for slot, (mode, parents) in enumerate(plan)]
         # Longest jobs first (the variation is known from the seed), then record in slot order.
         order = sorted(range(len(job_list)), key=lambda i: jobs.cost_rank(job_list[i], self.config))

@@ -129,17 +129,25 @@ class FilterPipeline:
 
         ``first``: the first stage's result if it was already judged (:meth:`check_many`).
         """
+        if first is not None and not first.passed:  # rejected already: no stage left to run
+            return self._record(Verdict(candidate.kind, candidate.tree, [first], compiled=candidate))
         with self._threads():
             verdict = Verdict(candidate.kind, candidate.tree, compiled=candidate)
-            self.funnel.candidates += 1
             for i, stage in enumerate(self.stages):
                 result = first if i == 0 and first is not None else self._run_stage(stage, candidate)
                 verdict.results.append(result)
-                self.funnel.record(result)
                 if not result.passed:
-                    return verdict
+                    break
+            return self._record(verdict)
+
+    def _record(self, verdict: Verdict) -> Verdict:
+        """Count a verdict in the funnel."""
+        self.funnel.candidates += 1
+        for r in verdict.results:
+            self.funnel.record(r)
+        if verdict.passed:
             self.funnel.passed += 1
-            return verdict
+        return verdict
 
     def check(self, kind: Kind, tree: gp.PrimitiveTree) -> Verdict:
         """Compile ``tree`` and run it through the stages (a compile error is a rejection)."""
@@ -211,20 +219,11 @@ class FilterPipeline:
         self._memo[key] = _frozen(results)
 
     def _compile_error(self, kind: Kind, tree: gp.PrimitiveTree, err: Exception) -> Verdict:
-        self.funnel.candidates += 1
-        result = StageResult("compile", False, f"{type(err).__name__}: {err}")
-        self.funnel.record(result)
-        return Verdict(kind, tree, [result])
+        return self._record(Verdict(kind, tree, [StageResult("compile", False, f"{type(err).__name__}: {err}")]))
 
     def _replay(self, kind: Kind, tree: gp.PrimitiveTree, results: tuple[tuple, ...]) -> Verdict:
-        verdict = Verdict(kind, tree, [StageResult(stage, passed, reason, dict(numbers), 0.0)
-                                       for stage, passed, reason, numbers in results])
-        self.funnel.candidates += 1
-        for r in verdict.results:
-            self.funnel.record(r)
-        if verdict.passed:
-            self.funnel.passed += 1
-        return verdict
+        return self._record(Verdict(kind, tree, [StageResult(stage, passed, reason, dict(numbers), 0.0)
+                                                 for stage, passed, reason, numbers in results]))
 
 
 def _names(tree: gp.PrimitiveTree) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
 """breed and evaluate: plain-dict jobs whose results depend only on the job."""
+import itertools
 import math
 import random
 
@@ -171,8 +172,13 @@ def test_crossover_child_does_not_depend_on_set_order(monkeypatch):
 
 # -- make_child: breed, then train unless the score is known ---------------------------
 
-def _child_job(mode, seed, parents=(), known=frozenset(), recorded=None, config=CONFIG):
-    return {**_job(mode, seed, parents, config), "known": known, "train_seed": 0, "recorded": recorded}
+_PLANS = itertools.count()
+
+
+def _child_job(mode, seed, parents=(), known=frozenset(), recorded=None, config=CONFIG, plan=None, slot=0):
+    plan = f"test:{next(_PLANS)}" if plan is None else plan  # a plan of its own unless told
+    return {**_job(mode, seed, parents, config), "known": known, "train_seed": 0, "recorded": recorded,
+            "plan": plan, "slot": slot}
 
 
 def test_make_child_trains_a_new_child_like_evaluate():
@@ -245,3 +251,19 @@ def test_random_trees_judged_in_batches_breed_the_children_of_one_at_a_time(monk
     one, many = bred(1), bred(32)
     assert many == one
     assert sum(r["tries"] for r in one) > 100 and any(r["how"] == "reinit" for r in one)
+
+
+def test_make_child_does_not_train_the_twin_of_an_earlier_sibling_it_trained(monkeypatch):
+    trainings = []
+    real = jobs.evaluate
+    monkeypatch.setattr(jobs, "evaluate", lambda job: trainings.append(job) or real(job))
+    # the same seed and parent breed the same child: three siblings of one plan, handed out 1, 2, 0
+    one = jobs.make_child(_child_job("zero", 1, [{"cls": CE}], plan="p", slot=1))
+    two = jobs.make_child(_child_job("zero", 1, [{"cls": CE}], plan="p", slot=2))
+    zero = jobs.make_child(_child_job("zero", 1, [{"cls": CE}], plan="p", slot=0))
+    assert one["formulas"] == two["formulas"] == zero["formulas"]
+    # slot 2 is a twin of slot 1; slot 0 comes before both, so it is trained (it will be recorded first)
+    assert [one["outcome"], two["outcome"], zero["outcome"]] == ["trained", "twin", "trained"]
+    assert two["trained"] is None and len(trainings) == 2
+    # another plan (the next generation) starts afresh
+    assert jobs.make_child(_child_job("zero", 1, [{"cls": CE}], plan="q", slot=3))["outcome"] == "trained"

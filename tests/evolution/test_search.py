@@ -15,6 +15,7 @@ from gp_loss.evolution.individual import individual_from_formulas
 from gp_loss.evolution.parallel import Mapper
 from gp_loss.evolution.run_dir import RunDir
 from gp_loss.evolution.run_search import run_search
+from gp_loss.evolution import jobs
 from gp_loss.evolution.search import Search
 from gp_loss.language import compile_loss, parse_formula
 from primitives import get_kind
@@ -281,12 +282,16 @@ def test_multiprocessing_map_gives_the_serial_result(run_a, tmp_path):
     assert _json(run_a[0] / "final.json") == _json(tmp_path / "mp" / "final.json")
 
 
-def test_make_children_trains_equivalent_siblings_once(tmp_path):
+def test_make_children_trains_equivalent_siblings_once(tmp_path, monkeypatch):
     config = tiny(p_copy=1.0)  # every zero-scheme child is a copy of its parent
     search = Search(config, RunDir(tmp_path), Mapper("serial"), progress=False)
     search.run.prepare()
     ce = search.start_individual()
+    trainings = []
+    real = jobs.evaluate
+    monkeypatch.setattr(jobs, "evaluate", lambda job: trainings.append(job) or real(job))
     children = search.make_children([("given", [ce]), ("given", [ce]), ("zero", [ce])])
+    assert len(trainings) == 1  # serially, a twin of an earlier sibling is never trained
     assert [c.reused for c in children] == [False, True, True]
     assert len({c.fitness.values for c in children}) == 1
     assert search.evaluations == 1 and search.reused == 2
