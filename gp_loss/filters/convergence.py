@@ -128,6 +128,24 @@ def _centred_ranks(v: np.ndarray) -> np.ndarray:
     return ranks - ranks.mean(1, keepdims=True)
 
 
+def _row_losses(outputs: list[torch.Tensor]) -> np.ndarray:
+    """M×N per-row losses of M outputs of N rows each: each row summed over its other dimensions.
+
+    Summed by torch, as the loss's reduction sums (numpy may add in another
+    order and differ in the last bit). Outputs of the same shape are summed in
+    one call on their rows stacked, which adds each row exactly as alone.
+    """
+    n = outputs[0].shape[0]
+    losses = np.empty((len(outputs), n))
+    by_shape: dict[tuple, list[int]] = {}
+    for i, out in enumerate(outputs):
+        by_shape.setdefault(tuple(out.shape), []).append(i)
+    for shape, idx in by_shape.items():
+        rows = torch.cat([outputs[i].reshape(n, -1) for i in idx]).sum(1)
+        losses[idx] = rows.reshape(len(idx), n).numpy()
+    return losses
+
+
 def _spearman(a: np.ndarray, rb: np.ndarray) -> np.ndarray:
     """Row-wise Spearman rank correlation of ``a`` (R×M) with the centred ranks ``rb`` of another R×M array.
 
@@ -326,23 +344,34 @@ class ConvergenceStage:
         """
         start = time.perf_counter()
         results: list[StageResult | None] = [None] * len(candidates)
-        pending: dict[str, tuple[list[int], list[np.ndarray]]] = {}  # kind -> (positions, losses)
+        pending: dict[str, tuple[list[int], list[torch.Tensor]]] = {}  # kind -> (positions, outputs)
         with _one_thread():
             for pos, candidate in enumerate(candidates):
-                verdict = self._losses(candidate)
-                if isinstance(verdict, StageResult):
-                    results[pos] = verdict
+                out = self._output(candidate)
+                if isinstance(out, StageResult):
+                    results[pos] = out
                 else:
-                    positions, losses = pending.setdefault(candidate.kind.name, ([], []))
-                    positions.append(pos), losses.append(verdict)
+                    positions, outputs = pending.setdefault(candidate.kind.name, ([], []))
+                    positions.append(pos), outputs.append(out)
+            losses = {kind: _row_losses(outputs) for kind, (_, outputs) in pending.items()}
         # Finite losses can still overflow in the differences and ratios of the judgement (to
         # inf, as torch would give silently); the comparisons handle inf, so numpy need not warn.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for kind, (positions, losses) in pending.items():
+            for kind, (positions, _) in pending.items():
                 sweep = self.sweep(kind)
+                n = losses[kind].shape[1]
+                bad = (~np.isfinite(losses[kind])).sum(1)
+                for pos, count in zip(positions, bad.tolist()):
+                    if count:
+                        results[pos] = StageResult(self.name, False, f"loss is not finite at {count} of {n} "
+                                                   "sweep points", {"nonfinite": float(count)})
+                finite = bad == 0
+                positions = [pos for pos, ok in zip(positions, finite.tolist()) if ok]
+                if not positions:
+                    continue
                 judge = self._judge_reg if isinstance(sweep, _RegSweep) else self._judge_cls
                 try:
-                    judged = judge(sweep, np.stack(losses))
+                    judged = judge(sweep, losses[kind][finite])
                 except Exception as err:  # a candidate's failure is its rejection, never ours
                     judged = [(False, f"{type(err).__name__}: {err}", {})] * len(positions)
                 for pos, (passed, reason, numbers) in zip(positions, judged):
@@ -352,11 +381,11 @@ class ConvergenceStage:
             r.seconds = share
         return results
 
-    def _losses(self, candidate: Candidate) -> np.ndarray | StageResult:
-        """The candidate's N per-row losses on its kind's sweep, or its verdict if that needs no judging."""
+    def _output(self, candidate: Candidate) -> torch.Tensor | StageResult:
+        """The candidate's unreduced output on its kind's sweep (N rows), or its verdict if that needs no judging."""
 
-        def result(passed: bool, reason: str, **numbers: float) -> StageResult:
-            return StageResult(self.name, passed, reason, numbers)
+        def result(passed: bool, reason: str) -> StageResult:
+            return StageResult(self.name, passed, reason)
 
         kind = candidate.kind.name
         if kind not in ("cls", "bcls", "reg"):
@@ -377,20 +406,13 @@ class ConvergenceStage:
                     sweep.outputs.clear()
                 known = sweep.outputs
             out = candidate.program.evaluate(sweep.inputs, known)
-            n = sweep.inputs[0].shape[0]
-            if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
-                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                return result(False, f"output shape {shape} does not give one loss per sample")
-            # Per-row loss: sum over classes, as the reduction. Summed by torch, as the reduction
-            # sums (numpy may add in another order and differ in the last bit).
-            losses = (out.sum(1) if out.dim() == 2 else out.reshape(n, -1).sum(1)).numpy()
         except Exception as err:  # a candidate's failure is its rejection, never ours
             return result(False, f"{type(err).__name__}: {err}")
-        finite = np.isfinite(losses)
-        if not finite.all():
-            bad = int((~finite).sum())
-            return result(False, f"loss is not finite at {bad} of {n} sweep points", nonfinite=float(bad))
-        return losses
+        n = sweep.inputs[0].shape[0]
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            return result(False, f"output shape {shape} does not give one loss per sample")
+        return out
 
     def _judge_cls(self, sweep: _ClsSweep, losses: np.ndarray) -> list[tuple[bool, str, dict]]:
         """Monotonicity, convergence and a correct optimum along each sweep, for M candidates at once.
@@ -414,11 +436,12 @@ class ConvergenceStage:
         # A step goes the wrong way if it rises (before the minimum) or falls (after it) by more than tol.
         wrong_way = np.where(steps < best[..., None], rise, -rise) > tol[..., None]
         violation = wrong_way.sum(2) / (g - 1)  # M×K
-        decrease = L[..., 0] - np.take_along_axis(L, best[..., None], 2)[..., 0]  # M×K
+        m = np.arange(len(L))[:, None]  # with ``rows``, indexes M×K arrays by (candidate, condition)
+        decrease = L[..., 0] - L[m, rows, best]  # M×K
         # |dL/dx| on the steps left and right of the minimum, and ``reach`` steps (one logit)
         # further out on either side; steps past an end of the sweep are clamped to it.
         around_min = np.minimum(np.maximum(best[..., None] + offsets, 0), g - 2)  # M×K×4
-        left, right, far_left, far_right = np.moveaxis(np.take_along_axis(abs_slope, around_min, 2), 2, 0)
+        left, right, far_left, far_right = np.moveaxis(abs_slope[m[..., None], rows[:, None], around_min], 2, 0)
 
         # Convergence at the end of the sweep (the minimum is "at infinity", as for cross-entropy):
         # |dL/dx| on the last step must be small against the largest |dL/dx| of the sweep.
