@@ -141,8 +141,9 @@ def _row_losses(outputs: list[torch.Tensor]) -> np.ndarray:
     for i, out in enumerate(outputs):
         by_shape.setdefault(tuple(out.shape), []).append(i)
     for shape, idx in by_shape.items():
-        rows = torch.cat([outputs[i].reshape(n, -1) for i in idx]).sum(1)
-        losses[idx] = rows.reshape(len(idx), n).numpy()
+        stacked = outputs[idx[0]].reshape(n, -1) if len(idx) == 1 else torch.cat(
+            [outputs[i].reshape(n, -1) for i in idx])
+        losses[idx] = stacked.sum(1).reshape(len(idx), n).numpy()
     return losses
 
 

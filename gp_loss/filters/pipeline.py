@@ -185,7 +185,7 @@ class FilterPipeline:
         for i, (tree, key) in enumerate(zip(trees, keys)):
             if i in fresh:
                 verdict = self.run(fresh[i], first.get(i))
-                if len(verdict.results) == 1 and i in first and not verdict.passed:
+                if i in first and not first[i].passed:
                     yield verdict  # remembered when judged
                     continue
             elif self.memo_size and key in self._memo:
