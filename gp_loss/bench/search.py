@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,29 +36,44 @@ def _read_run(out: Path) -> dict:
 
 
 def bench_search(evaluations: int, workers: int = 2, backend: str = "scoop",
-                 script: str = "runs/search_classification.py", extra: list[str] | None = None) -> dict:
-    """Run the search serially and with ``workers`` (``scoop`` or ``multiprocessing``); compare."""
+                 script: str = "runs/search_classification.py", extra: list[str] | None = None,
+                 repeats: int = 1) -> dict:
+    """Run the search serially and with ``workers`` (``scoop`` or ``multiprocessing``); compare.
+
+    With ``repeats`` > 1 the serial and parallel runs alternate, and the
+    speed-up reported is the median of the pairs: on a shared machine the
+    speed of both drifts by several percent within minutes, and a pair run
+    back to back sees about the same machine.
+    """
     common = ["--evaluations", str(evaluations), "--final-top", "1", "--final-seeds", "1",
               "--no-progress", *(extra or [])]
-    results = {}
+    pairs = []
     with tempfile.TemporaryDirectory(prefix="gp-loss-bench-") as tmp:
-        for label in ("serial", backend):
-            out = Path(tmp) / label
-            if label == "serial":
-                cmd = [sys.executable, script, "--out", str(out), "--map", "serial"]
-            elif backend == "scoop":
-                cmd = [sys.executable, "-m", "scoop", "-n", str(workers), script, "--out", str(out)]
-            else:
-                cmd = [sys.executable, script, "--out", str(out), "--workers", str(workers)]
-            proc = subprocess.run(cmd + common, cwd=ROOT, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-            run = _read_run(out)
-            n = 1 if label == "serial" else workers
-            run["workers"] = n
-            run["overhead"] = 1 - run["train_s"] / (run["wall_s"] * n) if run["wall_s"] else 0.0
-            results[label] = run
-    serial, parallel = results["serial"], results[backend]
-    return {"evaluations": evaluations, "workers": workers, "backend": backend, "runs": results,
-            "speedup": parallel["evaluations_per_minute"] / serial["evaluations_per_minute"],
-            "same_hall_of_fame": serial["hall_of_fame"] == parallel["hall_of_fame"]}
+        for i in range(repeats):
+            pair = {label: _run(label, Path(tmp) / f"{label}-{i}", workers, script, common)
+                    for label in ("serial", backend)}
+            pair["speedup"] = pair[backend]["evaluations_per_minute"] / pair["serial"]["evaluations_per_minute"]
+            pairs.append(pair)
+    speedups = [p["speedup"] for p in pairs]
+    return {"evaluations": evaluations, "workers": workers, "backend": backend,
+            "runs": {label: pairs[-1][label] for label in ("serial", backend)}, "pairs": pairs,
+            "speedups": speedups, "speedup": statistics.median(speedups),
+            "same_hall_of_fame": all(p["serial"]["hall_of_fame"] == p[backend]["hall_of_fame"] for p in pairs)}
+
+
+def _run(label: str, out: Path, workers: int, script: str, common: list[str]) -> dict:
+    """One search as a user starts it (``label``: serial, scoop or multiprocessing), read from its logbook."""
+    if label == "serial":
+        cmd = [sys.executable, script, "--out", str(out), "--map", "serial"]
+    elif label == "scoop":
+        cmd = [sys.executable, "-m", "scoop", "-n", str(workers), script, "--out", str(out)]
+    else:
+        cmd = [sys.executable, script, "--out", str(out), "--workers", str(workers)]
+    proc = subprocess.run(cmd + common, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    run = _read_run(out)
+    n = 1 if label == "serial" else workers
+    run["workers"] = n
+    run["overhead"] = 1 - run["train_s"] / (run["wall_s"] * n) if run["wall_s"] else 0.0
+    return run

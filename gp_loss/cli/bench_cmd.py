@@ -30,6 +30,8 @@ def register(sub) -> None:
     s.add_argument("--evaluations", type=int, default=60, help="budget of each run (default 60)")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--backend", choices=["scoop", "multiprocessing"], default="scoop")
+    s.add_argument("--repeats", type=int, default=1,
+                   help="serial/parallel pairs, run alternately; the median speed-up is reported (default 1)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=run_search)
     x = targets.add_parser("proxy", help="how well proxy trainings of several lengths rank a run's losses",
@@ -73,18 +75,23 @@ def run_filters(args: argparse.Namespace) -> int:
 def run_search(args: argparse.Namespace) -> int:
     from gp_loss.bench.search import bench_search
 
-    if args.evaluations < 1 or args.workers < 1:
-        raise GpLossError("--evaluations and --workers must be at least 1")
-    result = bench_search(args.evaluations, args.workers, args.backend)
+    if args.evaluations < 1 or args.workers < 1 or args.repeats < 1:
+        raise GpLossError("--evaluations, --workers and --repeats must be at least 1")
+    result = bench_search(args.evaluations, args.workers, args.backend, repeats=args.repeats)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    for label, r in result["runs"].items():
-        print(f"{label:<16} {r['workers']} worker(s): {r['evaluations']} evaluations in {r['wall_s']:.1f} s = "
-              f"{r['evaluations_per_minute']:.1f}/min; training {r['train_s']:.1f} s, breeding "
-              f"{r['breed_s']:.1f} s; overhead {100 * r['overhead']:.1f}%")
-    print(f"speed-up {args.backend} x{args.workers} / serial: {result['speedup']:.2f}x; "
-          f"same hall of fame: {result['same_hall_of_fame']}")
+    for i, pair in enumerate(result["pairs"], 1):
+        for label in ("serial", args.backend):
+            r = pair[label]
+            print(f"{label:<16} {r['workers']} worker(s): {r['evaluations']} evaluations in {r['wall_s']:.1f} s = "
+                  f"{r['evaluations_per_minute']:.1f}/min; training {r['train_s']:.1f} s, breeding "
+                  f"{r['breed_s']:.1f} s; overhead {100 * r['overhead']:.1f}%")
+        if len(result["pairs"]) > 1:
+            print(f"  pair {i}: speed-up {pair['speedup']:.2f}x")
+    print(f"speed-up {args.backend} x{args.workers} / serial: {result['speedup']:.2f}x"
+          + (f" (median of {len(result['pairs'])} pairs)" if len(result["pairs"]) > 1 else "")
+          + f"; same hall of fame: {result['same_hall_of_fame']}")
     return 0
 
 
