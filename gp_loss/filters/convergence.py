@@ -336,11 +336,12 @@ class ConvergenceStage:
         """The verdict of every candidate, exactly as one call each would give it.
 
         Each candidate is evaluated on the sweep on its own; the per-row losses
-        of all the classification candidates are then judged together, in one
-        pass of numpy calls over an M×K×G array. The judgement is a few dozen
-        calls whatever M is, and it was most of this stage's cost on a random
-        tree, which is why the breeding of random trees asks for verdicts in
-        batches (:meth:`~gp_loss.filters.pipeline.FilterPipeline.check_many`).
+        of the classification candidates are then judged together, in one pass
+        of numpy calls over an M×K×G array (regression candidates one by one).
+        That judgement is a few dozen calls whatever M is, and it was most of
+        this stage's cost on a random tree, which is why the breeding of random
+        trees asks for verdicts in batches
+        (:meth:`~gp_loss.filters.pipeline.FilterPipeline.check_many`).
         Each result's ``seconds`` is its share of the batch's time.
         """
         start = time.perf_counter()
