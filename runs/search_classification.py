@@ -23,7 +23,7 @@ from gp_loss.evolution.script import main  # noqa: E402
 # The default search: CSE-Autoloss operators for a `cls` branch, AutoLoss-Zero's loop,
 # 200 proxy trainings of 5 epochs on digits; fits in a few minutes on 2 CPU cores.
 DEFAULTS = SearchConfig(task="classification", scheme="zero", branches={"cls": "cls"},
-                        max_evaluations=200, offspring_per_generation=10)
+                        max_evaluations=200, offspring_per_generation=20)
 
 TASK_FLAGS = {
     "--data": ("data", str, "'digits' (built in) or an ImageFolder directory (one sub-folder per class)"),
