@@ -62,15 +62,18 @@ class Funnel:
             "candidates": self.candidates,
             "passed": self.passed,
             "rejected_fraction": self.rejection_rate,
+            # The stages in pipeline order: JSON files are written with sorted keys.
+            "order": list(self.stages),
             "stages": {n: {"in": s.entered, "rejected": s.rejected, "seconds": s.seconds,
                            "reasons": dict(s.reasons.most_common())} for n, s in self.stages.items()},
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "Funnel":
-        f = cls(list(data.get("stages", {})))
+        stages = data.get("stages", {})
+        f = cls(data.get("order") or list(stages))
         f.candidates, f.passed = data.get("candidates", 0), data.get("passed", 0)
-        for n, s in data.get("stages", {}).items():
+        for n, s in stages.items():
             f.stages[n] = StageStats(s["in"], s["rejected"], s["seconds"], Counter(s["reasons"]))
         return f
 

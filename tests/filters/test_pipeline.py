@@ -1,4 +1,5 @@
 """The pipeline stops at the first rejection, survives bad candidates, and counts the funnel."""
+import json
 import random
 import re
 import signal
@@ -78,6 +79,14 @@ def test_funnel_round_trips_and_merges():
     b.merge(a)
     assert b.candidates == 6 and b.stages["s"].rejected == 2
     assert reason_key("loss is 1.5e-3 at step 12") == "loss is # at step #"
+
+
+def test_funnel_keeps_the_pipeline_order_through_a_sorted_json_file():
+    funnel = Funnel(["convergence", "validity", "rejection"])
+    saved = json.loads(json.dumps(funnel.to_dict(), sort_keys=True))  # as run files are written
+    assert list(Funnel.from_dict(saved).stages) == ["convergence", "validity", "rejection"]
+    assert Funnel.from_dict(saved).table().splitlines()[1].startswith("convergence")
+    assert Funnel.from_dict(saved).table().splitlines()[2].startswith("validity")
 
 
 def test_memo_replays_verdicts_of_repeated_formulas_but_not_overruns():
