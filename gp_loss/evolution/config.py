@@ -145,6 +145,11 @@ class SearchConfig:
         """Branch names under search (all when ``search`` is empty)."""
         return list(self.search) or list(self.branches)
 
+    @property
+    def retrain_seeds(self) -> list[int]:
+        """The ``final_seeds`` seeds of the final retraining, apart from the search's own."""
+        return [self.seed + 1000 + i for i in range(self.final_seeds)]
+
     def start_genome(self) -> Genome | None:
         """The start formulas as a genome (only the branches that have one)."""
         if not self.start:

@@ -161,7 +161,7 @@ def breed(job: dict) -> dict:
         attempts = [_vary(ctx, job["mode"], how, parents, rng)
                     for _ in range(min(batch, cfg.max_breed_tries - tries))]
         firsts = (ctx.pipeline.check_many(get_kind(layout[branches[0][1]]), [a[branches[0][0]] for a in attempts])
-                  if branches else iter([None] * len(attempts)))
+                  if branches else [None] * len(attempts))
         for child, first in zip(attempts, firsts):
             tries += 1
             candidates = _passes(ctx, branches, child, first)

@@ -61,7 +61,7 @@ def final_evaluation(search: Search) -> dict:
                for rank, ind in enumerate(list(search.hall_of_fame)[:cfg.final_top], 1)]
     entries += [(name, task.baselines[name], search.baseline_fitness.get(name))
                 for name in cfg.baselines if search.layout == task.branches]
-    seeds = [cfg.seed + 1000 + i for i in range(cfg.final_seeds)]
+    seeds = cfg.retrain_seeds
     job_list = [{"config": search.config_dict, "formulas": formulas, "seed": seed, "final": True}
                 for _, formulas, _ in entries for seed in seeds]
     outcomes = list(search.toolbox.map(jobs.evaluate, job_list))

@@ -30,16 +30,15 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator
 
 import numpy as np
 import torch
 
 from gp_loss.boxes import paired_areas
 from gp_loss.filters.base import Candidate, StageResult
+from gp_loss.threads import torch_threads
 
 _DTYPE = torch.float64
 
@@ -88,27 +87,6 @@ class _RegSweep:
     shape: tuple[int, int, int]
     varying: frozenset[str] = frozenset({"i", "u", "e"})
     outputs: dict = field(default_factory=dict)  # subtree text -> output on ``inputs``
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch ops on one intra-op thread, then restore the previous count.
-
-    The sweep tensors are tiny (about a thousand elements), yet torch splits
-    reductions over rows (``max(1)``, ``softmax``) across its thread pool; on a
-    busy machine waiting for a descheduled pool thread made one check take
-    ~50 ms instead of ~1 ms. Switching is cheap (microseconds); the count is
-    process-wide, so it is always restored.
-    """
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _centred_ranks(v: np.ndarray) -> np.ndarray:
@@ -347,7 +325,10 @@ class ConvergenceStage:
         start = time.perf_counter()
         results: list[StageResult | None] = [None] * len(candidates)
         pending: dict[str, tuple[list[int], list[torch.Tensor]]] = {}  # kind -> (positions, outputs)
-        with _one_thread():
+        # One thread: the sweep tensors are tiny (about a thousand elements), yet torch splits
+        # reductions over rows (``max(1)``, ``softmax``) across its pool; on a busy machine,
+        # waiting for a descheduled pool thread made one check take ~50 ms instead of ~1 ms.
+        with torch_threads(1):
             for pos, candidate in enumerate(candidates):
                 out = self._output(candidate)
                 if isinstance(out, StageResult):

@@ -23,17 +23,16 @@ rejection with its reason.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
-import torch
 from deap import gp
 
 from primitives import Kind
 
 from gp_loss.filters.base import Candidate, Stage, StageResult
 from gp_loss.filters.funnel import Funnel
+from gp_loss.threads import torch_threads
 from gp_loss.timeout import TimeLimitExceeded, time_limit
 
 
@@ -113,17 +112,6 @@ class FilterPipeline:
         result.seconds = time.perf_counter() - start
         return result
 
-    @contextmanager
-    def _threads(self) -> Iterator[None]:
-        previous = torch.get_num_threads()
-        if self.num_threads and previous != self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        try:
-            yield
-        finally:
-            if torch.get_num_threads() != previous:
-                torch.set_num_threads(previous)
-
     def run(self, candidate: Candidate, first: StageResult | None = None) -> Verdict:
         """All stages until the first rejection; records the funnel.
 
@@ -131,7 +119,7 @@ class FilterPipeline:
         """
         if first is not None and not first.passed:  # rejected already: no stage left to run
             return self._record(Verdict(candidate.kind, candidate.tree, [first], compiled=candidate))
-        with self._threads():
+        with torch_threads(self.num_threads):
             verdict = Verdict(candidate.kind, candidate.tree, compiled=candidate)
             for i, stage in enumerate(self.stages):
                 result = first if i == 0 and first is not None else self._run_stage(stage, candidate)
@@ -203,7 +191,7 @@ class FilterPipeline:
 
     def _judge_many(self, stage, candidates: list[Candidate]) -> list[StageResult]:
         """``stage.judge_many(candidates)`` under the time limit; after an overrun or error, one at a time."""
-        with self._threads():
+        with torch_threads(self.num_threads):
             try:
                 with time_limit(self.time_limit_s):
                     return stage.judge_many(candidates)

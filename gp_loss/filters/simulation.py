@@ -28,9 +28,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +39,7 @@ from gp_loss.boxes import paired_areas
 from gp_loss.data.digits import NUM_CLASSES, one_per_class
 from gp_loss.filters.base import Candidate, StageResult
 from gp_loss.models.small_cnn import SmallCNN
+from gp_loss.threads import torch_threads
 
 # Adam learning rate per kind. Adam is used (not SGD) because it is invariant
 # to the scale of the loss, so that e.g. a loss 100× CE is judged like CE: the
@@ -259,7 +259,7 @@ class SimulationStage:
         return self._problems[kind_name]
 
     def __call__(self, candidate: Candidate) -> StageResult:
-        with _torch_threads(self.num_threads):
+        with torch_threads(self.num_threads):
             return self._simulate(candidate)
 
     def _simulate(self, candidate: Candidate) -> StageResult:
@@ -310,19 +310,6 @@ class SimulationStage:
             return result(True, f"metric improved {before:.3f} -> {after:.3f} (chance {problem.chance:.3f})")
         return result(False, f"metric did not improve: {before:.3f} -> {after:.3f} "
                              f"(chance {problem.chance:.3f})")
-
-
-@contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """Run with ``n`` torch CPU threads, then restore the previous count."""
-    previous = torch.get_num_threads()
-    if n is not None and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 def _per_kind(value, defaults: dict, cast: Callable) -> dict:

@@ -1,5 +1,6 @@
 import pytest
-import torch
+
+from gp_loss.threads import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -7,7 +8,5 @@ def one_thread():
     # Tiny tensors: with several OpenMP threads on a busy machine, softmax and
     # max-pooling stall for milliseconds waiting for a descheduled thread.
     # One thread keeps these tests fast; the previous setting is restored.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield
