@@ -33,7 +33,6 @@ class StageResult:
         return asdict(self)
 
 
-@dataclass
 class Candidate:
     """One loss branch under test: its kind, tree, and the tree compiled once for every stage.
 
@@ -41,28 +40,63 @@ class Candidate:
     :class:`~gp_loss.language.compile.CompiledTree`); ``loss(*inputs) -> scalar``
     is that output with the kind's reduction. Both take the kind's inputs in
     order (``x, y, w`` / ``i, u, e`` / ``yhat, y``). ``info`` lets stages leave
-    results for later ones (e.g. the gradient-equivalence signature). The
-    tree is compiled when the candidate is made: do not change it afterwards.
+    results for later ones (e.g. the gradient-equivalence signature). Do not
+    change the tree once the candidate is made.
+
+    The tree is compiled on first use of ``program`` or ``loss``: most random
+    trees are rejected by the first stage, and a quarter of them without any
+    tensor work (they read no prediction, which ``inputs_used`` tells from the
+    node names), so compiling up front was a tenth of the cost of judging one.
     """
 
-    kind: Kind
-    tree: gp.PrimitiveTree
-    program: CompiledTree = field(init=False, repr=False)
-    loss: Callable[..., torch.Tensor] = field(init=False, repr=False)
-    info: dict = field(default_factory=dict, repr=False)
+    __slots__ = ("kind", "tree", "info", "names", "_program", "_loss")
 
-    def __post_init__(self):
-        self.program = compile_tree(self.kind, self.tree)
-        self.loss = reduced_loss(self.kind.name, self.program)
+    def __init__(self, kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...] | None = None):
+        self.kind = kind
+        self.tree = tree
+        self.info: dict = {}
+        # The node names in prefix order (given by callers that have them already).
+        self.names = tuple([node.name for node in tree]) if names is None else names
+        self._program: CompiledTree | None = None
+        self._loss: Callable[..., torch.Tensor] | None = None
+
+    def __repr__(self) -> str:
+        return f"Candidate(kind={self.kind.name!r}, tree={str(self.tree)!r})"
+
+    @property
+    def program(self) -> CompiledTree:
+        if self._program is None:
+            self._program = compile_tree(self.kind, self.tree)
+        return self._program
+
+    @program.setter
+    def program(self, program: CompiledTree) -> None:
+        self._program, self._loss = program, None
+
+    @property
+    def loss(self) -> Callable[..., torch.Tensor]:
+        if self._loss is None:
+            self._loss = reduced_loss(self.kind.name, self.program)
+        return self._loss
+
+    @loss.setter
+    def loss(self, loss: Callable[..., torch.Tensor]) -> None:  # (tests give stages a failing loss)
+        self._loss = loss
 
     @property
     def formula(self) -> str:
         return self.program.text
 
     @property
+    def inputs_used(self) -> frozenset[str]:
+        """The names of the inputs the tree reads (``x``, ...; their terminals are ``ARG0``, ...)."""
+        names = self.names
+        return frozenset([value for value, terminal in self.kind.input_terminals.items() if terminal.name in names])
+
+    @property
     def reads_prediction(self) -> bool:
         """Whether the tree has the prediction leaf; without it the loss cannot depend on it."""
-        return self.kind.prediction in self.program.inputs_used
+        return self.kind.input_terminals[self.kind.prediction].name in self.names
 
 
 class Stage(Protocol):

@@ -375,7 +375,7 @@ class ConvergenceStage:
             return result(True, f"no convergence check for kind {kind}")
         try:
             sweep = self.sweep(kind)
-            if not candidate.program.inputs_used & sweep.varying:
+            if not candidate.inputs_used & sweep.varying:
                 # Same verdict as the full check, without tensor work: every row of a condition
                 # then computes the same value, and a constant loss never decreases.
                 return result(False, "loss is constant along every sweep (it reads none of "
@@ -408,9 +408,14 @@ class ConvergenceStage:
         k, g = sweep.correct.shape
         rows, steps, offsets = sweep.indices
         L = losses.reshape(-1, k, g)  # M×K×G
+        count = len(L)
+        # Values picked per (candidate, condition) are read by flat index from the arrays
+        # raveled: ``take`` is several times cheaper than the equivalent fancy indexing.
+        pair = np.arange(count * k).reshape(count, k)  # flat number of each (candidate, condition)
         rise = L[..., 1:] - L[..., :-1]  # M×K×(G-1); step j goes from point j to j+1
         abs_slope = np.abs(rise / sweep.step)  # |dL/dx| by finite differences
-        lowest, highest = L.min(2), L.max(2)  # M×K
+        # (Rows are finite here; an arg-reduction and a pick are cheaper than numpy's min and max.)
+        lowest, highest = L.take(pair * g + L.argmin(2)), L.take(pair * g + L.argmax(2))  # M×K
         tol = self.mono_rel_tol * (highest - lowest) + 1e-12 * (1 + np.maximum(highest, -lowest))  # M×K
         # The minimum: the last lowest point (up to rounding), so a loss that is flat once the
         # prediction is good enough (a hinge) is judged where its plateau ends.
@@ -419,12 +424,12 @@ class ConvergenceStage:
         # A step goes the wrong way if it rises (before the minimum) or falls (after it) by more than tol.
         wrong_way = np.where(steps < best[..., None], rise, -rise) > tol[..., None]
         violation = wrong_way.sum(2) / (g - 1)  # M×K
-        m = np.arange(len(L))[:, None]  # with ``rows``, indexes M×K arrays by (candidate, condition)
-        decrease = L[..., 0] - L[m, rows, best]  # M×K
+        decrease = L[..., 0] - L.take(pair * g + best)  # M×K
         # |dL/dx| on the steps left and right of the minimum, and ``reach`` steps (one logit)
         # further out on either side; steps past an end of the sweep are clamped to it.
         around_min = np.minimum(np.maximum(best[..., None] + offsets, 0), g - 2)  # M×K×4
-        left, right, far_left, far_right = np.moveaxis(abs_slope[m[..., None], rows[:, None], around_min], 2, 0)
+        slopes = abs_slope.take(pair[..., None] * (g - 1) + around_min)  # M×K×4
+        left, right, far_left, far_right = slopes[..., 0], slopes[..., 1], slopes[..., 2], slopes[..., 3]
 
         # Convergence at the end of the sweep (the minimum is "at infinity", as for cross-entropy):
         # |dL/dx| on the last step must be small against the largest |dL/dx| of the sweep.
@@ -437,20 +442,24 @@ class ConvergenceStage:
         at_min = np.minimum(left, right)
         around = np.maximum(far_left, far_right)
         kink_ratio = np.where(~at_end & (at_min > 0), at_min / np.maximum(around, 1e-300), 0.0)
-        correct = sweep.correct[rows, best]  # M×K
+        correct = sweep.correct.take(rows * g + best)  # M×K
         # The checks of each condition in order, conditions in order: the first True fails.
-        failed = np.stack([decrease <= tol, ~correct, violation > self.max_violation_frac,
-                           grad_ratio > self.grad_ratio_tol, kink_ratio > self.kink_ratio_tol], 2)
-        failed = failed.reshape(len(L), -1)
-        first = failed.argmax(1)
-        numbers = np.stack([violation.max(1), grad_ratio.max(1), kink_ratio.max(1), decrease.min(1)], 1)
+        # (np.array of a list stacks as np.stack does, at a quarter of its cost on these sizes.)
+        failed = np.array([decrease <= tol, ~correct, violation > self.max_violation_frac,
+                           grad_ratio > self.grad_ratio_tol, kink_ratio > self.kink_ratio_tol])  # 5×M×K
+        failed = failed.transpose(1, 2, 0).reshape(count, -1)  # M×(K*5)
+        first = failed.argmax(1).tolist()
+        rejected = failed.any(1).tolist()
+        # Per candidate: the worst violation, gradient and kink ratios, and the smallest decrease.
+        worst = np.array([violation, grad_ratio, kink_ratio, -decrease]).max(2).T.tolist()
         out = []
-        for m in range(len(L)):
-            nums = dict(zip(("violation_frac", "grad_ratio", "kink_ratio", "min_decrease"), numbers[m].tolist()))
-            if not failed[m, first[m]]:
+        for m in range(count):
+            v, gr, kr, neg_decrease = worst[m]
+            nums = {"violation_frac": v, "grad_ratio": gr, "kink_ratio": kr, "min_decrease": -neg_decrease}
+            if not rejected[m]:
                 out.append((True, "monotonic and convergent along every sweep", nums))
                 continue
-            c, check = divmod(int(first[m]), 5)
+            c, check = divmod(first[m], 5)
             label = sweep.labels[c]
             if check == 0:
                 reason = f"loss does not decrease towards the target ({label})"

@@ -43,14 +43,15 @@ class Verdict:
     kind: Kind
     tree: gp.PrimitiveTree
     results: list[StageResult] = field(default_factory=list)
-    compiled: Candidate | None = field(default=None, repr=False)
+    judged: Candidate | None = field(default=None, repr=False)
 
     @property
     def candidate(self) -> Candidate:
-        """The tree compiled: the stages' candidate, or (for a verdict replayed from the memo) compiled on first use."""
-        if self.compiled is None:
-            self.compiled = Candidate(self.kind, self.tree)
-        return self.compiled
+        """The stages' candidate (what they compiled and left in its ``info``), or, for a verdict
+        replayed from the memo, a new one."""
+        if self.judged is None:
+            self.judged = Candidate(self.kind, self.tree)
+        return self.judged
 
     @property
     def passed(self) -> bool:
@@ -118,9 +119,9 @@ class FilterPipeline:
         ``first``: the first stage's result if it was already judged (:meth:`check_many`).
         """
         if first is not None and not first.passed:  # rejected already: no stage left to run
-            return self._record(Verdict(candidate.kind, candidate.tree, [first], compiled=candidate))
+            return self._record(Verdict(candidate.kind, candidate.tree, [first], judged=candidate))
         with torch_threads(self.num_threads):
-            verdict = Verdict(candidate.kind, candidate.tree, compiled=candidate)
+            verdict = Verdict(candidate.kind, candidate.tree, judged=candidate)
             for i, stage in enumerate(self.stages):
                 result = first if i == 0 and first is not None else self._run_stage(stage, candidate)
                 verdict.results.append(result)
@@ -138,7 +139,8 @@ class FilterPipeline:
         return verdict
 
     def check(self, kind: Kind, tree: gp.PrimitiveTree) -> Verdict:
-        """Compile ``tree`` and run it through the stages (a compile error is a rejection)."""
+        """Run ``tree`` through the stages (it is compiled when a stage first needs it; a tree that
+        does not compile is rejected by that stage, with the error as its reason)."""
         return next(self.check_many(kind, [tree]))
 
     def check_many(self, kind: Kind, trees: Iterable[gp.PrimitiveTree]) -> Iterator[Verdict]:
@@ -160,10 +162,7 @@ class FilterPipeline:
             if key in seen or (self.memo_size and key in self._memo):
                 continue
             seen.add(key)
-            try:
-                fresh[i] = Candidate(kind, trees[i])
-            except Exception:  # pragma: no cover - compiled again, and reported, when asked for
-                pass
+            fresh[i] = Candidate(kind, trees[i], key[1])
         first: dict[int, StageResult] = {}
         if len(fresh) > 1 and self.stages and hasattr(self.stages[0], "judge_many"):
             first = dict(zip(fresh, self._judge_many(self.stages[0], list(fresh.values()))))
@@ -179,13 +178,8 @@ class FilterPipeline:
             elif self.memo_size and key in self._memo:
                 yield self._replay(kind, tree, self._memo[key])
                 continue
-            else:  # a repeat whose first copy was not remembered (an overrun), or a compile error
-                try:
-                    candidate = Candidate(kind, tree)
-                except Exception as err:  # pragma: no cover - parsed trees always compile
-                    yield self._compile_error(kind, tree, err)
-                    continue
-                verdict = self.run(candidate)
+            else:  # a repeat whose first copy was not remembered (an overrun)
+                verdict = self.run(Candidate(kind, tree, key[1]))
             self._remember(key, verdict.results)
             yield verdict
 
@@ -205,9 +199,6 @@ class FilterPipeline:
         if len(self._memo) >= self.memo_size and key not in self._memo:
             self._memo.clear()
         self._memo[key] = _frozen(results)
-
-    def _compile_error(self, kind: Kind, tree: gp.PrimitiveTree, err: Exception) -> Verdict:
-        return self._record(Verdict(kind, tree, [StageResult("compile", False, f"{type(err).__name__}: {err}")]))
 
     def _replay(self, kind: Kind, tree: gp.PrimitiveTree, results: tuple[tuple, ...]) -> Verdict:
         return self._record(Verdict(kind, tree, [StageResult(stage, passed, reason, dict(numbers), 0.0)

@@ -16,16 +16,24 @@ from primitives import Kind
 from primitives.types import Const, Elem, Tensor
 
 
-_PRODUCERS: dict[tuple, tuple[list[str], dict[str, list[gp.Primitive]]]] = {}
+_PRODUCERS: dict[tuple, dict[tuple, tuple[list[str], dict[str, list[gp.Primitive]]]]] = {}
+
+
+def _producer_table(kind: Kind) -> dict[tuple, tuple[list[str], dict[str, list[gp.Primitive]]]]:
+    """The kind's ``(ret, leaf_children) -> producers`` cache (see :func:`_producers`)."""
+    key = (kind.name, id(kind.pset))
+    if key not in _PRODUCERS:
+        _PRODUCERS[key] = {}
+    return _PRODUCERS[key]
 
 
 def _producers(kind: Kind, ret: type, leaf_children: bool) -> tuple[list[str], dict[str, list[gp.Primitive]]]:
     """Sorted operator names and the overloads returning ``ret``, cached per kind."""
-    key = (kind.name, id(kind.pset), ret, leaf_children)
-    if key not in _PRODUCERS:
-        table = _find_producers(kind, ret, leaf_children)
-        _PRODUCERS[key] = (sorted(table), table)
-    return _PRODUCERS[key]
+    table = _producer_table(kind)
+    if (ret, leaf_children) not in table:
+        found = _find_producers(kind, ret, leaf_children)
+        table[ret, leaf_children] = (sorted(found), found)
+    return table[ret, leaf_children]
 
 
 def _find_producers(kind: Kind, ret: type, leaf_children: bool) -> dict[str, list[gp.Primitive]]:
@@ -61,17 +69,27 @@ def random_subtree(kind: Kind, ret: type, depth: int, rng: random.Random) -> lis
     """
     if depth == 0:
         return [leaf(kind, Elem if ret is Tensor else ret, rng)]
+    # Breeding draws about a thousand random trees per child that passes the filters, so
+    # this loop is written for speed. ``rng._randbelow(n)`` is what ``rng.choice`` calls
+    # (``seq[self._randbelow(len(seq))]``): the same draws, without a call per node.
+    randbelow = rng._randbelow
+    inputs, constants = kind.inputs, kind.search_constants
+    table = _producer_table(kind)
     nodes: list = []
     # Explicit stack of (required type, computational levels still to place).
     stack = [(ret, depth)]
     while stack:
         need, levels = stack.pop()
         if levels == 0:
-            nodes.append(leaf(kind, need, rng))
+            if need is Const:
+                nodes.append(kind.constant_terminals[constants[randbelow(len(constants))]])
+            else:
+                nodes.append(kind.input_terminals[inputs[randbelow(len(inputs))]])
             continue
-        names, choices = _producers(kind, need, leaf_children=(levels == 1))
-        name = rng.choice(names)
-        prim = rng.choice(choices[name])
+        found = table.get((need, levels == 1))
+        names, choices = found if found is not None else _producers(kind, need, levels == 1)
+        overloads = choices[names[randbelow(len(names))]]
+        prim = overloads[randbelow(len(overloads))]
         nodes.append(prim)
         for arg in reversed(prim.args):
             stack.append((arg, 0 if arg is Const else levels - 1))
