@@ -36,7 +36,7 @@ from gp_loss.filters.base import Candidate
 from gp_loss.filters.equivalence import EquivalenceStage
 from gp_loss.filters.funnel import Funnel
 from gp_loss.filters.pipeline import FilterPipeline, default_stages
-from gp_loss.language.generate import random_tree
+from gp_loss.language.generate import random_tree_reading
 from gp_loss.tasks import make_task
 
 
@@ -49,6 +49,9 @@ class WorkerContext:
         self.searched = frozenset(config.searched)  # asked once per tree drawn: kept, not rebuilt
         # The default stages in their order; equivalence is asked separately (signature()).
         stages = [s for s in default_stages(simulate=config.simulate, seed=config.seed) if s.name != "equivalence"]
+        # Random trees are drawn among those with the prediction leaf (_random_tree), which
+        # gives the same children only because this stage rejects every tree without it.
+        assert any(s.name == "validity" for s in stages)
         self.pipeline = FilterPipeline(stages, time_limit_s=config.filter_time_limit_s, num_threads=None,
                                        memo_size=200_000)
         self.equivalence = EquivalenceStage(seed=config.seed)
@@ -219,13 +222,25 @@ def _draw_variation(mode: str, cfg: SearchConfig, rng: random.Random) -> str:
     return "crossover" if rng.random() < cfg.p_crossover else "mutation"
 
 
+def _random_tree(ctx: WorkerContext, kind_name: str, rng: random.Random) -> gp.PrimitiveTree:
+    """A random tree of the initial depth, among those that have the prediction leaf.
+
+    The validity stage rejects every tree without it, so AutoLoss-Zero's "draw
+    until the filters pass" gives the same children when only trees with the
+    leaf are drawn (:func:`random_tree_reading`: the exact conditional
+    distribution), and skips the 44% of random depth-3 ``cls`` trees that lack it.
+    """
+    kind = get_kind(kind_name)
+    return random_tree_reading(kind, ctx.config.init_depth, rng, kind.prediction)
+
+
 def _vary(ctx: WorkerContext, mode: str, how: str, parents: list, rng: random.Random) -> list:
     """One attempt at a child: a list of trees in layout order."""
     cfg, layout = ctx.config, ctx.layout
     if how == "copy":
         return list(parents[0])
     if how == "init":
-        return [random_tree(get_kind(kind), cfg.init_depth, rng) if name in ctx.searched
+        return [_random_tree(ctx, kind, rng) if name in ctx.searched
                 else ctx.start[name].tree for name, kind in layout.items()]
     if mode == "zero":
         child = []
@@ -233,7 +248,7 @@ def _vary(ctx: WorkerContext, mode: str, how: str, parents: list, rng: random.Ra
             if name not in ctx.searched:
                 child.append(tree)
             elif how == "reinit":
-                child.append(random_tree(get_kind(kind), cfg.init_depth, rng))
+                child.append(_random_tree(ctx, kind, rng))
             else:
                 child.append(make_offspring(get_kind(kind), tree, rng, ctx.offspring))
         return child

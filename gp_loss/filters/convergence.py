@@ -38,6 +38,7 @@ import torch
 
 from gp_loss.boxes import paired_areas
 from gp_loss.filters.base import Candidate, StageResult
+from gp_loss.language.compile import evaluate_sharing
 from gp_loss.threads import torch_threads
 
 _DTYPE = torch.float64
@@ -60,7 +61,7 @@ class _ClsSweep:
     labels: tuple[str, ...]
     step: float
     varying: frozenset[str] = frozenset({"x"})
-    outputs: dict = field(default_factory=dict)  # subtree text -> output on ``inputs``
+    outputs: dict = field(default_factory=dict)  # subtree node names -> output on ``inputs``
 
     @cached_property
     def indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -86,7 +87,7 @@ class _RegSweep:
     iou_ranks: np.ndarray
     shape: tuple[int, int, int]
     varying: frozenset[str] = frozenset({"i", "u", "e"})
-    outputs: dict = field(default_factory=dict)  # subtree text -> output on ``inputs``
+    outputs: dict = field(default_factory=dict)  # subtree node names -> output on ``inputs``
 
 
 def _centred_ranks(v: np.ndarray) -> np.ndarray:
@@ -388,7 +389,8 @@ class ConvergenceStage:
                 if len(sweep.outputs) >= self.memo_size:
                     sweep.outputs.clear()
                 known = sweep.outputs
-            out = candidate.program.evaluate(sweep.inputs, known)
+            out = (evaluate_sharing(candidate.kind, candidate.tree, candidate.names, sweep.inputs, known)
+                   if known is not None else candidate.program.evaluate(sweep.inputs))
         except Exception as err:  # a candidate's failure is its rejection, never ours
             return result(False, f"{type(err).__name__}: {err}")
         n = sweep.inputs[0].shape[0]

@@ -55,7 +55,10 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        for r in self.results:  # (a loop: asked for every random tree drawn, and cheaper than all())
+            if not r.passed:
+                return False
+        return True
 
     @property
     def rejection(self) -> StageResult | None:
@@ -194,8 +197,11 @@ class FilterPipeline:
 
     def _remember(self, key: tuple, results: list[StageResult]) -> None:
         """Keep a verdict for repeats of its tree (not an overrun: the machine may just have been busy)."""
-        if not self.memo_size or any(r.reason.startswith("too slow") for r in results):
+        if not self.memo_size:
             return
+        for r in results:
+            if r.reason.startswith("too slow"):
+                return
         if len(self._memo) >= self.memo_size and key not in self._memo:
             self._memo.clear()
         self._memo[key] = _frozen(results)
@@ -213,4 +219,4 @@ def _names(tree: gp.PrimitiveTree) -> tuple[str, ...]:
 
 def _frozen(results: list[StageResult]) -> tuple[tuple, ...]:
     """``(stage, passed, reason, ((name, number), ...))`` per result: the verdict without its timings."""
-    return tuple((r.stage, r.passed, r.reason, tuple(r.numbers.items())) for r in results)
+    return tuple([(r.stage, r.passed, r.reason, tuple(r.numbers.items())) for r in results])

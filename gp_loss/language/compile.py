@@ -26,9 +26,8 @@ class CompiledTree:
     ``f(*inputs)`` takes the kind's inputs in order (``x, y, w`` / ``i, u, e`` /
     ``yhat, y``) and returns the output o before reduction: N×C (``Sample``
     values N×1) for ``cls``/``bcls``, N for ``reg``, N×C×H×W for ``zero``.
-    Works on any device; autograd flows through. ``text`` is ``str(tree)``,
-    ``inputs_used`` the names of the inputs the tree reads, and
-    :meth:`evaluate` can share subtree outputs between trees.
+    Works on any device; autograd flows through. ``text`` is ``str(tree)`` and
+    ``inputs_used`` the names of the inputs the tree reads.
     """
 
     __slots__ = ("program", "n_inputs", "text", "inputs_used")
@@ -48,7 +47,7 @@ class CompiledTree:
                 else:  # the first argument is on top of the stack
                     first = texts.pop()
                     texts[-1] = node.format(first, texts[-1])
-                program.append((_CALL, kind.operators[node.name].fn, node.arity, texts[-1]))
+                program.append((_CALL, kind.operators[node.name].fn, node.arity, None))
                 continue
             texts.append(node.format())
             if isinstance(node.value, str):
@@ -64,32 +63,19 @@ class CompiledTree:
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.evaluate(inputs)
 
-    def evaluate(self, inputs: tuple[torch.Tensor, ...], known: dict | None = None) -> torch.Tensor:
-        """The output on ``inputs``; ``known`` (optional) maps subtree texts to their outputs on these inputs.
-
-        Subtrees found in ``known`` are not computed again, and every subtree
-        computed is added to it, so trees evaluated on the same inputs share
-        their common subtrees (the operators are deterministic and never work
-        in place, so a stored output is what computing it again would give).
-        """
+    def evaluate(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The output on ``inputs`` (a tuple of the kind's inputs in order)."""
         if len(inputs) != self.n_inputs:
             raise TypeError(f"{self.text}: expected {self.n_inputs} inputs, got {len(inputs)}")
         stack: list = []
         pop, push = stack.pop, stack.append
-        for code, item, arity, text in self.program:
+        for code, item, arity, _ in self.program:
             if code == _CALL:
-                if known is not None and text in known:
-                    del stack[len(stack) - arity:]  # its arguments, all known too unless evicted
-                    push(known[text])
-                    continue
                 if arity == 1:
-                    value = item(pop())
+                    push(item(pop()))
                 else:
                     a = pop()
-                    value = item(a, pop())
-                if known is not None:
-                    known[text] = value
-                push(value)
+                    push(item(a, pop()))
             elif code == _INPUT:
                 push(inputs[item])
             else:
@@ -123,3 +109,44 @@ def compile_loss(kind: Kind, tree: gp.PrimitiveTree) -> Callable[..., torch.Tens
 def evaluate(kind: Kind, tree: gp.PrimitiveTree, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
     """Compile and evaluate the reduced loss once."""
     return compile_loss(kind, tree)(*inputs)
+
+
+def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
+                     inputs: tuple[torch.Tensor, ...], known: dict) -> torch.Tensor:
+    """The unreduced output of ``tree`` on ``inputs``, sharing subtree outputs with other trees.
+
+    ``names``: the tree's node names in prefix order (a subtree is a slice of
+    them, and the slice names its formula: every operator's arity is known).
+    ``known`` maps such slices to outputs on these same ``inputs``: a subtree
+    found there is not computed (nor is anything below it: the tree is walked
+    from the root down), and every subtree computed is added. The operators
+    are deterministic and never work in place, so a stored output is what
+    computing it again would give. Used where many trees run on one fixed
+    batch (the convergence stage's sweeps), without compiling each tree.
+    """
+    n = len(tree)
+    ends = [0] * n  # ends[i]: one past the last node of the subtree rooted at i
+    for i in range(n - 1, -1, -1):
+        arity = tree[i].arity
+        if arity == 0:
+            ends[i] = i + 1
+        elif arity == 1:
+            ends[i] = ends[i + 1]
+        else:
+            ends[i] = ends[ends[i + 1]]
+    index = {name: i for i, name in enumerate(kind.inputs)}
+    operators = kind.operators
+
+    def value(i: int):
+        node = tree[i]
+        if node.arity == 0:
+            return inputs[index[node.value]] if isinstance(node.value, str) else node.value
+        key = names[i:ends[i]]
+        out = known.get(key)
+        if out is None:
+            fn = operators[node.name].fn
+            out = fn(value(i + 1)) if node.arity == 1 else fn(value(i + 1), value(ends[i + 1]))
+            known[key] = out
+        return out
+
+    return value(0)

@@ -92,12 +92,20 @@ class _RaisingCandidate(Candidate):
         return _RaisingProgram()
 
 
-def test_exception_inside_candidate_is_a_rejection():
+def test_exception_inside_candidate_is_a_rejection(monkeypatch):
     k = get_kind("cls")
     c = _RaisingCandidate(k, parse_formula(k, "neg(dot(y, log(softmax(x))))"))
-    result = STAGE(c)
+    result = ConvergenceStage(memo_size=0)(c)  # evaluates the compiled program
     assert not result.passed
     assert result.reason.startswith("KeyError")
+
+    def raising(*args):
+        raise KeyError("mean_c")
+
+    # With shared subtree outputs the tree is evaluated without compiling it.
+    monkeypatch.setattr("gp_loss.filters.convergence.evaluate_sharing", raising)
+    result = ConvergenceStage()(c)
+    assert not result.passed and result.reason.startswith("KeyError")
 
 
 def test_zero_kind_passes_through():

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gp_loss.language import compile_loss, compile_tree, parse_formula
+from gp_loss.language.compile import evaluate_sharing
 from gp_loss.language.generate import random_tree
 from gp_loss.sample_inputs import sample_batch
 from primitives import KINDS, get_kind
@@ -74,19 +75,30 @@ def test_compiled_text_of_parsed_formulas_with_constants():
         assert f.inputs_used == inputs
 
 
-def test_evaluate_shares_known_subtree_outputs():
+def _names(tree):
+    return tuple(node.name for node in tree)
+
+
+def test_evaluate_sharing_shares_known_subtree_outputs():
     kind = get_kind("cls")
     batch = sample_batch("cls")
     inputs = tuple(t.detach() for t in batch.inputs())
     known = {}
-    ce = compile_tree(kind, parse_formula(kind, "neg(dot(y, log(softmax(x))))"))
-    torch.testing.assert_close(ce.evaluate(inputs, known), ce(*inputs), rtol=0, atol=0)
-    assert set(known) == {"softmax(x)", "log(softmax(x))", "dot(y, log(softmax(x)))",
-                          "neg(dot(y, log(softmax(x))))"}
+    tree = parse_formula(kind, "neg(dot(y, log(softmax(x))))")
+    out = evaluate_sharing(kind, tree, _names(tree), inputs, known)
+    torch.testing.assert_close(out, compile_tree(kind, tree)(*inputs), rtol=0, atol=0)
+    # Every computed subtree is kept, keyed by its node names (leaves are not).
+    subtrees = ["softmax(x)", "log(softmax(x))", "dot(y, log(softmax(x)))", "neg(dot(y, log(softmax(x))))"]
+    assert set(known) == {_names(parse_formula(kind, f)) for f in subtrees}
     # A known subtree is taken as given, not computed again.
-    known["log(softmax(x))"] = torch.zeros_like(known["log(softmax(x))"])
-    other = compile_tree(kind, parse_formula(kind, "dot(w, log(softmax(x)))"))
-    assert (other.evaluate(inputs, known) == 0).all()
+    log_softmax = _names(parse_formula(kind, "log(softmax(x))"))
+    known[log_softmax] = torch.zeros_like(known[log_softmax])
+    other = parse_formula(kind, "dot(w, log(softmax(x)))")
+    assert (evaluate_sharing(kind, other, _names(other), inputs, known) == 0).all()
+    # Binary operators take their arguments in order.
+    diff = parse_formula(kind, "sub(x, mul(y, 2))")
+    torch.testing.assert_close(evaluate_sharing(kind, diff, _names(diff), inputs, {}),
+                               inputs[0] - inputs[1] * 2, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
