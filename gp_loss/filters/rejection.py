@@ -86,22 +86,23 @@ class RejectionStage:
         m = torch.zeros_like(pred)
         v = torch.zeros_like(pred)
         first = last = float("nan")
-        for t in range(1, self.steps + 1):
-            total, grad = samples.loss_and_grad(candidate.loss, pred)
-            value = total.item()
-            if not math.isfinite(value):
-                return result(False, f"loss is {value} at step {t} of the optimisation", step=t)
-            if t == 1:
-                # Later non-finite gradients show as a non-finite loss at the
-                # next step or a non-finite prediction at the end.
-                if not bool(torch.isfinite(grad).all()):
-                    return result(False, "gradient is not finite at the initial prediction", loss=value)
-                first = value
-                candidate.info["signature"] = signature_of_gradient(grad)
-                candidate.info["signature_seed"] = self.seed
-            last = value
-            # Adam, in place on the prediction (cheaper than torch.optim here).
-            with torch.no_grad():
+        # Outside autograd, but for the loss and its gradient (loss_and_grad enables it).
+        with torch.no_grad():
+            for t in range(1, self.steps + 1):
+                total, grad = samples.loss_and_grad(candidate.loss, pred)
+                value = total.item()
+                if not math.isfinite(value):
+                    return result(False, f"loss is {value} at step {t} of the optimisation", step=t)
+                if t == 1:
+                    # Later non-finite gradients show as a non-finite loss at the
+                    # next step or a non-finite prediction at the end.
+                    if not bool(torch.isfinite(grad).all()):
+                        return result(False, "gradient is not finite at the initial prediction", loss=value)
+                    first = value
+                    candidate.info["signature"] = signature_of_gradient(grad)
+                    candidate.info["signature_seed"] = self.seed
+                last = value
+                # Adam, in place on the prediction (cheaper than torch.optim here).
                 m.mul_(b1).add_(grad, alpha=1 - b1)
                 v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
                 # pow(0.5) rather than sqrt: torch's sqrt goes through MKL's

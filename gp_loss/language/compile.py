@@ -119,7 +119,9 @@ def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
     them, and the slice names its formula: every operator's arity is known).
     ``known`` maps such slices to outputs on these same ``inputs``: a subtree
     found there is not computed (nor is anything below it: the tree is walked
-    from the root down), and every subtree computed is added. The operators
+    from the root down), and every subtree computed is added. Entries used are
+    moved to the end, so ``known`` stays in order of last use (a caller that
+    trims it drops its first keys, the least recently used). The operators
     are deterministic and never work in place, so a stored output is what
     computing it again would give. Used where many trees run on one fixed
     batch (the convergence stage's sweeps), without compiling each tree.
@@ -142,11 +144,11 @@ def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
         if node.arity == 0:
             return inputs[index[node.value]] if isinstance(node.value, str) else node.value
         key = names[i:ends[i]]
-        out = known.get(key)
+        out = known.pop(key, None)
         if out is None:
             fn = operators[node.name].fn
             out = fn(value(i + 1)) if node.arity == 1 else fn(value(i + 1), value(ends[i + 1]))
-            known[key] = out
+        known[key] = out  # (re)inserted last: ``known`` is in order of last use
         return out
 
     return value(0)

@@ -92,6 +92,13 @@ def random_subtree(kind: Kind, ret: type, depth: int, rng: random.Random) -> lis
         overloads = choices[names[randbelow(len(names))]]
         prim = overloads[randbelow(len(overloads))]
         nodes.append(prim)
+        if levels == 1:  # its children are leaves: drawn now, in order (as popping them would)
+            for arg in prim.args:
+                if arg is Const:
+                    nodes.append(kind.constant_terminals[constants[randbelow(len(constants))]])
+                else:
+                    nodes.append(kind.input_terminals[inputs[randbelow(len(inputs))]])
+            continue
         for arg in reversed(prim.args):
             stack.append((arg, 0 if arg is Const else levels - 1))
     return nodes
@@ -178,60 +185,94 @@ class _ReadingSampler:
         return out
 
     def _table(self, ret: type, levels: int, mode: int):
+        """Cumulative weights and ``(primitive, child levels, thresholds)`` of a node in ``mode``.
+
+        ``thresholds[i]``: for a node that must have the leaf, the probability that
+        child ``i`` has it given that no earlier child has (1 for the last).
+        """
         key = (ret, levels, mode)
         if key not in self._choices:
             cumulative, entries, total = [], [], 0.0
             for p, prim, child_levels in self._options(ret, levels):
-                lack = self._product(prim, child_levels)
+                lacks = [self.q(arg, lv) for arg, lv in zip(prim.args, child_levels)]
+                lack = 1.0
+                for value in lacks:
+                    lack *= value
                 weight = p * (1.0 - lack if mode == _MUST else lack)
-                if weight > 0:
-                    total += weight
-                    cumulative.append(total)
-                    entries.append((prim, child_levels))
+                if weight <= 0:
+                    continue
+                thresholds = []
+                for i, value in enumerate(lacks):
+                    rest = 1.0
+                    for later in lacks[i:]:
+                        rest *= later
+                    last = i == len(lacks) - 1
+                    thresholds.append(1.0 if last else (1.0 - value) / (1.0 - rest) if rest < 1.0 else 0.0)
+                total += weight
+                cumulative.append(total)
+                entries.append((prim, child_levels, thresholds))
             if not entries:  # pragma: no cover - the callers only ask for possible subtrees
                 raise ValueError(f"no subtree of {ret.__name__} with {levels} levels can meet the condition")
             self._choices[key] = (cumulative, entries)
         return self._choices[key]
 
     def draw(self, depth: int, rng: random.Random) -> list:
-        """Prefix node list of one tree (type ``Tensor``) that has the leaf."""
+        """Prefix node list of one tree (type ``Tensor``) that has the leaf.
+
+        One loop over a stack of ``(type, levels, mode)``; free nodes are drawn
+        as in :func:`random_subtree` (this runs for every random tree bred).
+        """
         kind = self.kind
+        randbelow, uniform = rng._randbelow, rng.random
+        free = _producer_table(kind)
+        inputs, constants, others = kind.inputs, kind.search_constants, self.others
         nodes: list = []
         stack = [(Tensor, depth, _MUST)]
         while stack:
             need, levels, mode = stack.pop()
-            if mode == _FREE:
-                nodes.extend(random_subtree(kind, need, levels, rng))
-                continue
             if levels == 0:
                 if need is Const:
-                    nodes.append(leaf(kind, Const, rng))
+                    nodes.append(kind.constant_terminals[constants[randbelow(len(constants))]])
+                elif mode == _FREE:
+                    nodes.append(kind.input_terminals[inputs[randbelow(len(inputs))]])
                 elif mode == _MUST:
                     nodes.append(self.target)
                 else:
-                    nodes.append(self.others[rng._randbelow(len(self.others))])
+                    nodes.append(others[randbelow(len(others))])
                 continue
-            cumulative, entries = self._table(need, levels, mode)
-            prim, child_levels = entries[min(bisect.bisect_right(cumulative, rng.random() * cumulative[-1]),
-                                             len(entries) - 1)]
+            if mode == _FREE:
+                found = free.get((need, levels == 1))
+                names, choices = found if found is not None else _producers(kind, need, levels == 1)
+                overloads = choices[names[randbelow(len(names))]]
+                prim = overloads[randbelow(len(overloads))]
+                nodes.append(prim)
+                if levels == 1:  # leaf children, drawn now in order
+                    for arg in prim.args:
+                        if arg is Const:
+                            nodes.append(kind.constant_terminals[constants[randbelow(len(constants))]])
+                        else:
+                            nodes.append(kind.input_terminals[inputs[randbelow(len(inputs))]])
+                    continue
+                for arg in reversed(prim.args):
+                    stack.append((arg, 0 if arg is Const else levels - 1, _FREE))
+                continue
+            table = self._choices.get((need, levels, mode))
+            cumulative, entries = table if table is not None else self._table(need, levels, mode)
+            pick = bisect.bisect_right(cumulative, uniform() * cumulative[-1])
+            prim, child_levels, thresholds = entries[min(pick, len(entries) - 1)]
             nodes.append(prim)
-            modes = [_MUST_NOT] * len(prim.args) if mode == _MUST_NOT else self._child_modes(prim, child_levels, rng)
-            for arg, lv, m in reversed(list(zip(prim.args, child_levels, modes))):
-                stack.append((arg, lv, m))
+            if mode == _MUST_NOT:
+                modes = [_MUST_NOT] * len(child_levels)
+            else:  # the first child to have the leaf, then free ones
+                modes, placed = [], False
+                for threshold in thresholds:
+                    if placed:
+                        modes.append(_FREE)
+                    elif threshold >= 1.0 or uniform() < threshold:
+                        modes.append(_MUST)
+                        placed = True
+                    else:
+                        modes.append(_MUST_NOT)
+            for i in range(len(child_levels) - 1, -1, -1):
+                stack.append((prim.args[i], child_levels[i], modes[i]))
         return nodes
-
-    def _child_modes(self, prim: gp.Primitive, child_levels: list[int], rng: random.Random) -> list[int]:
-        """Which children of a node that must have the leaf have it: the first that does is
-        drawn as explained in :func:`random_tree_reading`; those after it are free."""
-        lacks = [self.q(arg, lv) for arg, lv in zip(prim.args, child_levels)]
-        modes = []
-        for i, lack in enumerate(lacks):
-            if _MUST in modes:
-                modes.append(_FREE)
-                continue
-            rest = 1.0
-            for later in lacks[i:]:
-                rest *= later
-            last_chance = i == len(lacks) - 1
-            modes.append(_MUST if last_chance or rng.random() * (1.0 - rest) < 1.0 - lack else _MUST_NOT)
-        return modes
