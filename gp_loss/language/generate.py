@@ -87,21 +87,30 @@ def random_subtree(kind: Kind, ret: type, depth: int, rng: random.Random) -> lis
             else:
                 nodes.append(kind.input_terminals[inputs[randbelow(len(inputs))]])
             continue
-        found = table.get((need, levels == 1))
-        names, choices = found if found is not None else _producers(kind, need, levels == 1)
-        overloads = choices[names[randbelow(len(names))]]
-        prim = overloads[randbelow(len(overloads))]
-        nodes.append(prim)
-        if levels == 1:  # its children are leaves: drawn now, in order (as popping them would)
-            for arg in prim.args:
-                if arg is Const:
-                    nodes.append(kind.constant_terminals[constants[randbelow(len(constants))]])
-                else:
-                    nodes.append(kind.input_terminals[inputs[randbelow(len(inputs))]])
-            continue
-        for arg in reversed(prim.args):
-            stack.append((arg, 0 if arg is Const else levels - 1))
+        prim = _free_node(kind, table, need, levels, randbelow, nodes)
+        if prim is not None:
+            for arg in reversed(prim.args):
+                stack.append((arg, 0 if arg is Const else levels - 1))
     return nodes
+
+
+def _free_node(kind: Kind, table: dict, need: type, levels: int, randbelow, nodes: list) -> gp.Primitive | None:
+    """Append a random computational node returning ``need`` to ``nodes``; return it if its
+    children are still to be drawn, or ``None`` if it was on the last level (its children,
+    leaves, are then drawn and appended at once, in the order popping them would give)."""
+    found = table.get((need, levels == 1))
+    names, choices = found if found is not None else _producers(kind, need, levels == 1)
+    overloads = choices[names[randbelow(len(names))]]
+    prim = overloads[randbelow(len(overloads))]
+    nodes.append(prim)
+    if levels != 1:
+        return prim
+    for arg in prim.args:
+        if arg is Const:
+            nodes.append(kind.constant_terminals[kind.search_constants[randbelow(len(kind.search_constants))]])
+        else:
+            nodes.append(kind.input_terminals[kind.inputs[randbelow(len(kind.inputs))]])
+    return None
 
 
 def random_tree(kind: Kind, depth: int, rng: random.Random) -> gp.PrimitiveTree:
@@ -241,20 +250,10 @@ class _ReadingSampler:
                     nodes.append(others[randbelow(len(others))])
                 continue
             if mode == _FREE:
-                found = free.get((need, levels == 1))
-                names, choices = found if found is not None else _producers(kind, need, levels == 1)
-                overloads = choices[names[randbelow(len(names))]]
-                prim = overloads[randbelow(len(overloads))]
-                nodes.append(prim)
-                if levels == 1:  # leaf children, drawn now in order
-                    for arg in prim.args:
-                        if arg is Const:
-                            nodes.append(kind.constant_terminals[constants[randbelow(len(constants))]])
-                        else:
-                            nodes.append(kind.input_terminals[inputs[randbelow(len(inputs))]])
-                    continue
-                for arg in reversed(prim.args):
-                    stack.append((arg, 0 if arg is Const else levels - 1, _FREE))
+                prim = _free_node(kind, free, need, levels, randbelow, nodes)
+                if prim is not None:
+                    for arg in reversed(prim.args):
+                        stack.append((arg, 0 if arg is Const else levels - 1, _FREE))
                 continue
             table = self._choices.get((need, levels, mode))
             cumulative, entries = table if table is not None else self._table(need, levels, mode)
