@@ -91,14 +91,25 @@ def compile_tree(kind: Kind, tree: gp.PrimitiveTree) -> CompiledTree:
     return CompiledTree(kind, tree)
 
 
-def reduced_loss(kind_name: str, raw: CompiledTree) -> Callable[..., torch.Tensor]:
+class ReducedLoss:
+    """``loss(*inputs) -> scalar``: the output of ``raw`` reduced as kind ``kind_name`` reduces it.
+
+    ``kind_name`` and ``raw`` stay readable, so the rejection protocol can take
+    the gradient of the raw output directly (the reductions are linear:
+    :func:`~gp_loss.language.reduction.reduction_scale`).
+    """
+
+    def __init__(self, kind_name: str, raw: CompiledTree):
+        self.kind_name, self.raw = kind_name, raw
+        self.__doc__ = f"{kind_name} loss: {raw.text}"
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return reduce_output(self.kind_name, self.raw(*inputs))
+
+
+def reduced_loss(kind_name: str, raw: CompiledTree) -> ReducedLoss:
     """``loss(*inputs) -> scalar``: the output of ``raw`` reduced as kind ``kind_name`` reduces it."""
-
-    def loss(*inputs: torch.Tensor) -> torch.Tensor:
-        return reduce_output(kind_name, raw(*inputs))
-
-    loss.__doc__ = f"{kind_name} loss: {raw.text}"
-    return loss
+    return ReducedLoss(kind_name, raw)
 
 
 def compile_loss(kind: Kind, tree: gp.PrimitiveTree) -> Callable[..., torch.Tensor]:

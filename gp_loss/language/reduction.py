@@ -44,6 +44,24 @@ REDUCTION_DOC = {
 }
 
 
+def reduction_scale(kind_name: str, shape: tuple[int, ...]) -> float:
+    """The factor ``c`` with ``reduce_output(kind_name, o) == c * o.sum()`` for an output of ``shape``.
+
+    Every reduction is a sum times a constant, so the gradient of the loss with
+    respect to each output element is ``c``.
+    """
+    if kind_name == "reg":
+        numel = 1
+        for size in shape:
+            numel *= size
+        return 1.0 / numel
+    if kind_name == "zero":
+        return 1.0 / (shape[0] * shape[2] * shape[3])
+    if kind_name in ("cls", "bcls"):
+        return 1.0 / shape[0]
+    raise KeyError(kind_name)
+
+
 def reduce_output(kind_name: str, o: torch.Tensor) -> torch.Tensor:
     """Reduce a branch output ``o`` to the scalar loss of kind ``kind_name``."""
     return REDUCTIONS[kind_name](o)

@@ -1,3 +1,5 @@
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from gp_loss.filters.rejection_tasks import (
     B, RejectionSamples, average_precision, default_task, mean_iou,
 )
 from gp_loss.language import parse_formula
+from gp_loss.language.generate import random_tree_reading
 from gp_loss.paper_losses import PAPER_LOSSES
 from primitives import get_kind
 
@@ -114,6 +117,29 @@ def test_merged_batch_equals_per_sample_losses():
                               mixes_batch=True)
     _, separate = looped.loss_and_grad(loss, s.prediction)
     assert torch.allclose(merged, separate, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
+def test_raw_output_gradient_equals_the_reduced_loss_gradient(kind):
+    # loss_and_grad differentiates a compiled loss's raw output with the reduction's factor as
+    # upstream gradient; a plain callable goes through autograd of the scalar total.
+    k = get_kind(kind)
+    s = default_task(kind).make_samples(0)
+    rng = random.Random(1)
+    compared = 0
+    for _ in range(60):
+        loss = Candidate(k, random_tree_reading(k, 3, rng, k.prediction)).loss
+        try:
+            plain = s.loss_and_grad(lambda *inputs: loss(*inputs), s.prediction)
+        except ValueError:
+            with pytest.raises(ValueError):
+                s.loss_and_grad(loss, s.prediction)
+            continue
+        total, grad = s.loss_and_grad(loss, s.prediction)
+        assert torch.allclose(total, plain[0], rtol=1e-5, equal_nan=True)
+        assert torch.allclose(grad, plain[1], rtol=1e-5, atol=1e-7, equal_nan=True)
+        compared += 1
+    assert compared > 40
 
 
 @pytest.mark.parametrize("kind", ["cls", "bcls", "reg", "zero"])

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from gp_loss.language import compile_loss, compile_tree, parse_formula
 from gp_loss.language.compile import evaluate_sharing
+from gp_loss.language.reduction import reduce_output, reduction_scale
 from gp_loss.language.generate import random_tree
 from gp_loss.sample_inputs import sample_batch
 from primitives import KINDS, get_kind
@@ -108,3 +109,10 @@ def test_cuda_tensors():
     value = compile_loss(kind, parse_formula(kind, "neg(dot(y, log(softmax(x))))"))(*batch.inputs())
     assert value.device.type == "cuda"
     value.backward()
+
+
+@pytest.mark.parametrize("kind_name", ["cls", "bcls", "reg", "zero"])
+def test_reduction_scale_is_the_reductions_factor(kind_name):
+    shape = {"cls": (7, 5), "bcls": (7, 1), "reg": (9,), "zero": (2, 3, 4, 5)}[kind_name]
+    o = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(reduce_output(kind_name, o), o.sum() * reduction_scale(kind_name, shape))
