@@ -18,6 +18,8 @@ are built once per process, not once per job.
 """
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import os
 import random
@@ -111,7 +113,27 @@ def prepare(config: dict) -> int:
     if ctx.start is not None:
         for branch in ctx.start:
             ctx.pipeline.check(branch.kind, branch.tree)
+    _freeze_warm_objects()
     return os.getpid()
+
+
+def _freeze_warm_objects() -> None:
+    """Exempt everything alive after warm-up from the garbage collector's full passes.
+
+    After the warm-up a worker holds about 380,000 objects (torch, torch._dynamo
+    and their imports), and each full collection walked them all: about 0.2 s,
+    0.4 s of the 7.4 s of breeding in the default search. ``gc.freeze`` moves
+    them to a generation it never walks; reference counting still frees them.
+    They are unfrozen at exit, so the interpreter's last collection sees them
+    (otherwise triton's bindings report them as leaked).
+    """
+    if not _FROZEN:
+        atexit.register(gc.unfreeze)
+        _FROZEN.append(True)
+    gc.freeze()
+
+
+_FROZEN: list[bool] = []
 
 
 def _warm_up_optimizer() -> None:
