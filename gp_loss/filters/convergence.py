@@ -111,24 +111,23 @@ def _centred_ranks(v: np.ndarray) -> np.ndarray:
 def _row_losses(outputs: list[torch.Tensor]) -> np.ndarray:
     """M×N per-row losses of M outputs of N rows each: each row summed over its other dimensions.
 
-    A row is added left to right, in numpy, over its outputs stacked by shape:
-    the sums do not depend on which other outputs share the batch, and this is
-    several times faster than torch's reduction over a dimension of five
-    classes. (They may differ from the loss's own reduction in the last bit,
-    far below every tolerance of the judgement.)
+    A row is added left to right, in numpy, column by column: several times
+    faster than torch's reduction over a dimension of five classes, and the
+    same sums whatever else is in the batch. (They may differ from the loss's
+    own reduction in the last bit, far below every tolerance of the judgement.)
     """
     n = outputs[0].shape[0]
     losses = np.empty((len(outputs), n))
-    by_shape: dict[tuple, list[int]] = {}
-    for i, out in enumerate(outputs):
-        by_shape.setdefault(tuple(out.shape), []).append(i)
-    for shape, idx in by_shape.items():
-        stacked = (outputs[idx[0]].reshape(n, -1) if len(idx) == 1 else torch.cat(
-            [outputs[i].reshape(n, -1) for i in idx])).numpy()
-        total = stacked[:, 0].copy()
-        for column in range(1, stacked.shape[1]):
-            total += stacked[:, column]
-        losses[idx] = total.reshape(len(idx), n)
+    for row, out in zip(losses, outputs):
+        a = out.numpy()
+        if a.ndim != 2:
+            a = a.reshape(n, -1)
+        if a.shape[1] == 1:
+            np.copyto(row, a[:, 0])
+            continue
+        np.add(a[:, 0], a[:, 1], out=row)
+        for column in range(2, a.shape[1]):
+            row += a[:, column]
     return losses
 
 

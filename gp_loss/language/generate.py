@@ -166,8 +166,9 @@ class _ReadingSampler:
         self.kind = kind
         self.target = kind.input_terminals[input_name]
         self.others = [kind.input_terminals[n] for n in kind.inputs if n != input_name]
+        self.free = _producer_table(kind)
         self._q: dict[tuple, float] = {}
-        # (type, levels, mode) -> (cumulative weights, [(primitive, child levels)])
+        # (type, levels, mode) -> (bounds, total weight, [(primitive, child levels, thresholds, fixed)])
         self._choices: dict[tuple, tuple[list[float], list[tuple[gp.Primitive, list[int]]]]] = {}
 
     def _options(self, ret: type, levels: int) -> list[tuple[float, gp.Primitive, list[int]]]:
@@ -219,10 +220,19 @@ class _ReadingSampler:
                     thresholds.append(1.0 if last else (1.0 - value) / (1.0 - rest) if rest < 1.0 else 0.0)
                 total += weight
                 cumulative.append(total)
-                entries.append((prim, child_levels, thresholds))
+                # The children's stack entries when no draw decides them: all lack the leaf, or
+                # the only child has it.
+                fixed = None
+                if mode == _MUST_NOT or len(child_levels) == 1:
+                    child_mode = _MUST_NOT if mode == _MUST_NOT else _MUST
+                    fixed = [(arg, lv, child_mode) for arg, lv in zip(prim.args, child_levels)][::-1]
+                entries.append((prim, child_levels, thresholds, fixed))
             if not entries:  # pragma: no cover - the callers only ask for possible subtrees
                 raise ValueError(f"no subtree of {ret.__name__} with {levels} levels can meet the condition")
-            self._choices[key] = (cumulative, entries)
+            # Entry i is picked for a uniform draw in [0, total) when the draw is below its
+            # cumulative weight and not below the one before; bisecting all but the last bound
+            # cannot run past the last entry, even if rounding puts the draw at ``total``.
+            self._choices[key] = (cumulative[:-1], total, entries)
         return self._choices[key]
 
     def draw(self, depth: int, rng: random.Random) -> list:
@@ -233,7 +243,7 @@ class _ReadingSampler:
         """
         kind = self.kind
         randbelow, uniform = rng._randbelow, rng.random
-        free = _producer_table(kind)
+        free, choices = self.free, self._choices
         inputs, constants, others = kind.inputs, kind.search_constants, self.others
         nodes: list = []
         stack = [(Tensor, depth, _MUST)]
@@ -255,23 +265,23 @@ class _ReadingSampler:
                     for arg in reversed(prim.args):
                         stack.append((arg, 0 if arg is Const else levels - 1, _FREE))
                 continue
-            table = self._choices.get((need, levels, mode))
-            cumulative, entries = table if table is not None else self._table(need, levels, mode)
-            pick = bisect.bisect_right(cumulative, uniform() * cumulative[-1])
-            prim, child_levels, thresholds = entries[min(pick, len(entries) - 1)]
+            table = choices.get((need, levels, mode))
+            bounds, total, entries = table if table is not None else self._table(need, levels, mode)
+            prim, child_levels, thresholds, fixed = entries[bisect.bisect_right(bounds, uniform() * total)]
             nodes.append(prim)
-            if mode == _MUST_NOT:
-                modes = [_MUST_NOT] * len(child_levels)
-            else:  # the first child to have the leaf, then free ones
-                modes, placed = [], False
-                for threshold in thresholds:
-                    if placed:
-                        modes.append(_FREE)
-                    elif threshold >= 1.0 or uniform() < threshold:
-                        modes.append(_MUST)
-                        placed = True
-                    else:
-                        modes.append(_MUST_NOT)
+            if fixed is not None:
+                stack.extend(fixed)
+                continue
+            # Which children have the leaf: the first that does, then free ones.
+            modes, placed = [], False
+            for threshold in thresholds:
+                if placed:
+                    modes.append(_FREE)
+                elif threshold >= 1.0 or uniform() < threshold:
+                    modes.append(_MUST)
+                    placed = True
+                else:
+                    modes.append(_MUST_NOT)
             for i in range(len(child_levels) - 1, -1, -1):
                 stack.append((prim.args[i], child_levels[i], modes[i]))
         return nodes
