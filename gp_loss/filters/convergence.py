@@ -73,6 +73,13 @@ class _ClsSweep:
         reach = max(1, round(1.0 / self.step))
         return np.arange(k), np.arange(g - 1), np.array([-1, 0, -1 - reach, reach])
 
+    @cached_property
+    def signs(self) -> np.ndarray:
+        """G×(G-1): row ``b`` is +1 on the steps before point ``b`` and -1 from it on, so that
+        ``rise * signs[best] > tol`` flags the steps that go the wrong way for a minimum at ``best``."""
+        g = self.correct.shape[1]
+        return np.where(np.arange(g - 1)[None, :] < np.arange(g)[:, None], 1.0, -1.0)
+
 
 @dataclass(frozen=True)
 class _RegSweep:
@@ -433,7 +440,7 @@ class ConvergenceStage:
         near_min = L <= lowest[..., None] * (1 + 1e-12) + 1e-12
         best = g - 1 - near_min[..., ::-1].argmax(2)  # M×K
         # A step goes the wrong way if it rises (before the minimum) or falls (after it) by more than tol.
-        wrong_way = np.where(steps < best[..., None], rise, -rise) > tol[..., None]
+        wrong_way = rise * sweep.signs[best] > tol[..., None]  # signs: +1 before the minimum, -1 after
         violation = wrong_way.sum(2) / (g - 1)  # M×K
         decrease = L[..., 0] - L.take(pair * g + best)  # M×K
         # |dL/dx| on the steps left and right of the minimum, and ``reach`` steps (one logit)

@@ -147,7 +147,7 @@ def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
             ends[i] = ends[i + 1]
         else:
             ends[i] = ends[ends[i + 1]]
-    index = {name: i for i, name in enumerate(kind.inputs)}
+    index = _input_index(kind)
     operators = kind.operators
 
     def value(i: int):
@@ -163,3 +163,13 @@ def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
         return out
 
     return value(0)
+
+
+_INPUT_INDEX: dict[str, dict[str, int]] = {}
+
+
+def _input_index(kind: Kind) -> dict[str, int]:
+    """Input name -> its position in the kind's inputs (cached per kind)."""
+    if kind.name not in _INPUT_INDEX:
+        _INPUT_INDEX[kind.name] = {name: i for i, name in enumerate(kind.inputs)}
+    return _INPUT_INDEX[kind.name]
