@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from primitives.operator import (
-    ADD, ATOM, BINARY, MUL, POW, UNARY, Operator, Template, UNARY_ANY, call, latex_call,
+    ADD, ATOM, BINARY, MUL, POW, UNARY, Operator, Template, UNARY_ANY, call,
 )
 
 EPS = 1e-12

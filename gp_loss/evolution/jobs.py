@@ -121,19 +121,20 @@ def _freeze_warm_objects() -> None:
     """Exempt everything alive after warm-up from the garbage collector's full passes.
 
     After the warm-up a worker holds about 380,000 objects (torch, torch._dynamo
-    and their imports), and each full collection walked them all: about 0.2 s,
-    0.4 s of the 7.4 s of breeding in the default search. ``gc.freeze`` moves
-    them to a generation it never walks; reference counting still frees them.
-    They are unfrozen at exit, so the interpreter's last collection sees them
-    (otherwise triton's bindings report them as leaked).
+    and their imports), and each full collection walked them all: about 0.2 s
+    a collection, 0.4 s of the 7.4 s of breeding in the default search.
+    ``gc.freeze`` moves them to a generation it never walks; reference counting
+    still frees them. They are unfrozen at exit, so the interpreter's last
+    collection sees them (otherwise triton's bindings report them as leaked).
     """
-    if not _FROZEN:
+    global _UNFREEZE_AT_EXIT
+    if not _UNFREEZE_AT_EXIT:
         atexit.register(gc.unfreeze)
-        _FROZEN.append(True)
+        _UNFREEZE_AT_EXIT = True
     gc.freeze()
 
 
-_FROZEN: list[bool] = []
+_UNFREEZE_AT_EXIT = False  # whether this process has registered gc.unfreeze with atexit
 
 
 def _warm_up_optimizer() -> None:

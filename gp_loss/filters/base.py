@@ -44,9 +44,9 @@ class Candidate:
     change the tree once the candidate is made.
 
     The tree is compiled on first use of ``program`` or ``loss``: most random
-    trees are rejected by the first stage, and a quarter of them without any
-    tensor work (they read no prediction, which ``inputs_used`` tells from the
-    node names), so compiling up front was a tenth of the cost of judging one.
+    trees are rejected by the convergence stage, which evaluates them on its
+    sweep without compiling (and rejects trees without the prediction from
+    their node names alone), so compiling up front was wasted on them.
     """
 
     __slots__ = ("kind", "tree", "info", "names", "_program", "_loss")

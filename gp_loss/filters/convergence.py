@@ -65,13 +65,13 @@ class _ClsSweep:
     outputs: dict = field(default_factory=dict)  # subtree node names -> output on ``inputs``
 
     @cached_property
-    def indices(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Index arrays of the judgement, made once: the K rows, the G-1 steps, and the
-        offsets from the minimum of the four steps whose slopes it reads (left and right of
-        the minimum, and ``reach`` steps, one logit, further out on either side)."""
+    def indices(self) -> tuple[np.ndarray, np.ndarray]:
+        """Index arrays of the judgement, made once: the K rows, and the offsets from the
+        minimum of the four steps whose slopes it reads (left and right of the minimum, and
+        ``reach`` steps, one logit, further out on either side)."""
         k, g = self.correct.shape
         reach = max(1, round(1.0 / self.step))
-        return np.arange(k), np.arange(g - 1), np.array([-1, 0, -1 - reach, reach])
+        return np.arange(k), np.array([-1, 0, -1 - reach, reach])
 
     @cached_property
     def signs(self) -> np.ndarray:
@@ -424,7 +424,7 @@ class ConvergenceStage:
         the checks in the order below.
         """
         k, g = sweep.correct.shape
-        rows, steps, offsets = sweep.indices
+        rows, offsets = sweep.indices
         L = losses.reshape(-1, k, g)  # M×K×G
         count = len(L)
         # Values picked per (candidate, condition) are read by flat index from the arrays

@@ -47,14 +47,14 @@ class CompiledTree:
                 else:  # the first argument is on top of the stack
                     first = texts.pop()
                     texts[-1] = node.format(first, texts[-1])
-                program.append((_CALL, kind.operators[node.name].fn, node.arity, None))
+                program.append((_CALL, kind.operators[node.name].fn, node.arity))
                 continue
             texts.append(node.format())
             if isinstance(node.value, str):
-                program.append((_INPUT, index[node.value], 0, None))
+                program.append((_INPUT, index[node.value], 0))
                 used.add(node.value)
             else:
-                program.append((_CONST, node.value, 0, None))
+                program.append((_CONST, node.value, 0))
         self.program = program
         self.n_inputs = len(kind.inputs)
         self.text = texts[0] if texts else ""
@@ -69,7 +69,7 @@ class CompiledTree:
             raise TypeError(f"{self.text}: expected {self.n_inputs} inputs, got {len(inputs)}")
         stack: list = []
         pop, push = stack.pop, stack.append
-        for code, item, arity, _ in self.program:
+        for code, item, arity in self.program:
             if code == _CALL:
                 if arity == 1:
                     push(item(pop()))
@@ -135,7 +135,9 @@ def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
     trims it drops its first keys, the least recently used). The operators
     are deterministic and never work in place, so a stored output is what
     computing it again would give. Used where many trees run on one fixed
-    batch (the convergence stage's sweeps), without compiling each tree.
+    batch (the convergence stage's sweeps), without compiling each tree. The
+    walk recurses once per level: a tree deeper than Python's recursion limit
+    raises ``RecursionError`` (the stages reject it with that reason).
     """
     n = len(tree)
     ends = [0] * n  # ends[i]: one past the last node of the subtree rooted at i
