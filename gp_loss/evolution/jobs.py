@@ -178,7 +178,7 @@ def breed(job: dict) -> dict:
     result = {"formulas": None, "signature": None, "how": how, "tries": 0}
     branches = [] if how == "copy" else [(i, name) for i, name in enumerate(layout) if name in searched]
     # Random trees are drawn RANDOM_BATCH tries at a time and their first searched branch
-    # judged together (FilterPipeline.check_many): about one in a thousand passes, and one
+    # judged together (FilterPipeline.check_many): about one in 600 passes, and one
     # judgement of many costs little more than one of one. The trees are those that one try
     # at a time would draw, and only the tries up to the first pass are counted.
     batch = RANDOM_BATCH if how in ("init", "reinit") else 1

@@ -96,7 +96,7 @@ class Candidate:
     @property
     def reads_prediction(self) -> bool:
         """Whether the tree has the prediction leaf; without it the loss cannot depend on it."""
-        return self.kind.input_terminals[self.kind.prediction].name in self.names
+        return self.kind.prediction in self.inputs_used
 
 
 class Stage(Protocol):

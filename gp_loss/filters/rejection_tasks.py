@@ -97,8 +97,7 @@ class RejectionSamples:
         # only) and the reductions are means over rows, so one call on the
         # B*N merged rows is the mean of the B sample losses: times B gives
         # their sum. One call instead of B keeps the protocol cheap.
-        merged = tuple(t.reshape(b * t.shape[1], *t.shape[2:]) for t in inputs)
-        return loss(*merged) * b
+        return loss(*_merged(inputs)) * b
 
     def loss_and_grad(self, loss: LossFn, prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(total loss, d total / d prediction (B×S))`` at ``prediction``.
@@ -133,7 +132,7 @@ class RejectionSamples:
         b = self.size
         with torch.enable_grad():
             p = prediction.detach().requires_grad_(True)
-            out = loss.raw(*(t.reshape(b * t.shape[1], *t.shape[2:]) for t in self.make_inputs(p)))
+            out = loss.raw(*_merged(self.make_inputs(p)))
         if not isinstance(out, torch.Tensor) or out.dim() == 0:
             raise ValueError("loss is not a scalar")
         if not out.requires_grad:
@@ -144,6 +143,11 @@ class RejectionSamples:
         if grad is None:
             raise ValueError("loss does not depend on the prediction")
         return total, grad
+
+
+def _merged(inputs: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+    """Each B×N×... input with its first two dimensions merged: (B*N)×..."""
+    return [t.flatten(0, 1) for t in inputs]
 
 
 @runtime_checkable

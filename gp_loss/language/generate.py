@@ -9,6 +9,7 @@ computational nodes. All randomness comes from the ``random.Random`` passed in.
 from __future__ import annotations
 
 import bisect
+import math
 import random
 
 from deap import gp
@@ -184,15 +185,13 @@ class _ReadingSampler:
             return 1.0 if ret is Const else len(self.others) / len(self.kind.inputs)
         key = (ret, levels)
         if key not in self._q:
-            self._q[key] = sum(p * self._product(prim, child_levels)
+            self._q[key] = sum(p * math.prod(self._lacks(prim, child_levels))
                                for p, prim, child_levels in self._options(ret, levels))
         return self._q[key]
 
-    def _product(self, prim: gp.Primitive, child_levels: list[int]) -> float:
-        out = 1.0
-        for arg, lv in zip(prim.args, child_levels):
-            out *= self.q(arg, lv)
-        return out
+    def _lacks(self, prim: gp.Primitive, child_levels: list[int]) -> list[float]:
+        """``q`` of each child of ``prim``."""
+        return [self.q(arg, lv) for arg, lv in zip(prim.args, child_levels)]
 
     def _table(self, ret: type, levels: int, mode: int):
         """Cumulative weights and ``(primitive, child levels, thresholds)`` of a node in ``mode``.
@@ -204,18 +203,14 @@ class _ReadingSampler:
         if key not in self._choices:
             cumulative, entries, total = [], [], 0.0
             for p, prim, child_levels in self._options(ret, levels):
-                lacks = [self.q(arg, lv) for arg, lv in zip(prim.args, child_levels)]
-                lack = 1.0
-                for value in lacks:
-                    lack *= value
+                lacks = self._lacks(prim, child_levels)
+                lack = math.prod(lacks)
                 weight = p * (1.0 - lack if mode == _MUST else lack)
                 if weight <= 0:
                     continue
                 thresholds = []
                 for i, value in enumerate(lacks):
-                    rest = 1.0
-                    for later in lacks[i:]:
-                        rest *= later
+                    rest = math.prod(lacks[i:])
                     last = i == len(lacks) - 1
                     thresholds.append(1.0 if last else (1.0 - value) / (1.0 - rest) if rest < 1.0 else 0.0)
                 total += weight
