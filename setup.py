@@ -13,7 +13,6 @@ setup(
         "numpy",
         "scikit-learn>=1.3",
         "scipy>=1.11",
-        "pycocotools",
         "scoop",
         "tqdm",
         "matplotlib",

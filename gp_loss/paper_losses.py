@@ -1,8 +1,9 @@
 """Handcrafted and searched losses of the papers, written in the loss language.
 
-Names are usable wherever a formula is expected through :func:`formula_of`
-(e.g. as baselines). Focal losses use gamma = 2; the sigmoid focal loss uses
-alpha = 0.25 as in RetinaNet.
+One table for every place that needs a paper's loss by name: the tasks'
+baselines (:class:`~gp_loss.tasks.registry.TaskInfo`), ``runs/paper_losses.py``
+and the tests. Focal losses use gamma = 2; the sigmoid focal loss uses
+alpha = 0.25 as in RetinaNet (Lin et al., ICCV 2017).
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ PAPER_LOSSES: dict[str, PaperLoss] = {
         "cls", "neg(dot(mul(y, mul(sub(1, softmax(x)), sub(1, softmax(x)))), log(softmax(x))))",
         "softmax focal loss, gamma 2"),
     "label_smoothing_ce": PaperLoss(
-        "cls", "neg(dot(add(mul(0.9, y), 0.02), log(softmax(x))))",
-        "cross-entropy with label smoothing 0.1 over 5 classes (0.1/5 = 0.02 per class)"),
+        "cls", "neg(dot(add(mul(0.9, y), 0.01), log(softmax(x))))",
+        "cross-entropy with label smoothing 0.1 over 10 classes (0.1/10 = 0.01 per class)"),
     "cse_autoloss_a_cls": PaperLoss(
         "cls", "neg(dot(mul(add(1, sin(w)), y), log(softmax(x))))", "CSE-Autoloss-A classification"),
     "bce": PaperLoss(

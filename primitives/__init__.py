@@ -4,6 +4,9 @@
 - ``bcls``: binary (sigmoid) classification, inputs ``x, y, w`` (CSE-Autoloss, no softmax/dot);
 - ``reg``: box regression, inputs ``i, u, e`` (CSE-Autoloss regression set);
 - ``zero``: AutoLoss-Zero, inputs ``yhat, y`` on N×C×H×W tensors.
+
+A kind's behaviour beyond its operators (how its output is reduced to a loss, the
+probes the filters judge it on) is its spec in :mod:`gp_loss.kinds`.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CSE-Autoloss loss kinds (seed 000): ``cls``, ``bcls`` and ``reg``."""
+"""The CSE-Autoloss loss kinds (Liu et al., ICLR 2021): ``cls``, ``bcls`` and ``reg``."""
 from __future__ import annotations
 
 from primitives.cse_ops import BINARY_CLASS_EXCLUDED, OPERATORS, REGRESSION_EXCLUDED

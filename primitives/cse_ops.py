@@ -1,4 +1,4 @@
-"""The CSE-Autoloss operators (seed 000), as its reference implementation defines them.
+"""The CSE-Autoloss operators (Liu et al., ICLR 2021), as its reference implementation defines them.
 
 All functions take and return torch tensors (constants may be Python numbers).
 Class-wise operators (``softmax``, ``dot``) work over dim 1, the class dimension.

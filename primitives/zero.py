@@ -1,4 +1,4 @@
-"""The AutoLoss-Zero loss kind (seed 002, Table 1): ``zero``."""
+"""The AutoLoss-Zero loss kind (Li et al., CVPR 2022, Table 1): ``zero``."""
 from __future__ import annotations
 
 from primitives.kind import Kind, build_kind

@@ -1,4 +1,4 @@
-"""The AutoLoss-Zero operators (seed 002, Table 1) on N×C×H×W tensors.
+"""The AutoLoss-Zero operators (Li et al., CVPR 2022, Table 1) on N×C×H×W tensors.
 
 Every operator keeps the shape of its input: aggregations replace each element
 by the aggregate (mean over N,H,W; mean over C; 3×3 max/min pooling with

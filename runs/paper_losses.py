@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gp_loss.cli.check_cmd import check_branch  # noqa: E402
 from gp_loss.export import export_torch, to_latex  # noqa: E402
-from gp_loss.io import write_text_atomic  # noqa: E402
+from gp_loss.runtime.atomic import write_text_atomic  # noqa: E402
 from gp_loss.language import Genome  # noqa: E402
 from gp_loss.paper_losses import PAPER_LOSSES  # noqa: E402
 

@@ -4,6 +4,7 @@
     python runs/search_classification.py --data path/to/images --evaluations 500 --out out/mine
     python -m scoop -n 4 runs/search_classification.py --out out/scoop     # parallel, or multi-host
     python runs/search_classification.py --resume out/search_classification  # after an interruption
+    python runs/search_classification.py --device cuda --workers-per-gpu 4 --out out/gpu  # 4 proxies per GPU
 
 Ends by printing the best formulas and their test accuracy (mean of 3
 retraining seeds) beside cross-entropy. The run directory holds the
@@ -30,6 +31,7 @@ TASK_FLAGS = {
     "--image-size": ("image_size", int, "ImageFolder images are resized to this square"),
     "--proxy-epochs": ("proxy_epochs", int, "epochs of proxy training (fitness = validation accuracy)"),
     "--final-epochs": ("final_epochs", int, "epochs of the final retraining (reported: test accuracy)"),
+    "--precision": ("precision", str, "fp32 (default) or bf16 (forward pass and loss under bf16 autocast)"),
 }
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from gp_loss.errors import GpLossError
-from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.config import SearchConfig, with_added_fields
 from gp_loss.evolution.individual import genome_of, individual_from_formulas
-from gp_loss.evolution.run_dir import RunDir
+from gp_loss.evolution.run_files import CONFIG, EVALUATIONS
+from gp_loss.runtime.run_dir import RunDir
+from gp_loss.runtime.device import check_device, resolve_device
 from gp_loss.tasks import make_task, task_options
 
 
@@ -44,14 +46,16 @@ def top_overlap(a: list[float], b: list[float], k: int) -> int:
 def bench_proxy(run_path: str | Path, epochs: list[int], sample: int = 40, top: int = 5) -> dict:
     """Score ``sample`` of the run's losses with each proxy length in ``epochs`` and the final protocol."""
     run = RunDir(run_path)
-    stored = run.read_json(run.config) if run.has_run() else None
+    stored = run.read_json(CONFIG)
     if stored is None:
         raise GpLossError(f"{run.path} holds no run (no config.json): give the --out directory of a search")
-    config = SearchConfig.from_dict(stored)
+    config = SearchConfig.from_dict(with_added_fields(stored))
+    check_device(config.device)
+    device = resolve_device(config.device)  # the run's own device, as its workers trained
     options = task_options(config.task, config.task_options)
     if not hasattr(options, "proxy_epochs"):
         raise GpLossError(f"the {config.task} task has no proxy_epochs option to vary")
-    records = [r for r in run.read_evaluations() if r.get("status") == "ok"]
+    records = [r for r in run.read_jsonl(EVALUATIONS) if r.get("status") == "ok"]
     if len(records) < 3:
         raise GpLossError(f"{run.path} has {len(records)} successful evaluations; need at least 3")
     if sample < 3 or top < 1 or any(e < 1 for e in epochs):
@@ -59,13 +63,13 @@ def bench_proxy(run_path: str | Path, epochs: list[int], sample: int = 40, top: 
     chosen = spread_sample(records, sample)
     layout = dict(config.branches)
     genomes = [genome_of(layout, individual_from_formulas(layout, r["formulas"])) for r in chosen]
-    final_task = make_task(config.task, config.task_options)
+    final_task = make_task(config.task, config.task_options, device)
     seeds = config.retrain_seeds
     final = [statistics.fmean(final_task.final_score(g, s).score for s in seeds) for g in genomes]
     current = options.proxy_epochs
     rows = []
     for e in sorted(set(epochs) | {current}):
-        task = make_task(config.task, {**config.task_options, "proxy_epochs": e})
+        task = make_task(config.task, {**config.task_options, "proxy_epochs": e}, device)
         outcomes = [task.proxy_fitness(g, config.seed, config.eval_time_limit_s) for g in genomes]
         scores = [o.score for o in outcomes]
         rho = spearmanr(scores, final).statistic if len(set(scores)) > 1 else 0.0

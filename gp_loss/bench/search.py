@@ -20,16 +20,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gp_loss.evolution.run_files import HALL_OF_FAME_JSON, LOGBOOK
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _read_run(out: Path) -> dict:
-    with open(out / "logbook.csv", newline="") as f:
+    with open(out / LOGBOOK, newline="") as f:
         rows = list(csv.DictReader(f))
     last = rows[-1]
     wall, train, breed = float(last["wall_s"]), float(last["train_s"]), float(last["breed_s"])
     evaluations = int(last["evaluations"])
-    hof = json.loads((out / "hall_of_fame.json").read_text())["hall_of_fame"]
+    hof = json.loads((out / HALL_OF_FAME_JSON).read_text())["hall_of_fame"]
     return {"evaluations": evaluations, "wall_s": wall, "train_s": train, "breed_s": breed,
             "evaluations_per_minute": 60 * evaluations / wall if wall else 0.0,
             "hall_of_fame": [r["formulas"] for r in hof]}
@@ -61,6 +63,14 @@ def bench_search(evaluations: int, workers: int = 2, backend: str = "scoop",
             "same_hall_of_fame": all(p["serial"]["hall_of_fame"] == p[backend]["hall_of_fame"] for p in pairs)}
 
 
+def run_script(cmd: list[str], out: Path) -> dict:
+    """Run a search command (from the repository root) that writes into ``out``; its figures and hall of fame."""
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return _read_run(out)
+
+
 def _run(label: str, out: Path, workers: int, script: str, common: list[str]) -> dict:
     """One search as a user starts it (``label``: serial, scoop or multiprocessing), read from its logbook."""
     if label == "serial":
@@ -69,10 +79,7 @@ def _run(label: str, out: Path, workers: int, script: str, common: list[str]) ->
         cmd = [sys.executable, "-m", "scoop", "-n", str(workers), script, "--out", str(out)]
     else:
         cmd = [sys.executable, script, "--out", str(out), "--workers", str(workers)]
-    proc = subprocess.run(cmd + common, cwd=ROOT, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    run = _read_run(out)
+    run = run_script(cmd + common, out)
     n = 1 if label == "serial" else workers
     run["workers"] = n
     run["overhead"] = 1 - run["train_s"] / (run["wall_s"] * n) if run["wall_s"] else 0.0

@@ -34,6 +34,17 @@ def register(sub) -> None:
                    help="serial/parallel pairs, run alternately; the median speed-up is reported (default 1)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=run_search)
+    d = targets.add_parser("device", help="evaluations per minute with K workers sharing one device, "
+                                          "and the cost of --deterministic",
+                           description="Run runs/search_classification.py with 1 worker and with K workers on "
+                                       "one device (a GPU: --workers-per-gpu K; the CPU: --workers K), then "
+                                       "1 worker with --deterministic; same seed and budget.")
+    d.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    d.add_argument("--workers", type=int, default=4, help="K, workers sharing the device (default 4)")
+    d.add_argument("--evaluations", type=int, default=60, help="budget of each run (default 60)")
+    d.add_argument("--no-deterministic", action="store_true", help="skip the --deterministic run")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(run=run_device)
     x = targets.add_parser("proxy", help="how well proxy trainings of several lengths rank a run's losses",
                            description="Retrain losses a search evaluated (spread over its fitness range) "
                                        "with several proxy lengths and with the final protocol; print "
@@ -92,6 +103,25 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"speed-up {args.backend} x{args.workers} / serial: {result['speedup']:.2f}x"
           + (f" (median of {len(result['pairs'])} pairs)" if len(result["pairs"]) > 1 else "")
           + f"; same hall of fame: {result['same_hall_of_fame']}")
+    return 0
+
+
+def run_device(args: argparse.Namespace) -> int:
+    from gp_loss.bench.device import bench_device
+
+    if args.evaluations < 1:
+        raise GpLossError(f"--evaluations must be at least 1, got {args.evaluations}")
+    result = bench_device(args.evaluations, args.device, args.workers, deterministic=not args.no_deterministic)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for label, r in result["runs"].items():
+        print(f"{label:<26} {r['evaluations']} evaluations in {r['wall_s']:.1f} s = "
+              f"{r['evaluations_per_minute']:.1f}/min; training {r['train_s']:.1f} s, breeding {r['breed_s']:.1f} s")
+    print(f"device {result['device']}: {args.workers} workers / 1 worker = {result['speedup']:.2f}x evaluations "
+          f"per minute" + (f"; --deterministic costs {result['deterministic_cost']:.2f}x"
+                           if "deterministic_cost" in result else "")
+          + "; same hall of fame as 1 worker: " + ", ".join(f"{k} {v}" for k, v in result["same_hall_of_fame"].items()))
     return 0
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from gp_loss.errors import GpLossError
 from gp_loss.export import export_torch, to_latex
-from gp_loss.io import write_text_atomic
 from gp_loss.language.genome import Genome
+from gp_loss.runtime.atomic import write_text_atomic
 
 
 def register(sub) -> None:

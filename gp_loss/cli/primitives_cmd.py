@@ -5,8 +5,8 @@ import argparse
 
 from primitives import KINDS
 
+from gp_loss.kinds import kind_spec
 from gp_loss.language.genome import kind_named
-from gp_loss.language.reduction import REDUCTION_DOC
 
 _TYPE_NAMES = {"Elem": "T", "Sample": "S", "Const": "c", "Tensor": "T"}
 
@@ -28,7 +28,7 @@ def describe_kind(kind) -> str:
     lines += [f"    {n}: {d}" for n, d in kind.input_docs.items()]
     lines.append(f"  constants searched: {', '.join(map(str, kind.search_constants))}"
                  " (formulas may use any number)")
-    lines.append(f"  reduction: {REDUCTION_DOC[kind.name]}")
+    lines.append(f"  reduction: {kind_spec(kind).reduction.doc}")
     lines.append("  types: T element-wise tensor, S per-sample value (N), c constant")
     lines.append(f"  {'operator':<12}{'arity':<7}{'types':<34}definition")
     for name, op in kind.operators.items():

@@ -5,11 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
-from gp_loss.evolution.checkpoint import load_checkpoint
 from gp_loss.evolution.hall_of_fame import load_hall_of_fame
-from gp_loss.evolution.run_dir import RunDir
+from gp_loss.evolution.run_files import BASELINES, FINAL, PLOT
 from gp_loss.evolution.run_search import final_table
 from gp_loss.filters.funnel import Funnel
+from gp_loss.runtime.checkpoint import load_checkpoint
+from gp_loss.runtime.run_dir import RunDir
 
 
 def register(sub) -> None:
@@ -25,15 +26,16 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     rd = RunDir(args.run_dir)
     rows = load_hall_of_fame(rd.path)[:max(args.top, 0)]
-    baselines = rd.read_json(rd.baselines) or {}
-    final = rd.read_json(rd.final)
+    baselines = rd.read_json(BASELINES) or {}
+    final = rd.read_json(FINAL)
+    plot = rd.file(PLOT)
     state, warnings = load_checkpoint(rd.path)
     funnel = Funnel.from_dict(state["funnel"]) if state else None
     if args.json:
         print(json.dumps({"hall_of_fame": rows, "baselines": baselines, "final": final,
                           "funnel": funnel.to_dict() if funnel else None,
                           "evaluations": state["evaluations"] if state else 0,
-                          "plot": str(rd.plot)}, indent=2))
+                          "plot": str(plot)}, indent=2))
         return 0
     print(f"run {rd.path}: {state['evaluations'] if state else 0} evaluations, "
           f"{state['generation'] if state else 0} generations, {state['reused'] if state else 0} reused")
@@ -48,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + final_table(final))
     if funnel:
         print("\nfilter funnel (all candidates bred):\n" + funnel.table())
-    if rd.plot.exists():
-        print(f"\nplot: {rd.plot}")
+    if plot.exists():
+        print(f"\nplot: {plot}")
     for w in warnings:
         print(f"warning: {w}")
     return 0

@@ -3,18 +3,22 @@
 Each loop runs until the budget is spent, one generation at a time: choose
 parents, make children (each bred through the filters, then trained unless an
 equivalent loss's score is known), update the population, and end the generation
-(logbook, hall of fame, run files, checkpoint). A loop resumed from a
+(logbook, then the recorder's run files and checkpoint). A loop resumed from a
 checkpoint continues at the generation it stopped in.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from deap import tools
 
+from gp_loss.evolution.schemes import AUTOLOSS_ZERO, CSE_AUTOLOSS
 from gp_loss.evolution.search import Search
+from gp_loss.evolution.variation import AGING, GIVEN, INIT, PAIR
 
 
 def aging_evolution(search: Search) -> None:
-    """AutoLoss-Zero (seed 002, section 3.2).
+    """AutoLoss-Zero (Li et al., CVPR 2022, section 3.2).
 
     K random genomes of depth D start the population. Each generation picks
     every parent by a tournament over T% of the population, makes a child by
@@ -24,20 +28,20 @@ def aging_evolution(search: Search) -> None:
     cfg = search.config
     if search.generation == 0:
         count = min(cfg.population, cfg.max_evaluations)
-        children = search.make_children([("init", [])] * count)
+        children = search.make_children([(INIT, [])] * count)
         search.population.extend(children)
         search.end_generation()
 
     while search.budget_left():
         parents = [search.toolbox.select(search.population, 1)[0] for _ in range(search.slots())]
-        children = search.make_children([("zero", [parent]) for parent in parents])
+        children = search.make_children([(AGING, [parent]) for parent in parents])
         search.population.extend(children)
         del search.population[:-cfg.max_population]  # aging: the oldest leave
         search.end_generation()
 
 
 def cse_evolution(search: Search) -> None:
-    """CSE-Autoloss (seed 000): evolve from the start formulas.
+    """CSE-Autoloss (Liu et al., ICLR 2021): evolve from the start formulas.
 
     The population starts as the start genome and K-1 mutants of it. Each
     generation picks two parents per child by tournament; the child is a
@@ -48,15 +52,15 @@ def cse_evolution(search: Search) -> None:
     cfg = search.config
     if search.generation == 0:
         start = search.start_individual()
-        children = search.make_children([("given", [start])] + [("cse", [start, start])] * (cfg.population - 1))
+        children = search.make_children([(GIVEN, [start])] + [(PAIR, [start, start])] * (cfg.population - 1))
         search.population.extend(children)
         search.end_generation()
 
     while search.budget_left():
         pairs = [search.toolbox.select(search.population, 2) for _ in range(search.slots())]
-        children = search.make_children([("cse", pair) for pair in pairs])
+        children = search.make_children([(PAIR, pair) for pair in pairs])
         search.population[:] = tools.selBest(search.population + children, cfg.population)
         search.end_generation()
 
 
-SCHEMES = {"zero": aging_evolution, "cse": cse_evolution}
+SCHEMES: dict[str, Callable[[Search], None]] = {AUTOLOSS_ZERO: aging_evolution, CSE_AUTOLOSS: cse_evolution}

@@ -6,12 +6,12 @@ run must have the same configuration (a budget may be raised), and
 
 Schemes:
 
-* ``zero``: AutoLoss-Zero (seed 002): ``population`` (K=20) random genomes of
+* ``zero``: AutoLoss-Zero (Li et al., CVPR 2022): ``population`` (K=20) random genomes of
   depth ``init_depth`` (D=3); tournament over ``tournament_fraction`` (T=5%) of
   an aging population of the most recent ``max_population`` (P=2500);
   offspring by copy (10%), re-initialisation (50% of the rest) or
   ``n_mutations`` (2) typed mutations.
-* ``cse``: CSE-Autoloss (seed 000): start from ``start`` formulas (e.g. CE),
+* ``cse``: CSE-Autoloss (Liu et al., ICLR 2021): start from ``start`` formulas (e.g. CE),
   search ``search`` branches with the others fixed; one-point crossover
   (``p_crossover``) and typed mutation, staticLimit-style bound on tree height,
   and the best ``population`` of parents and offspring survive.
@@ -25,10 +25,10 @@ from primitives import KINDS
 
 from gp_loss.errors import GpLossError
 from gp_loss.evolution.mutation import OffspringConfig
+from gp_loss.evolution.schemes import SCHEME_NAMES
 from gp_loss.field_types import check_field_types
 from gp_loss.language.genome import Genome, check_branch_name
 
-SCHEMES = ("zero", "cse")
 # Fields a resumed run may change: they decide when to stop, not what is computed.
 BUDGET_FIELDS = ("max_evaluations", "max_seconds")
 
@@ -46,7 +46,7 @@ class SearchConfig:
     branches: dict = field(default_factory=lambda: {"cls": "cls"})
     start: dict = field(default_factory=lambda: {"cls": "neg(dot(y, log(softmax(x))))"})
     search: list = field(default_factory=list)
-    # AutoLoss-Zero constants (seed 002, REFERENCE.md §2)
+    # AutoLoss-Zero constants (Li et al., CVPR 2022, Sections 3.2 and 4)
     population: int = 20                 # K
     max_population: int = 2500           # P
     tournament_fraction: float = 0.05    # T
@@ -61,8 +61,8 @@ class SearchConfig:
     max_height: int = OffspringConfig.max_height
     max_size: int = OffspringConfig.max_size
     # Children per generation: all are bred and trained in one parallel map, and each
-    # generation ends with a barrier where a worker may wait for another's last training;
-    # 20 rather than 10 cut that idle time from 9.6% to 6.1% of 2 workers' time.
+    # generation ends with a barrier where a worker may wait for another's last training,
+    # so a generation should hold several children per worker (README, "Searching").
     offspring_per_generation: int = 20
     # Budget: proxy trainings, and optionally wall time (not reproducible)
     max_evaluations: int = 200
@@ -74,6 +74,8 @@ class SearchConfig:
     # Proxy training
     eval_time_limit_s: float = 120.0
     torch_threads: int = 1               # per evaluation; fixed so results do not depend on workers
+    device: str = "auto"                 # auto (CUDA when present), cpu, cuda, cuda:N
+    deterministic: bool = False          # torch.use_deterministic_algorithms in every worker
     # Results
     hall_of_fame_size: int = 10
     final_top: int = 3                   # best losses retrained at the end
@@ -83,11 +85,12 @@ class SearchConfig:
     # -- checking -------------------------------------------------------------
     def check(self) -> "SearchConfig":
         """Raise :class:`GpLossError` naming the first bad value; return ``self``."""
-        from gp_loss.tasks import make_task
+        from gp_loss.runtime.device import check_device
+        from gp_loss.tasks import task_info
 
         check_field_types(self)
-        if self.scheme not in SCHEMES:
-            raise GpLossError(f"scheme must be one of {', '.join(SCHEMES)}, got {self.scheme!r}")
+        if self.scheme not in SCHEME_NAMES:
+            raise GpLossError(f"scheme must be one of {', '.join(SCHEME_NAMES)}, got {self.scheme!r}")
         for name in ("population", "max_population", "init_depth", "offspring_per_generation",
                      "max_evaluations", "max_height", "max_size", "max_breed_tries", "torch_threads",
                      "hall_of_fame_size", "final_seeds"):
@@ -129,7 +132,10 @@ class SearchConfig:
         if extra:
             raise GpLossError(f"start formula for unknown branch(es) {', '.join(extra)}")
         self.start_genome()  # parse errors name the branch and position
-        task = make_task(self.task, self.task_options)
+        check_device(self.device)
+        # The registry's metadata and the options' own checks: no data is loaded here.
+        task = task_info(self.task)
+        task.make_options(self.task_options)
         for name, kind in self.branches.items():
             if kind not in task.kinds:
                 raise GpLossError(f"branch {name!r} has kind {kind}, which the {self.task} task cannot train; "
@@ -147,8 +153,8 @@ class SearchConfig:
 
     @property
     def retrain_seeds(self) -> list[int]:
-        """The ``final_seeds`` seeds of the final retraining, apart from the search's own."""
-        return [self.seed + 1000 + i for i in range(self.final_seeds)]
+        """The ``final_seeds`` seeds of the final retraining (:func:`retrain_seeds`)."""
+        return retrain_seeds(self.seed, self.final_seeds)
 
     def start_genome(self) -> Genome | None:
         """The start formulas as a genome (only the branches that have one)."""
@@ -171,6 +177,21 @@ class SearchConfig:
         if unknown:
             raise GpLossError(f"unknown configuration key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+# Fields added after runs were already being made, with the value that reproduces what those
+# runs did: a config.json without them is read with these, so such runs resume unchanged.
+ADDED_FIELDS = {"device": "cpu", "deterministic": False}
+
+
+def with_added_fields(stored: dict) -> dict:
+    """A stored configuration with the :data:`ADDED_FIELDS` it predates filled in."""
+    return {**ADDED_FIELDS, **stored} if isinstance(stored, dict) else stored
+
+
+def retrain_seeds(seed: int, count: int) -> list[int]:
+    """The seeds of the final protocol for a search seeded ``seed``: apart from the search's own."""
+    return [seed + 1000 + i for i in range(count)]
 
 
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = BUDGET_FIELDS) -> list[str]:

@@ -1,4 +1,4 @@
-"""AutoLoss-Zero's typed mutations (seed 002, section 3.2 and Fig. 3) and offspring rule.
+"""AutoLoss-Zero's typed mutations (Li et al., CVPR 2022, section 3.2 and Fig. 3) and offspring rule.
 
 - insertion: a random operator is put between a node and its parent; its other
   operands are random inputs (or constants);

@@ -1,7 +1,10 @@
 """The fitness-over-time plot of a run (PNG, matplotlib's Agg backend: no display needed)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
+
+from gp_loss.runtime.atomic import write_bytes_atomic
 
 
 def plot_fitness(evaluations: list[dict], baselines: dict[str, float], path: Path, metric: str) -> None:
@@ -28,7 +31,7 @@ def plot_fitness(evaluations: list[dict], baselines: dict[str, float], path: Pat
     ax.set_ylim(bottom=max(0.0, min(best + list(baselines.values()) + [top]) - 0.2), top=top + 0.02)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    tmp.replace(path)
+    write_bytes_atomic(path, png.getvalue())

@@ -7,73 +7,75 @@ import sys
 from gp_loss.errors import GpLossError
 from gp_loss.evolution import jobs
 from gp_loss.evolution.algorithms import SCHEMES
-from gp_loss.evolution.checkpoint import load_checkpoint
-from gp_loss.evolution.config import SearchConfig, config_diff
+from gp_loss.evolution.config import SearchConfig, config_diff, with_added_fields
 from gp_loss.evolution.individual import formulas_of
-from gp_loss.evolution.parallel import Mapper
-from gp_loss.evolution.run_dir import RunDir
+from gp_loss.evolution.jobs import TrainJob
+from gp_loss.evolution.recorder import Recorder
+from gp_loss.evolution.run_files import CONFIG
 from gp_loss.evolution.search import Search
+from gp_loss.runtime.checkpoint import load_checkpoint
+from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.run_dir import RunDir
 
 
 def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | None, list[str]]:
     """Check the run directory against ``resume``; return the checkpoint state (or None) and warnings."""
     run.prepare()
     if not resume:
-        if run.has_run():
+        if run.exists(CONFIG):
             raise GpLossError(f"{run.path} already holds a run: continue it with --resume {run.path}, "
                               f"or choose another --out")
-        run.write_json(run.config, config.to_dict())
+        run.write_json(CONFIG, config.to_dict())
         return None, []
-    if not run.has_run():
+    if not run.exists(CONFIG):
         raise GpLossError(f"nothing to resume in {run.path}: it has no config.json")
-    stored = run.read_json(run.config)
+    stored = with_added_fields(run.read_json(CONFIG))
     diff = config_diff(stored, config.to_dict())
     if diff:
         raise GpLossError(f"cannot resume {run.path} with a different configuration:\n  " + "\n  ".join(diff)
                           + "\n(only max_evaluations and max_seconds may change on resume)")
-    run.write_json(run.config, config.to_dict())
+    run.write_json(CONFIG, config.to_dict())
     return load_checkpoint(run.path)
 
 
-def restore(search: Search, state: dict | None) -> None:
+def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
     """Load the checkpoint and line up evaluations.jsonl with it.
 
     Lines past the checkpoint are evaluations of the generation that was
     interrupted: they are kept aside and reused when that generation is bred
     again (same seeds, same children), so finished training is not redone.
     """
-    records = search.run.read_evaluations()
+    records = recorder.read_evaluations()
     if state is None:
-        search.run.rewrite_evaluations([])
+        recorder.rewrite_evaluations([])
         search.recovered = {r["slot"]: r for r in records if r.get("generation") == 0}
         return
     search.load_state(state)
+    recorder.resumed(search)
     kept, extra = records[:search.evaluation_lines], records[search.evaluation_lines:]
-    search.run.rewrite_evaluations(kept)
+    recorder.rewrite_evaluations(kept)
     search.recovered = {r["slot"]: r for r in extra if r.get("generation") == search.generation}
 
 
 def final_evaluation(search: Search) -> dict:
     """Retrain the best ``final_top`` losses and the baselines with ``final_seeds`` seeds; test metric."""
     cfg = search.config
-    task = search.task
+    info = search.task_info
     entries = [(f"top{rank}", formulas_of(search.layout, ind), ind.fitness.values[0])
                for rank, ind in enumerate(list(search.hall_of_fame)[:cfg.final_top], 1)]
-    entries += [(name, task.baselines[name], search.baseline_fitness.get(name))
-                for name in cfg.baselines if search.layout == task.branches]
+    entries += [(name, info.baselines[name], search.baseline_fitness.get(name))
+                for name in cfg.baselines if search.layout == info.branches]
     seeds = cfg.retrain_seeds
-    job_list = [{"config": search.config_dict, "formulas": formulas, "seed": seed, "final": True}
+    job_list = [TrainJob(config=search.config_dict, formulas=formulas, seed=seed, final=True)
                 for _, formulas, _ in entries for seed in seeds]
     outcomes = list(search.toolbox.map(jobs.evaluate, job_list))
     rows = []
     for i, (name, formulas, proxy) in enumerate(entries):
-        scores = [o["score"] for o in outcomes[i * len(seeds):(i + 1) * len(seeds)]]
+        scores = [o.score for o in outcomes[i * len(seeds):(i + 1) * len(seeds)]]
         rows.append({"name": name, "baseline": not name.startswith("top"), "formulas": formulas,
                      "proxy_fitness": proxy, "seeds": seeds, "scores": scores,
                      "mean": statistics.fmean(scores), "std": statistics.pstdev(scores)})
-    result = {"metric": f"test {task.metric}", "evaluations": search.evaluations, "rows": rows}
-    search.run.write_json(search.run.final, result)
-    return result
+    return {"metric": f"test {info.metric}", "evaluations": search.evaluations, "rows": rows}
 
 
 def final_table(result: dict) -> str:
@@ -94,19 +96,23 @@ def run_search(config: SearchConfig, out: str, resume: bool = False, workers: in
     for w in warnings:
         print(f"gp-loss: warning: {w}", file=sys.stderr)
     with Mapper(map_kind, workers) as mapper:
-        search = Search(config, run, mapper, progress=progress)
-        restore(search, state)
+        recorder = Recorder(run, config, progress=progress)
+        search = Search(config, mapper, recorder)
+        restore(search, recorder, state)
         print(f"search {config.task} ({config.scheme} scheme, seed {config.seed}) -> {run.path} "
               f"[{mapper.kind} map, {mapper.workers} worker(s)]"
               + (f", resumed at generation {search.generation}" if state else ""))
         search.prepare_workers()
         search.evaluate_baselines()
+        recorder.baselines(search.baseline_fitness)
         search.start_clock()
+        recorder.start_clock()
         SCHEMES[config.scheme](search)
-        search.bar.close()
-        search.write_results()
-        result = run.read_json(run.final)
+        recorder.close()
+        recorder.write_results(search)
+        result = recorder.read_final()
         if result is None or result.get("evaluations") != search.evaluations:
             result = final_evaluation(search)  # a resumed run that searched further retrains
+            recorder.final(result)
         mapper.close()
     return result

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from gp_loss.errors import GpLossError
-from gp_loss.evolution.config import SearchConfig
-from gp_loss.evolution.parallel import MAPS
+from gp_loss.evolution.config import SearchConfig, with_added_fields
+from gp_loss.runtime.parallel import MAPS
 
 # flag -> (config field, type, help)
 FLAGS = {
@@ -29,6 +29,8 @@ FLAGS = {
     "--offspring": ("offspring_per_generation", int, "children per generation"),
     "--final-seeds": ("final_seeds", int, "seeds of the final retraining"),
     "--final-top": ("final_top", int, "best losses retrained at the end"),
+    "--device": ("device", str, "where proxy training runs: auto (default: CUDA when present), cpu, cuda "
+                                "(every GPU; worker i on GPU i mod n) or cuda:N"),
 }
 
 
@@ -40,6 +42,11 @@ def build_parser(description: str, task_flags: dict[str, tuple[str, type, str]])
     p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON with SearchConfig fields")
     p.add_argument("--workers", type=int, help="processes for --map multiprocessing (default 1)")
+    p.add_argument("--workers-per-gpu", type=int, metavar="K",
+                   help="K worker processes per GPU of --device, each training its own proxies "
+                        "(sets --workers to K times the number of GPUs)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic torch kernels (torch.use_deterministic_algorithms; slower on CUDA)")
     p.add_argument("--map", choices=MAPS, help="auto (default): scoop under `python -m scoop`, "
                                                "multiprocessing if --workers > 1, else serial")
     p.add_argument("--start", action="append", metavar="BRANCH=FORMULA",
@@ -102,16 +109,37 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
         overrides["search"] = list(given["search"])
     if given.get("simulate"):
         overrides["simulate"] = True
+    if given.get("deterministic"):
+        overrides["deterministic"] = True
     if resume:
         stored_path = Path(out) / "config.json"
         if not stored_path.exists():
             raise GpLossError(f"nothing to resume in {out}: it has no config.json")
-        base = json.loads(stored_path.read_text(encoding="utf-8"))
+        base = with_added_fields(json.loads(stored_path.read_text(encoding="utf-8")))
     else:
         base = defaults.to_dict()
     base["task_options"] = {**base.get("task_options", {}), **task_options}
     base.update(overrides)
     return SearchConfig.from_dict(base), out, resume
+
+
+def worker_count(config: SearchConfig, workers: int | None, per_gpu: int | None) -> int:
+    """Worker processes from ``--workers`` or ``--workers-per-gpu`` (checked; default 1)."""
+    from gp_loss.runtime.device import check_device, gpu_count
+
+    if per_gpu is None:
+        return 1 if workers is None else workers
+    if per_gpu < 1:
+        raise GpLossError(f"--workers-per-gpu must be at least 1, got {per_gpu}")
+    check_device(config.device)
+    gpus = gpu_count(config.device)
+    if gpus == 0:
+        raise GpLossError(f"--workers-per-gpu needs a GPU, but --device {config.device} trains on the CPU "
+                          f"here; use --workers N instead")
+    if workers is not None and workers != per_gpu * gpus:
+        raise GpLossError(f"--workers {workers} disagrees with --workers-per-gpu {per_gpu} on {gpus} GPU(s) "
+                          f"({per_gpu * gpus} workers); give one of them")
+    return per_gpu * gpus
 
 
 def main(description: str, defaults: SearchConfig, default_out: str,
@@ -122,7 +150,8 @@ def main(description: str, defaults: SearchConfig, default_out: str,
     args = build_parser(description, task_flags).parse_args(argv)
     try:
         config, out, resume = config_from_args(args, task_flags, defaults, default_out)
-        result = run_search(config, out, resume=resume, workers=getattr(args, "workers", 1),
+        workers = worker_count(config, getattr(args, "workers", None), getattr(args, "workers_per_gpu", None))
+        result = run_search(config, out, resume=resume, workers=workers,
                             map_kind=getattr(args, "map", "auto"),
                             progress=False if getattr(args, "no_progress", False) else None)
     except GpLossError as err:

@@ -13,8 +13,8 @@ import gp_loss
 from primitives import Kind
 
 from gp_loss.export.render import render
+from gp_loss.kinds import kind_spec
 from gp_loss.language.genome import Genome
-from gp_loss.language.reduction import REDUCTION_DOC, REDUCTION_SOURCE
 
 MAX_NESTING = 40  # CPython refuses more than 200 nested parentheses
 
@@ -41,6 +41,7 @@ def export_torch(genome: Genome, header: str = "") -> str:
     for b in genome:
         body, used = branch_body(b.kind, b.tree)
         helpers.update(used)
+        reduction = kind_spec(b.kind).reduction
         args = ", ".join(b.kind.inputs)
         inputs_doc = "\n".join(f"        {n}: {d}" for n, d in b.kind.input_docs.items())
         lines = [
@@ -52,10 +53,10 @@ def export_torch(genome: Genome, header: str = "") -> str:
             "    Args:",
             inputs_doc,
             "",
-            f"    Returns the scalar loss: {REDUCTION_DOC[b.kind.name]}.",
+            f"    Returns the scalar loss: {reduction.doc}.",
             '    """',
             *("    " + line for line in body),
-            f"    return {REDUCTION_SOURCE[b.kind.name]}",
+            f"    return {reduction.source}",
         ]
         functions.append("\n".join(lines))
         classes.append("\n".join([

@@ -1,4 +1,4 @@
-"""Gradient-equivalence check (AutoLoss-Zero, seed 002, section 3.2).
+"""Gradient-equivalence check (AutoLoss-Zero, Li et al., CVPR 2022, section 3.2).
 
 Two losses are taken as equivalent when the L2 norms of their gradients with
 respect to the predictions agree to two significant digits on all B samples
@@ -22,8 +22,10 @@ from deap import gp
 from primitives import Kind, get_kind
 
 from gp_loss.filters.base import Candidate, StageResult
-from gp_loss.filters.rejection_tasks import RejectionSamples, RejectionTask, default_task
+from gp_loss.filters.probe_gradient import loss_and_grad
+from gp_loss.kinds import kind_spec
 from gp_loss.language.parse import parse_formula
+from gp_loss.probes.rejection import RejectionProbe, RejectionSamples
 
 SIGNIFICANT_DIGITS = 2
 
@@ -59,7 +61,7 @@ def gradient_signature(candidate: Candidate, samples: RejectionSamples) -> Signa
     respect to its own prediction), rounded to two significant digits.
     Raises if the loss cannot be evaluated (callers decide what that means).
     """
-    _, grad = samples.loss_and_grad(candidate.loss, samples.prediction)
+    _, grad = loss_and_grad(samples, candidate.loss, samples.prediction)
     return signature_of_gradient(grad)
 
 
@@ -114,16 +116,17 @@ class EquivalenceStage:
     A candidate whose signature cannot be computed passes as a miss.
 
     Args:
-        seed: seed of the task samples; must match the rejection stage's for
+        seed: seed of the probe samples; must match the rejection stage's for
             its signatures to be reused.
-        tasks: task per kind name (default :func:`default_task`).
+        probes: probe per kind name; kinds not given use their spec's
+            (:attr:`~gp_loss.kinds.KindSpec.rejection_probe`).
     """
 
     name = "equivalence"
 
-    def __init__(self, seed: int = 0, tasks: dict[str, RejectionTask] | None = None):
+    def __init__(self, seed: int = 0, probes: dict[str, RejectionProbe] | None = None):
         self.seed = seed
-        self.tasks = dict(tasks or {})
+        self.probes = dict(probes or {})
         self._samples: dict[str, RejectionSamples] = {}
         self.caches: dict[str, EquivalenceCache] = {}
 
@@ -133,8 +136,8 @@ class EquivalenceStage:
 
     def samples(self, kind_name: str) -> RejectionSamples:
         if kind_name not in self._samples:
-            task = self.tasks.get(kind_name) or default_task(kind_name)
-            self._samples[kind_name] = task.make_samples(self.seed)
+            probe = self.probes.get(kind_name) or kind_spec(kind_name).rejection_probe()
+            self._samples[kind_name] = probe.make_samples(self.seed)
         return self._samples[kind_name]
 
     def signature(self, candidate: Candidate) -> Signature:
@@ -172,7 +175,7 @@ def equivalent(kind: Kind | str, tree_a: gp.PrimitiveTree | str, tree_b: gp.Prim
     Trees may be given as formula text. For ``gp-loss equiv``.
     """
     k = get_kind(kind) if isinstance(kind, str) else kind
-    samples = default_task(k.name).make_samples(seed)
+    samples = kind_spec(k).rejection_probe().make_samples(seed)
     sigs = []
     for tree in (tree_a, tree_b):
         if isinstance(tree, str):

@@ -1,6 +1,6 @@
 """The staged filter pipeline: cheapest stage first, stop at the first rejection.
 
-Default order (seed 000 and 002):
+Default order (CSE-Autoloss, Liu et al., ICLR 2021; AutoLoss-Zero, Li et al., CVPR 2022):
 
 1. ``convergence``: CSE-Autoloss convergence-property verification;
 2. ``validity``: finite loss and gradient, depends on prediction and target;
@@ -10,15 +10,13 @@ Default order (seed 000 and 002):
 
 A candidate passes only if every stage passes it, so the order decides the
 cost, not the verdict. Stage A goes before stage B when A's cost per candidate
-divided by the fraction of candidates it rejects is the smaller. On random
-depth-3 trees (2-core CPU): convergence costs 0.06 ms (``bcls``) to 0.2 ms
-(``reg``) a candidate on average (the ``cls``/``bcls`` trees without the
-prediction leaf, about half, need no tensor work) and rejects 99.3% (``reg``)
-to 99.9% (``cls``, ``bcls``) of them; validity costs 0.2-0.3 ms and rejects
-70-83% of them, or about 1 ms on the trees that pass convergence, of which
-it rejects almost none; rejection costs 7-20 ms. Each stage of each
-candidate runs under a time limit; an exception, NaN, Inf or overrun is a
-rejection with its reason.
+divided by the fraction of candidates it rejects is the smaller: on random
+trees the convergence check is the cheapest and rejects nearly all of them,
+and the rejection protocol, which optimises B predictions for several steps,
+is the dearest (``gp-loss bench filters`` measures both). What each stage
+does per kind comes from the kind's :class:`~gp_loss.kinds.KindSpec`. Each
+stage of each candidate runs under a time limit; an exception, NaN, Inf or
+overrun is a rejection with its reason.
 """
 from __future__ import annotations
 
@@ -32,7 +30,7 @@ from primitives import Kind
 
 from gp_loss.filters.base import Candidate, Stage, StageResult
 from gp_loss.filters.funnel import Funnel
-from gp_loss.threads import torch_threads
+from gp_loss.runtime.threads import torch_threads
 from gp_loss.timeout import TimeLimitExceeded, time_limit
 
 
@@ -76,8 +74,9 @@ def default_stages(simulate: bool = False, seed: int = 0) -> list[Stage]:
     from gp_loss.filters.rejection import RejectionStage
     from gp_loss.filters.validity import ValidityStage
 
+    # The equivalence stage reuses the rejection stage's signatures only when their seeds agree.
     stages: list[Stage] = [ConvergenceStage(), ValidityStage(seed=seed), RejectionStage(seed=seed),
-                           EquivalenceStage()]
+                           EquivalenceStage(seed=seed)]
     if simulate:
         from gp_loss.filters.simulation import SimulationStage
         stages.append(SimulationStage(seed=seed))
@@ -90,17 +89,16 @@ class FilterPipeline:
     def __init__(self, stages: list[Stage], time_limit_s: float | None = 10.0, num_threads: int | None = 1,
                  memo_size: int = 0):
         # Tiny tensors: torch's intra-op threads cost more than they save, and on a
-        # busy machine a waiting thread makes a 5 ms stage take 50-100 ms.
+        # busy machine a thread waiting for a descheduled one makes a stage many times slower.
         self.num_threads = num_threads
         self.stages = list(stages)
         self.time_limit_s = time_limit_s
         self.funnel = Funnel([s.name for s in self.stages])
-        # Verdicts by tree (its node names): random trees repeat (about a third of random depth-3 `cls`
-        # trees are repeats), and the stages are deterministic, so a repeat replays its
-        # verdict instead of running again. Overruns are not remembered. A verdict is kept
-        # as tuples of strings and numbers (see ``_frozen``), which the garbage collector
-        # stops tracking: as StageResult objects, hundreds of thousands of them would make
-        # every full collection walk them.
+        # Verdicts by tree (its node names): random trees repeat often, and the stages are
+        # deterministic, so a repeat replays its verdict instead of running again. Overruns
+        # are not remembered. A verdict is kept as tuples of strings and numbers (see
+        # ``_frozen``), which the garbage collector stops tracking: as StageResult objects,
+        # hundreds of thousands of them would make every full collection walk them.
         self.memo_size = memo_size
         self._memo: dict[tuple[str, tuple[str, ...]], tuple[tuple, ...]] = {}
 

@@ -1,9 +1,9 @@
-"""Loss-rejection protocol (AutoLoss-Zero, seed 002, section 3.2, Eq. 3).
+"""Loss-rejection protocol (AutoLoss-Zero, Li et al., CVPR 2022, section 3.2, Eq. 3).
 
-For the candidate's kind, take the B samples of its task (predictions of a
-randomly initialised network and their targets), minimise the candidate loss
-over the predictions themselves (not the network) for a few Adam steps, and
-score
+For the candidate's kind, take the B samples of its probe (predictions of a
+randomly initialised network and their targets, :mod:`gp_loss.probes.rejection`),
+minimise the candidate loss over the predictions themselves (not the network)
+for a few Adam steps, and score
 
     g = (1/B) * sum_b [ metric(optimised prediction_b) - metric(prediction_b) ].
 
@@ -24,25 +24,28 @@ import torch
 
 from gp_loss.filters.base import Candidate, StageResult
 from gp_loss.filters.equivalence import signature_of_gradient
-from gp_loss.filters.rejection_tasks import RejectionSamples, RejectionTask, default_task
+from gp_loss.filters.probe_gradient import loss_and_grad
+from gp_loss.kinds import kind_spec
+from gp_loss.probes.rejection import RejectionProbe, RejectionSamples
 
 DEFAULT_ETA = 0.1
 DEFAULT_STEPS = 20
 
 
 class RejectionStage:
-    """Reject candidates whose minimisation does not raise the task metric.
+    """Reject candidates whose minimisation does not raise the probe's metric.
 
     Args:
-        seed: seed of the task samples (network initialisation, data picks).
+        seed: seed of the probe samples (network initialisation, data picks).
         steps: Adam steps on the predictions.
         eta: threshold on the mean metric gain g; reject if ``g < eta``. The
             default 0.1 rejects losses that leave the metric unchanged (e.g.
             a target-independent shift of all logits, whose gain is 0) or
-            move it by chance (random trees cluster within ±0.05), while
-            every paper loss gains far more (0.45 to 0.9 with the default
-            tasks; see tests/filters/test_rejection.py).
-        tasks: task per kind name; kinds not given use :func:`default_task`.
+            move it by chance (random trees gain a few hundredths either way),
+            while every paper loss gains far more (tests/filters/test_rejection.py
+            asserts it).
+        probes: probe per kind name; kinds not given use their spec's
+            (:attr:`~gp_loss.kinds.KindSpec.rejection_probe`).
         betas, eps: Adam's constants. Adam's step is about ``lr`` whatever the
             scale of the loss, so ``3 * L`` and ``L`` are judged alike.
     """
@@ -50,19 +53,19 @@ class RejectionStage:
     name = "rejection"
 
     def __init__(self, seed: int = 0, steps: int = DEFAULT_STEPS, eta: float = DEFAULT_ETA,
-                 tasks: dict[str, RejectionTask] | None = None,
+                 probes: dict[str, RejectionProbe] | None = None,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
         self.seed, self.steps, self.eta = seed, steps, eta
-        self.tasks = dict(tasks or {})
+        self.probes = dict(probes or {})
         self.betas, self.eps = betas, eps
         self._samples: dict[str, RejectionSamples] = {}
         self._initial_metric: dict[str, torch.Tensor] = {}
 
     def samples(self, kind_name: str) -> RejectionSamples:
-        """The task samples of a kind, built once per stage."""
+        """The probe samples of a kind, built once per stage."""
         if kind_name not in self._samples:
-            task = self.tasks.get(kind_name) or default_task(kind_name)
-            samples = task.make_samples(self.seed)
+            probe = self.probes.get(kind_name) or kind_spec(kind_name).rejection_probe()
+            samples = probe.make_samples(self.seed)
             self._samples[kind_name] = samples
             self._initial_metric[kind_name] = samples.metric(samples.prediction)
         return self._samples[kind_name]
@@ -89,7 +92,7 @@ class RejectionStage:
         # Outside autograd, but for the loss and its gradient (loss_and_grad enables it).
         with torch.no_grad():
             for t in range(1, self.steps + 1):
-                total, grad = samples.loss_and_grad(candidate.loss, pred)
+                total, grad = loss_and_grad(samples, candidate.loss, pred)
                 value = total.item()
                 if not math.isfinite(value):
                     return result(False, f"loss is {value} at step {t} of the optimisation", step=t)

@@ -9,11 +9,12 @@ from deap import gp
 from primitives import Kind
 
 from gp_loss.filters.base import Candidate, StageResult
-from gp_loss.sample_inputs import SampleBatch, sample_batch
+from gp_loss.kinds import kind_spec
+from gp_loss.probes.samples import SampleBatch
 
 
 class ValidityStage:
-    """Evaluate the candidate once on a sample batch of its kind.
+    """Evaluate the candidate once on its kind's sample batch (:meth:`~gp_loss.kinds.KindSpec.sample_batch`).
 
     Rejects a loss whose value is not a finite scalar, whose gradient with
     respect to the prediction is not finite or is zero everywhere (it ignores
@@ -29,7 +30,7 @@ class ValidityStage:
 
     def batch(self, kind_name: str) -> SampleBatch:
         if kind_name not in self._batches:
-            self._batches[kind_name] = sample_batch(kind_name, seed=self.seed, device=self.device)
+            self._batches[kind_name] = kind_spec(kind_name).sample_batch(seed=self.seed, device=self.device)
         return self._batches[kind_name]
 
     def __call__(self, candidate: Candidate) -> StageResult:
@@ -39,8 +40,8 @@ class ValidityStage:
             return StageResult(self.name, passed, reason, numbers, time.perf_counter() - start)
 
         # Structural shortcut (same verdict, no tensor work): a tree without the
-        # prediction leaf cannot depend on it. About 40% of random trees (in the
-        # default order the convergence stage has already rejected most of them).
+        # prediction leaf cannot depend on it (in the default order the convergence
+        # stage has already rejected most such trees).
         if not candidate.reads_prediction:
             return result(False, "loss does not depend on the prediction")
         batch = self.batch(candidate.kind.name)

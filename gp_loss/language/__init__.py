@@ -2,6 +2,5 @@
 from gp_loss.language.compile import compile_loss, compile_tree
 from gp_loss.language.genome import Branch, Genome
 from gp_loss.language.parse import parse_formula
-from gp_loss.language.reduction import reduce_output
 
-__all__ = ["Branch", "Genome", "compile_loss", "compile_tree", "parse_formula", "reduce_output"]
+__all__ = ["Branch", "Genome", "compile_loss", "compile_tree", "parse_formula"]

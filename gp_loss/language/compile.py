@@ -15,7 +15,7 @@ from deap import gp
 
 from primitives import Kind
 
-from gp_loss.language.reduction import reduce_output
+from gp_loss.kinds import kind_spec
 
 _INPUT, _CONST, _CALL = 0, 1, 2
 
@@ -91,30 +91,40 @@ def compile_tree(kind: Kind, tree: gp.PrimitiveTree) -> CompiledTree:
     return CompiledTree(kind, tree)
 
 
-class ReducedLoss:
-    """``loss(*inputs) -> scalar``: the output of ``raw`` reduced as kind ``kind_name`` reduces it.
+Normaliser = Callable[[torch.Tensor], torch.Tensor]  # raw output -> scalar loss
 
-    ``kind_name`` and ``raw`` stay readable, so the rejection protocol can take
-    the gradient of the raw output directly (the reductions are linear:
-    :func:`~gp_loss.language.reduction.reduction_scale`).
+
+class ReducedLoss:
+    """``loss(*inputs) -> scalar``: the output of ``raw`` reduced by ``normaliser``.
+
+    ``normaliser`` is the kind's reduction unless a task gave its own
+    (:mod:`gp_loss.reduction` states the rule). ``kind_name``, ``raw`` and
+    ``normaliser`` stay readable, so the rejection protocol can take the gradient
+    of the raw output directly when the normaliser is a
+    :class:`~gp_loss.reduction.Reduction` (a known constant times the sum).
     """
 
-    def __init__(self, kind_name: str, raw: CompiledTree):
+    def __init__(self, kind_name: str, raw: CompiledTree, normaliser: Normaliser | None = None):
         self.kind_name, self.raw = kind_name, raw
+        self.normaliser = kind_spec(kind_name).reduction if normaliser is None else normaliser
         self.__doc__ = f"{kind_name} loss: {raw.text}"
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return reduce_output(self.kind_name, self.raw(*inputs))
+        return self.normaliser(self.raw(*inputs))
 
 
-def reduced_loss(kind_name: str, raw: CompiledTree) -> ReducedLoss:
-    """``loss(*inputs) -> scalar``: the output of ``raw`` reduced as kind ``kind_name`` reduces it."""
-    return ReducedLoss(kind_name, raw)
+def reduced_loss(kind_name: str, raw: CompiledTree, normaliser: Normaliser | None = None) -> ReducedLoss:
+    """``loss(*inputs) -> scalar``: the output of ``raw`` reduced by ``normaliser`` (default: the kind's reduction)."""
+    return ReducedLoss(kind_name, raw, normaliser)
 
 
-def compile_loss(kind: Kind, tree: gp.PrimitiveTree) -> Callable[..., torch.Tensor]:
-    """Compile ``tree`` to ``loss(*inputs) -> scalar`` with the kind's reduction."""
-    return reduced_loss(kind.name, CompiledTree(kind, tree))
+def compile_loss(kind: Kind, tree: gp.PrimitiveTree, normaliser: Normaliser | None = None) -> ReducedLoss:
+    """Compile ``tree`` to ``loss(*inputs) -> scalar``.
+
+    ``normaliser(raw output) -> scalar``: a task's own normalisation, e.g.
+    ``lambda o: o.sum() / num_foreground``; ``None`` (default) is the kind's reduction.
+    """
+    return reduced_loss(kind.name, CompiledTree(kind, tree), normaliser)
 
 
 def evaluate(kind: Kind, tree: gp.PrimitiveTree, inputs: Sequence[torch.Tensor]) -> torch.Tensor:

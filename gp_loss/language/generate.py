@@ -1,4 +1,4 @@
-"""Random typed loss trees: AutoLoss-Zero's random initialisation (seed 002, Fig. 2).
+"""Random typed loss trees: AutoLoss-Zero's random initialisation (Li et al., CVPR 2022, Fig. 2).
 
 Starting from the root, every computational node samples an operator
 uniformly by name (then one of its typed overloads uniformly), until the

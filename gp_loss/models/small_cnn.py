@@ -1,4 +1,9 @@
-"""A small CNN for 8×8 images: the proxy classifier and the filters' random network."""
+"""A small CNN for 8×8 images: the filters' probe network.
+
+The rejection protocol's predictions come from a randomly initialised one, and the
+model-optimisation simulation trains one (:mod:`gp_loss.probes`). The proxy
+classifier of the classification task is :class:`~gp_loss.models.conv_net.ConvNet`.
+"""
 from __future__ import annotations
 
 import torch

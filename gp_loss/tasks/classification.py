@@ -2,14 +2,14 @@
 
 Data: scikit-learn's handwritten digits (built in, 1,797 8×8 images) or a
 ``torchvision.datasets.ImageFolder`` directory; split into train / validation
-/ test by ``split_seed``. Model: :class:`~gp_loss.models.conv_net.ConvNet`.
-Fitness: validation accuracy after ``proxy_epochs``; final score: test
-accuracy after ``final_epochs``.
+/ test by ``split_seed`` and kept on the training device. Model:
+:class:`~gp_loss.models.conv_net.ConvNet`. Fitness: validation accuracy after
+``proxy_epochs``; final score: test accuracy after ``final_epochs``.
 
-The loss branch may be of kind ``cls`` (inputs ``x`` logits N×C, ``y`` one-hot
+A loss branch may be of kind ``cls`` (inputs ``x`` logits N×C, ``y`` one-hot
 N×C, ``w`` = 1 since there are no boxes), ``bcls`` (the same, per class) or
 ``zero`` (AutoLoss-Zero: ``yhat`` = softmax probabilities and ``y`` one-hot,
-both N×C×1×1). Several branches are summed.
+both N×C×1×1): :data:`BRANCH_INPUTS`. Several branches are summed.
 """
 from __future__ import annotations
 
@@ -27,17 +27,14 @@ from gp_loss.field_types import check_field_types
 from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
-from gp_loss.tasks.base import TrainOutcome
+from gp_loss.tasks.base import TaskInfo, TrainOutcome
 
-BASELINES = {
-    "ce": {"cls": "neg(dot(y, log(softmax(x))))"},
-    # focal loss, gamma = 2
-    "focal": {"cls": "neg(dot(mul(y, mul(sub(1, softmax(x)), sub(1, softmax(x)))), log(softmax(x))))"},
-    # label smoothing 0.1 over 10 classes: target 0.91 on the label, 0.01 elsewhere
-    "label_smoothing_ce": {"cls": "neg(dot(add(mul(0.9, y), 0.01), log(softmax(x))))"},
-}
-
-SUPPORTED_KINDS = ("cls", "bcls", "zero")
+# Proxy training stops at the first non-finite loss (AutoLoss-Zero: within 20 iterations).
+# On the CPU every step is checked; on a GPU each check waits for the device, so the
+# losses of NAN_CHECK_EVERY_GPU steps are checked at once and the first bad one is named.
+NAN_CHECK_EVERY = {"cpu": 1}
+NAN_CHECK_EVERY_GPU = 20
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,7 @@ class ClassificationOptions:
     lr: float = 3e-3                # Adam
     proxy_epochs: int = 5           # search fitness: validation accuracy after these epochs
     final_epochs: int = 8           # reported: test accuracy after these epochs
+    precision: str = "fp32"         # "bf16": forward pass and loss under bf16 autocast
 
     def check(self) -> None:
         """Raise :class:`GpLossError` naming the first bad value."""
@@ -66,8 +64,11 @@ class ClassificationOptions:
                 and self.train_fraction + self.val_fraction < 1):
             raise GpLossError(f"task options train_fraction={self.train_fraction} and val_fraction="
                               f"{self.val_fraction} must be in (0, 1) and leave a test split")
-        if self.lr <= 0:
-            raise GpLossError(f"task option lr must be positive, got {self.lr}")
+        if not self.lr > 0 or self.lr == float("inf"):
+            raise GpLossError(f"task option lr must be a positive finite number, got {self.lr}")
+        if self.precision not in PRECISIONS:
+            raise GpLossError(f"task option precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
         if self.data != "digits":
             from pathlib import Path
             if not Path(self.data).is_dir():
@@ -76,6 +77,7 @@ class ClassificationOptions:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassificationOptions":
+        """From a dict of option fields (unknown names are an error naming the known ones)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -93,96 +95,134 @@ def _load(data: str, image_size: int, grayscale: bool) -> tuple[torch.Tensor, to
     return images, labels
 
 
+def _class_inputs(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``cls``/``bcls`` inputs: ``x`` logits, ``y`` one-hot, ``w`` = 1 (no boxes), each N×C."""
+    return logits, y, torch.ones_like(y)
+
+
+def _dense_inputs(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``zero`` inputs: ``yhat`` softmax probabilities and ``y`` one-hot, each N×C×1×1."""
+    return torch.softmax(logits, 1)[:, :, None, None], y[:, :, None, None]
+
+
+# How this task presents its prediction and target to a branch of each kind it trains.
+BRANCH_INPUTS = {"cls": _class_inputs, "bcls": _class_inputs, "zero": _dense_inputs}
+
+
 class ClassificationTask:
-    """Train :class:`ConvNet` under a candidate loss; metric = accuracy."""
+    """Train :class:`ConvNet` under a candidate loss on ``device``; metric = accuracy."""
 
-    name = "classification"
-    metric = "accuracy"
-    branches = {"cls": "cls"}
-    kinds = SUPPORTED_KINDS
-    baselines = BASELINES
-
-    def __init__(self, options: ClassificationOptions = ClassificationOptions()):
+    def __init__(self, options: ClassificationOptions = ClassificationOptions(),
+                 device: torch.device = torch.device("cpu")):
         options.check()
+        self.info = INFO
         self.options = options
+        self.device = torch.device(device)
         images, labels = _load(options.data, options.image_size, options.grayscale)
-        self.images, self.labels = images, labels
+        self.images, self.labels = images.to(self.device), labels.to(self.device)
         self.classes = int(labels.max()) + 1
         train, val, test = split_indices(len(labels), options.split_seed,
                                          (options.train_fraction, options.val_fraction))
+        # Index tensors stay on the CPU, where the shuffling generator is; a batch's
+        # indices move to the device once per epoch.
         self.splits = {"train": torch.as_tensor(train), "val": torch.as_tensor(val),
                        "test": torch.as_tensor(test)}
 
     def to_spec(self) -> dict:
-        return {"name": self.name, "options": asdict(self.options)}
+        return {"name": INFO.name, "options": asdict(self.options)}
 
     # -- the loss adapter ---------------------------------------------------
-    def loss_function(self, genome: Genome):
-        """``loss(logits N×C, labels N) -> scalar``: the sum of the genome's branch losses."""
+    def loss_terms(self, genome: Genome):
+        """``terms(logits N×C, labels N) -> {branch name: scalar loss}``, in the genome's branch order."""
         parts = []
         for b in genome:
-            if b.kind.name not in SUPPORTED_KINDS:
+            if b.kind.name not in BRANCH_INPUTS:
                 raise GpLossError(f"branch {b.name!r} has kind {b.kind.name}; classification takes "
-                                  f"{', '.join(SUPPORTED_KINDS)}")
-            parts.append((b.kind.name, compile_loss(b.kind, b.tree)))
+                                  f"{', '.join(BRANCH_INPUTS)}")
+            parts.append((b.name, BRANCH_INPUTS[b.kind.name], compile_loss(b.kind, b.tree)))
 
-        def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        def terms(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
             y = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
-            total = logits.new_zeros(())
-            for kind_name, fn in parts:
-                if kind_name == "zero":
-                    total = total + fn(torch.softmax(logits, 1)[:, :, None, None], y[:, :, None, None])
-                else:
-                    total = total + fn(logits, y, torch.ones_like(y))
-            return total
-        return loss
+            return {name: fn(*inputs(logits, y)) for name, inputs, fn in parts}
+        return terms
 
     # -- training -------------------------------------------------------------
     def train(self, genome: Genome, seed: int, epochs: int, eval_split: str,
               time_limit_s: float | None = None) -> TrainOutcome:
         """Train a fresh model with ``seed`` for ``epochs``; accuracy on ``eval_split``.
 
-        Stops at the first non-finite loss (AutoLoss-Zero's early stop) and at
-        ``time_limit_s``; an exception inside the loss ends training too.
+        The total loss is the sum of the branch terms in branch order. Training
+        stops at the first non-finite loss, naming the branch that broke
+        (AutoLoss-Zero's early stop), and at ``time_limit_s``; an exception
+        inside the loss ends training too. The model is initialised on the CPU
+        from ``seed`` and then moved, so every device starts from the same weights.
         """
         start = time.perf_counter()
         o = self.options
         torch.manual_seed(seed)
-        model = ConvNet(self.images.shape[1], self.classes, self.images.shape[-1], o.width)
+        model = ConvNet(self.images.shape[1], self.classes, self.images.shape[-1], o.width).to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=o.lr)
         order = torch.Generator().manual_seed(seed)
         train = self.splits["train"]
+        check_every = NAN_CHECK_EVERY.get(self.device.type, NAN_CHECK_EVERY_GPU)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=o.precision == "bf16")
         steps = 0
+        pending: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []  # (total, terms) not yet checked
+        last: dict[str, torch.Tensor] = {}  # the terms of the last step checked
+
+        def outcome(score: float, status: str = "ok", reason: str = "") -> TrainOutcome:
+            losses = {name: float(t) for name, t in last.items()}
+            return TrainOutcome(score, status, reason, steps, time.perf_counter() - start, losses)
+
         try:
-            loss_fn = self.loss_function(genome)
+            terms_of = self.loss_terms(genome)
             for _ in range(epochs):
-                perm = train[torch.randperm(len(train), generator=order)]
+                perm = train[torch.randperm(len(train), generator=order)].to(self.device)
                 for i in range(0, len(perm), o.batch_size):
                     idx = perm[i:i + o.batch_size]
-                    loss = loss_fn(model(self.images[idx]), self.labels[idx])
-                    if not torch.isfinite(loss):
-                        return TrainOutcome(0.0, "non-finite", f"loss is {loss.item()} at step {steps}",
-                                            steps, time.perf_counter() - start)
+                    with autocast:
+                        terms = terms_of(model(self.images[idx]), self.labels[idx])
+                    loss = self.images.new_zeros(())
+                    for t in terms.values():
+                        loss = loss + t
+                    pending.append((loss.detach(), {name: t.detach() for name, t in terms.items()}))
+                    if len(pending) >= check_every:
+                        bad = _first_non_finite(pending)
+                        last = pending[-1 if bad is None else bad[0]][1]
+                        if bad is not None:
+                            steps -= len(pending) - 1 - bad[0]
+                            return outcome(0.0, "non-finite", f"{bad[1]} at step {steps}")
+                        pending = []
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
                     steps += 1
                     if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
-                        return TrainOutcome(0.0, "too slow", f"over {time_limit_s:g} s at step {steps}",
-                                            steps, time.perf_counter() - start)
+                        return outcome(0.0, "too slow", f"over {time_limit_s:g} s at step {steps}")
+            if pending:  # the steps since the last check (a GPU checks every few steps)
+                bad = _first_non_finite(pending)
+                last = pending[-1 if bad is None else bad[0]][1]
+                if bad is not None:
+                    steps -= len(pending) - bad[0]
+                    return outcome(0.0, "non-finite", f"{bad[1]} at step {steps}")
         except GpLossError:
             raise
+        except RuntimeError as err:
+            if torch.are_deterministic_algorithms_enabled() and "deterministic" in str(err):
+                # The task's own kernels, not the loss: every training would fail the same way.
+                raise GpLossError(f"--deterministic: {str(err).splitlines()[0]} Run without --deterministic "
+                                  f"or on another device.") from None
+            return outcome(0.0, "error", f"{type(err).__name__}: {err}")
         except Exception as err:  # a bad loss ends its own training, never the search
-            return TrainOutcome(0.0, "error", f"{type(err).__name__}: {err}", steps, time.perf_counter() - start)
+            return outcome(0.0, "error", f"{type(err).__name__}: {err}")
         score = self.accuracy(model, eval_split)
         if not np.isfinite(score):
-            return TrainOutcome(0.0, "non-finite", "non-finite logits after training", steps,
-                                time.perf_counter() - start)
-        return TrainOutcome(score, "ok", "", steps, time.perf_counter() - start)
+            return outcome(0.0, "non-finite", "non-finite logits after training")
+        return outcome(score)
 
     @torch.no_grad()
     def accuracy(self, model: torch.nn.Module, split: str) -> float:
-        idx = self.splits[split]
+        idx = self.splits[split].to(self.device)
         logits = model(self.images[idx])
         if not torch.isfinite(logits).all():
             return float("nan")
@@ -193,3 +233,36 @@ class ClassificationTask:
 
     def final_score(self, genome: Genome, seed: int) -> TrainOutcome:
         return self.train(genome, seed, self.options.final_epochs, "test")
+
+
+def _first_non_finite(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[int, str] | None:
+    """``(position, "loss of branch 'b' is nan")`` of the first step whose total loss is not finite.
+
+    A step is its total and its terms by branch. The total is finite exactly when
+    every term is and their sum does not overflow, so one check of the totals
+    (one device synchronisation for all the steps given) finds the step; its
+    terms then name the branch.
+    """
+    totals = steps[0][0] if len(steps) == 1 else torch.stack([total for total, _ in steps])
+    finite = torch.isfinite(totals)
+    if bool(finite.all()):
+        return None
+    at = int((~finite.reshape(-1)).nonzero()[0, 0])
+    total, terms = steps[at]
+    for name, t in terms.items():
+        if not torch.isfinite(t):
+            return at, f"loss of branch {name!r} is {t.item()}"
+    return at, f"the sum of the branch losses is {total.item()}"
+
+
+INFO = TaskInfo(
+    name="classification",
+    summary="image classification (digits built in, or an ImageFolder); metric: accuracy",
+    options=ClassificationOptions,
+    task_class=ClassificationTask,
+    branches={"cls": "cls"},
+    kinds=tuple(BRANCH_INPUTS),
+    metric="accuracy",
+    baseline_losses={"ce": {"cls": "ce"}, "focal": {"cls": "focal"},
+                     "label_smoothing_ce": {"cls": "label_smoothing_ce"}},
+)

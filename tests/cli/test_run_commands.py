@@ -59,8 +59,29 @@ def test_run_commands_reject_bad_input(tmp_path, capsys):
 
 def test_evaluate_ranks_ce_above_an_inverted_loss(capsys):
     code = main(["evaluate", "--loss", "ce", "--loss", "cls=dot(y, log(softmax(x)))", "--seeds", "1",
-                 "--epochs", "1", "--json"])
+                 "--epochs", "2", "--device", "cpu", "--json"])
     assert code == 0
-    rows = json.loads(capsys.readouterr().out)["rows"]
+    out = json.loads(capsys.readouterr().out)
+    rows = out["rows"]
+    assert out["device"] == "cpu" and rows[0]["seeds"] == [1000]  # the final protocol's seeds
     assert rows[0]["loss"] == "ce" and rows[0]["mean"] > 0.5
     assert rows[1]["mean"] < rows[0]["mean"] - 0.3
+
+
+def test_evaluate_follows_a_searchs_final_protocol(capsys):
+    """``--seed S --seeds N`` trains on the seeds of a search's final retraining (S+1000, ...)."""
+    from gp_loss.evolution.config import SearchConfig
+    assert main(["evaluate", "--loss", "ce", "--seed", "4", "--seeds", "2", "--epochs", "1", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert rows[0]["seeds"] == SearchConfig(seed=4, final_seeds=2).retrain_seeds == [1004, 1005]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "nope"], "unknown task 'nope'; known: classification"),
+    (["--device", "gpu"], "device 'gpu' is not one of auto, cpu, cuda or cuda:N"),
+    (["--seed", "-1"], "--seed must be 0 or more"),
+])
+def test_evaluate_bad_input_is_one_line(capsys, argv, message):
+    assert main(["evaluate", "--loss", "ce", *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"gp-loss: error: {message}" + (
+        ", got -1" if argv[0] == "--seed" else "")

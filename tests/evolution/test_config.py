@@ -9,7 +9,7 @@ from gp_loss.evolution.config import BUDGET_FIELDS, SearchConfig, config_diff
 
 def test_defaults_are_the_papers_constants():
     c = SearchConfig()
-    # AutoLoss-Zero (seed 002): K, P, T, D, copy / re-init probabilities, two mutations
+    # AutoLoss-Zero (Li et al., CVPR 2022): K, P, T, D, copy / re-init probabilities, two mutations
     assert (c.population, c.max_population, c.tournament_fraction, c.init_depth) == (20, 2500, 0.05, 3)
     assert (c.p_copy, c.p_reinit, c.n_mutations) == (0.1, 0.5, 2)
     assert c.scheme == "zero" and c.branches == {"cls": "cls"}
@@ -126,3 +126,13 @@ def test_from_dict_with_unknown_key_errors():
 def test_check_rejects_values_of_the_wrong_type(changes, field):
     with pytest.raises(GpLossError, match=field):
         SearchConfig(**changes).check()
+
+
+def test_a_run_made_before_the_device_setting_resumes_on_the_cpu(tmp_path):
+    from gp_loss.evolution.config import with_added_fields
+    old = SearchConfig().to_dict()
+    del old["device"], old["deterministic"]
+    upgraded = with_added_fields(old)
+    assert upgraded["device"] == "cpu" and upgraded["deterministic"] is False
+    assert config_diff(upgraded, SearchConfig(device="cpu").to_dict()) == []
+    assert config_diff(upgraded, SearchConfig().to_dict()) == ['device: "cpu" -> "auto"']

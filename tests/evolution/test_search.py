@@ -12,11 +12,12 @@ import torch
 from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.individual import individual_from_formulas
-from gp_loss.evolution.parallel import Mapper
-from gp_loss.evolution.run_dir import RunDir
+from gp_loss.evolution.recorder import Recorder
 from gp_loss.evolution.run_search import run_search
 from gp_loss.evolution import jobs
 from gp_loss.evolution.search import Search
+from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.run_dir import RunDir
 from gp_loss.language import compile_loss, parse_formula
 from primitives import get_kind
 
@@ -28,6 +29,11 @@ TINY = dict(population=3, max_evaluations=6, offspring_per_generation=3, final_s
 
 def tiny(**changes):
     return SearchConfig(**{**TINY, **changes})
+
+
+def serial_search(config, path):
+    """A search of ``config`` recording into ``path``, on the serial map."""
+    return Search(config, Mapper("serial"), Recorder(RunDir(path), config, progress=False))
 
 
 def _json(path):
@@ -240,13 +246,13 @@ def test_resume_keeps_the_order_of_tied_hall_of_fame_members(tmp_path):
 def test_search_state_round_trip_keeps_hall_of_fame_order(tmp_path):
     config = tiny()
     layout = dict(config.branches)
-    first = Search(config, RunDir(tmp_path), Mapper("serial"), progress=False)
+    first = serial_search(config, tmp_path)
     for i, formula in enumerate([CE, "neg(dot(y, softmax(x)))", "neg(dot(mul(2, y), log(softmax(x))))"]):
         ind = individual_from_formulas(layout, {"cls": formula})
         ind.fitness.values, ind.id, ind.generation = (0.5,), i + 1, 0
         first.hall_of_fame.update([ind])
     state = json.loads(json.dumps(first.state_dict()))
-    second = Search(config, RunDir(tmp_path), Mapper("serial"), progress=False)
+    second = serial_search(config, tmp_path)
     second.load_state(state)
     assert json.loads(json.dumps(second.state_dict()))["hall_of_fame"] == state["hall_of_fame"]
 
@@ -283,19 +289,19 @@ def test_multiprocessing_map_gives_the_serial_result(run_a, tmp_path):
 
 
 def test_make_children_trains_equivalent_siblings_once(tmp_path, monkeypatch):
-    config = tiny(p_copy=1.0)  # every zero-scheme child is a copy of its parent
-    search = Search(config, RunDir(tmp_path), Mapper("serial"), progress=False)
-    search.run.prepare()
+    config = tiny(p_copy=1.0)  # every aging child is a copy of its parent
+    search = serial_search(config, tmp_path)
+    search.recorder.run.prepare()
     ce = search.start_individual()
     trainings = []
     real = jobs.evaluate
     monkeypatch.setattr(jobs, "evaluate", lambda job: trainings.append(job) or real(job))
-    children = search.make_children([("given", [ce]), ("given", [ce]), ("zero", [ce])])
+    children = search.make_children([("given", [ce]), ("given", [ce]), ("aging", [ce])])
     assert len(trainings) == 1  # serially, a twin of an earlier sibling is never trained
     assert [c.reused for c in children] == [False, True, True]
     assert len({c.fitness.values for c in children}) == 1
     assert search.evaluations == 1 and search.reused == 2
-    assert [r["slot"] for r in search.run.read_evaluations()] == [0]
+    assert [r["slot"] for r in search.recorder.read_evaluations()] == [0]
     assert len(search.hall_of_fame) == 1
 
 
@@ -307,7 +313,7 @@ def test_results_handed_out_longest_first_are_recorded_in_slot_order():
 
 
 def test_make_children_wants_given_genomes_first(tmp_path):
-    search = Search(tiny(), RunDir(tmp_path), Mapper("serial"), progress=False)
+    search = serial_search(tiny(), tmp_path)
     ce = search.start_individual()
     with pytest.raises(ValueError, match="given genomes must come first"):
-        search.make_children([("zero", [ce]), ("given", [ce])])
+        search.make_children([("aging", [ce]), ("given", [ce])])

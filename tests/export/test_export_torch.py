@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gp_loss.export import export_torch
+from gp_loss.kinds import kind_spec
 from gp_loss.language import Genome, compile_loss
 from gp_loss.language.generate import random_tree
 from gp_loss.language.genome import Branch
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.sample_inputs import sample_batch
 from primitives import KINDS, get_kind
 
 
@@ -35,7 +35,7 @@ def test_paper_losses_export_and_agree(tmp_path):
     path.write_text(export_torch(genome))
     module = _load(path)
     for b in genome:
-        batch = sample_batch(b.kind.name, seed=5)
+        batch = kind_spec(b.kind.name).sample_batch(seed=5)
         inputs = [t.detach().double() for t in batch.inputs()]
         want = compile_loss(b.kind, b.tree)(*inputs)
         got = getattr(module, b.name)(*inputs)
@@ -86,7 +86,7 @@ def test_very_deep_tree_exports_with_temporaries(tmp_path):
     path = tmp_path / "deep.py"
     path.write_text(export_torch(genome))
     module = _load(path, "deep")
-    i, u, e = sample_batch("reg").inputs()
+    i, u, e = kind_spec("reg").sample_batch().inputs()
     torch.testing.assert_close(module.deep(i.detach(), u.detach(), e.detach()),
                                compile_loss(kind, genome["deep"].tree)(i.detach(), u.detach(), e.detach()))
 
@@ -100,7 +100,7 @@ def test_random_trees_export_and_agree(tmp_path_factory, kind, seed, depth):
     path = tmp_path_factory.mktemp("rand") / "rand_loss.py"
     path.write_text(export_torch(genome))
     module = _load(path, f"rand_{seed}")
-    inputs = [t.detach().double() for t in sample_batch(kind, seed=seed % 5).inputs()]
+    inputs = [t.detach().double() for t in kind_spec(kind).sample_batch(seed=seed % 5).inputs()]
     want = compile_loss(k, tree)(*inputs)
     got = module.loss(*inputs)
     if torch.isfinite(want):

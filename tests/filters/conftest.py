@@ -1,6 +1,6 @@
 import pytest
 
-from gp_loss.threads import torch_threads
+from gp_loss.runtime.threads import torch_threads
 
 
 @pytest.fixture(scope="module")

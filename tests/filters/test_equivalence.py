@@ -7,8 +7,9 @@ from gp_loss.filters.equivalence import (
     EquivalenceCache, EquivalenceStage, equivalent, gradient_signature, round_significant,
 )
 from gp_loss.filters.rejection import RejectionStage
-from gp_loss.filters.rejection_tasks import B, default_task
+from gp_loss.kinds import kind_spec
 from gp_loss.language import parse_formula
+from gp_loss.probes.rejection import B
 from primitives import get_kind
 
 
@@ -110,7 +111,7 @@ def test_rejection_signature_is_reused():
     c = candidate("reg", GIOU)
     assert RejectionStage(seed=0)(c).passed
     sig = c.info["signature"]
-    assert sig == gradient_signature(c, default_task("reg").make_samples(0))
+    assert sig == gradient_signature(c, kind_spec("reg").rejection_probe().make_samples(0))
     # The equivalence stage uses the stored one (a broken loss could not recompute it).
     c.loss = None
     assert EquivalenceStage(seed=0).signature(c) == sig
@@ -118,5 +119,5 @@ def test_rejection_signature_is_reused():
 
 def test_signature_handles_nan():
     c = candidate("reg", "sqrt(neg(i))")
-    sig = gradient_signature(c, default_task("reg").make_samples(0))
+    sig = gradient_signature(c, kind_spec("reg").rejection_probe().make_samples(0))
     assert all(v == "nan" or (isinstance(v, float) and not math.isnan(v)) for v in sig)

@@ -6,13 +6,13 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from gp_loss.filters.base import Candidate
+from gp_loss.filters.probe_gradient import loss_and_grad
 from gp_loss.filters.rejection import DEFAULT_ETA, RejectionStage
-from gp_loss.filters.rejection_tasks import (
-    B, RejectionSamples, average_precision, default_task, mean_iou,
-)
-from gp_loss.language import parse_formula
+from gp_loss.kinds import kind_spec
+from gp_loss.language import compile_loss, parse_formula
 from gp_loss.language.generate import random_tree_reading
 from gp_loss.paper_losses import PAPER_LOSSES
+from gp_loss.probes.rejection import B
 from primitives import get_kind
 
 
@@ -107,71 +107,72 @@ def test_rescaled_loss_judged_alike(stage):
     assert a.numbers["gain"] == pytest.approx(b.numbers["gain"])
 
 
-def test_merged_batch_equals_per_sample_losses():
-    # The merged evaluation of cls/bcls/reg must give each sample its own gradient.
-    kind = get_kind("reg")
-    loss = Candidate(kind, parse_formula(kind, PAPER_LOSSES["giou"].formula)).loss
-    s = default_task("reg").make_samples(0)
-    _, merged = s.loss_and_grad(loss, s.prediction)
-    looped = RejectionSamples(s.kind_name, s.prediction, s.make_inputs, s.metric_fn, s.lr,
-                              mixes_batch=True)
-    _, separate = looped.loss_and_grad(loss, s.prediction)
+def samples(kind: str):
+    return kind_spec(kind).rejection_probe().make_samples(0)
+
+
+@pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
+def test_merged_rows_give_each_sample_its_own_gradient(kind):
+    # A compiled loss is evaluated once on the B samples' merged rows; row b of the
+    # gradient must be that of sample b's own loss.
+    k = get_kind(kind)
+    formula = next(p.formula for p in PAPER_LOSSES.values() if p.kind == kind)
+    loss = Candidate(k, parse_formula(k, formula)).loss
+    s = samples(kind)
+    total, merged = loss_and_grad(s, loss, s.prediction)
+    p = s.prediction.detach().requires_grad_()
+    inputs = s.make_inputs(p)
+    own = [loss(*(t[b] for t in inputs)) for b in range(B)]
+    (separate,) = torch.autograd.grad(sum(own), p)
     assert torch.allclose(merged, separate, rtol=1e-5, atol=1e-9)
+    assert total.item() == pytest.approx(sum(own).item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
 def test_raw_output_gradient_equals_the_reduced_loss_gradient(kind):
     # loss_and_grad differentiates a compiled loss's raw output with the reduction's factor as
-    # upstream gradient; a plain callable goes through autograd of the scalar total.
+    # upstream gradient; a plain callable goes through autograd, one sample at a time.
     k = get_kind(kind)
-    s = default_task(kind).make_samples(0)
+    s = samples(kind)
     rng = random.Random(1)
     compared = 0
     for _ in range(60):
         loss = Candidate(k, random_tree_reading(k, 3, rng, k.prediction)).loss
         try:
-            plain = s.loss_and_grad(lambda *inputs: loss(*inputs), s.prediction)
+            plain = loss_and_grad(s, lambda *inputs: loss(*inputs), s.prediction)
         except ValueError:
             with pytest.raises(ValueError):
-                s.loss_and_grad(loss, s.prediction)
+                loss_and_grad(s, loss, s.prediction)
             continue
-        total, grad = s.loss_and_grad(loss, s.prediction)
+        total, grad = loss_and_grad(s, loss, s.prediction)
         assert torch.allclose(total, plain[0], rtol=1e-5, equal_nan=True)
         assert torch.allclose(grad, plain[1], rtol=1e-5, atol=1e-7, equal_nan=True)
         compared += 1
     assert compared > 40
 
 
+def test_a_tasks_normaliser_is_differentiated_sample_by_sample():
+    # A normaliser that is not a per-row mean (here: a fixed foreground count) must not be
+    # evaluated on the merged rows: the total is the sum of each sample's own loss.
+    k = get_kind("bcls")
+    tree = parse_formula(k, PAPER_LOSSES["bce"].formula)
+    s = samples("bcls")
+    per_foreground = compile_loss(k, tree, normaliser=lambda o: o.sum() / 4)
+    total, grad = loss_and_grad(s, per_foreground, s.prediction)
+    _, default_grad = loss_and_grad(s, compile_loss(k, tree), s.prediction)
+    n = s.prediction.shape[1]  # the kind's reduction divides each sample by its N rows
+    assert torch.allclose(grad * 4, default_grad * n, rtol=1e-5, atol=1e-9)
+    inputs = s.make_inputs(s.prediction)
+    expected = sum(per_foreground(*(t[b] for t in inputs)) for b in range(B))
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("kind", ["cls", "bcls", "reg", "zero"])
-def test_task_shapes(kind):
-    s = default_task(kind).make_samples(0)
+def test_probe_shapes(kind):
+    s = samples(kind)
     assert s.kind_name == kind and s.size == B
     inputs = s.make_inputs(s.prediction)
     assert len(inputs) == len(get_kind(kind).inputs)
     assert all(t.shape[0] == B for t in inputs)
     m = s.metric(s.prediction)
     assert m.shape == (B,) and bool(((m >= 0) & (m <= 1)).all())
-
-
-def test_fast_average_precision_matches_sklearn():
-    rng = np.random.default_rng(0)
-    for trial in range(20):
-        m = int(rng.integers(5, 200))
-        targets = (rng.random((4, m)) < rng.uniform(0.05, 0.5)).astype(np.float32)
-        targets[:, 0] = 1  # at least one positive per row
-        scores = rng.normal(size=(4, m)).astype(np.float32)
-        if trial % 2:
-            scores = np.round(scores, 1)  # many ties
-        ours = average_precision(torch.from_numpy(scores), torch.from_numpy(targets))
-        expected = [average_precision_score(targets[r], scores[r]) for r in range(4)]
-        np.testing.assert_allclose(ours.numpy(), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_mean_iou():
-    labels = torch.tensor([[[[0, 1], [2, 2]]]])  # B=1, N=1, 2×2
-    perfect = torch.nn.functional.one_hot(labels, 3).permute(0, 1, 4, 2, 3).float()
-    assert mean_iou(perfect, labels, 3).item() == pytest.approx(1.0)
-    all_two = torch.zeros(1, 1, 3, 2, 2)
-    all_two[:, :, 2] = 1
-    # Class 2: IoU 2/4; classes 0 and 1 present in the target only: IoU 0.
-    assert mean_iou(all_two, labels, 3).item() == pytest.approx((0 + 0 + 0.5) / 3)

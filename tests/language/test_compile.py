@@ -6,11 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gp_loss.kinds import kind_spec
 from gp_loss.language import compile_loss, compile_tree, parse_formula
 from gp_loss.language.compile import evaluate_sharing
-from gp_loss.language.reduction import reduce_output, reduction_scale
 from gp_loss.language.generate import random_tree
-from gp_loss.sample_inputs import sample_batch
 from primitives import KINDS, get_kind
 
 
@@ -21,7 +20,7 @@ def test_500_level_tree_compiles_and_runs():
         text = f"neg(neg({text}))" if i % 2 else f"mul(1, add({text}, 0))"
     tree = parse_formula(kind, text)
     assert tree.height >= 500
-    batch = sample_batch("cls")
+    batch = kind_spec("cls").sample_batch()
     value = compile_loss(kind, tree)(*batch.inputs())
     ref = torch.nn.functional.cross_entropy(batch.prediction, batch.target)
     torch.testing.assert_close(value, ref)
@@ -49,7 +48,7 @@ def test_wrong_number_of_inputs_is_a_clear_error():
 def test_random_trees_run_to_a_scalar(kind, seed, depth):
     k = get_kind(kind)
     tree = random_tree(k, depth, random.Random(seed))
-    batch = sample_batch(kind, seed=seed % 7)
+    batch = kind_spec(kind).sample_batch(seed=seed % 7)
     value = compile_loss(k, tree)(*batch.inputs())
     assert value.dim() == 0  # NaN/Inf are allowed here: the filters reject them
 
@@ -82,7 +81,7 @@ def _names(tree):
 
 def test_evaluate_sharing_shares_known_subtree_outputs():
     kind = get_kind("cls")
-    batch = sample_batch("cls")
+    batch = kind_spec("cls").sample_batch()
     inputs = tuple(t.detach() for t in batch.inputs())
     known = {}
     tree = parse_formula(kind, "neg(dot(y, log(softmax(x))))")
@@ -105,14 +104,30 @@ def test_evaluate_sharing_shares_known_subtree_outputs():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_tensors():
     kind = get_kind("cls")
-    batch = sample_batch("cls", device="cuda")
+    batch = kind_spec("cls").sample_batch(device="cuda")
     value = compile_loss(kind, parse_formula(kind, "neg(dot(y, log(softmax(x))))"))(*batch.inputs())
     assert value.device.type == "cuda"
     value.backward()
 
 
-@pytest.mark.parametrize("kind_name", ["cls", "bcls", "reg", "zero"])
-def test_reduction_scale_is_the_reductions_factor(kind_name):
-    shape = {"cls": (7, 5), "bcls": (7, 1), "reg": (9,), "zero": (2, 3, 4, 5)}[kind_name]
-    o = torch.rand(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    torch.testing.assert_close(reduce_output(kind_name, o), o.sum() * reduction_scale(kind_name, shape))
+def test_default_normaliser_is_the_kinds_reduction():
+    kind = get_kind("reg")
+    loss = compile_loss(kind, parse_formula(kind, "sub(1, div(i, u))"))
+    assert loss.normaliser is kind_spec("reg").reduction
+    i, u, e = kind_spec("reg").sample_batch().inputs()
+    torch.testing.assert_close(loss(i, u, e), (1 - i / (u + 1e-20)).mean(), rtol=0, atol=0)
+
+
+def test_a_tasks_normaliser_reduces_the_raw_output():
+    # A detector normalises by its foreground count, not by the kind's N.
+    kind = get_kind("bcls")
+    batch = kind_spec("bcls").sample_batch()
+    num_foreground = 3
+    loss = compile_loss(kind, parse_formula(kind, "neg(mul(y, log(sigmoid(x))))"),
+                        normaliser=lambda o: o.sum() / num_foreground)
+    raw = loss.raw(*batch.inputs())
+    assert raw.shape == batch.prediction.shape  # the raw output stays readable
+    torch.testing.assert_close(loss(*batch.inputs()), raw.sum() / num_foreground, rtol=0, atol=0)
+    default = compile_loss(kind, parse_formula(kind, "neg(mul(y, log(sigmoid(x))))"))
+    torch.testing.assert_close(loss(*batch.inputs()) * num_foreground,
+                               default(*batch.inputs()) * batch.prediction.shape[0])

@@ -1,4 +1,5 @@
-"""The operator sets are exactly REFERENCE.md's, and their definitions are right."""
+"""The operator sets are exactly the papers' (CSE-Autoloss, Liu et al., ICLR 2021; AutoLoss-Zero,
+Li et al., CVPR 2022), and their definitions are right."""
 import math
 
 import pytest

@@ -10,7 +10,7 @@ from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
 from gp_loss.tasks import TASK_NAMES, make_task, task_options
-from gp_loss.tasks.classification import BASELINES, ClassificationOptions, ClassificationTask
+from gp_loss.tasks.classification import INFO, ClassificationOptions, ClassificationTask, _first_non_finite
 
 CE = "neg(dot(y, log(softmax(x))))"
 ANTI_CE = "neg(dot(y, neg(log(softmax(x)))))"  # maximises cross-entropy
@@ -84,6 +84,49 @@ def test_unsupported_kind_errors(task):
 def test_a_raising_or_non_finite_loss_ends_its_own_training(task):
     outcome = task.proxy_fitness(_genome(("cls", "cls", "sqrt(sub(y, 2))")), seed=0)
     assert (outcome.score, outcome.status, outcome.steps) == (0.0, "non-finite", 0)
+    assert outcome.reason == "loss of branch 'cls' is nan at step 0"
+
+
+def test_loss_terms_by_branch_and_last_values_recorded(task):
+    genome = _genome(("a", "cls", CE), ("b", "cls", "mul(2, neg(dot(y, log(softmax(x)))))"))
+    terms = task.loss_terms(genome)(torch.randn(4, 10), torch.arange(4))
+    assert list(terms) == ["a", "b"] and torch.allclose(terms["b"], 2 * terms["a"])
+    outcome = task.proxy_fitness(genome, seed=0)
+    assert outcome.status == "ok" and set(outcome.losses) == {"a", "b"}
+    assert outcome.losses["b"] == pytest.approx(2 * outcome.losses["a"], rel=1e-5)
+
+
+def test_the_non_finite_stop_names_the_branch_that_broke(task):
+    genome = _genome(("good", "cls", CE), ("bad", "cls", "log(sub(x, 1))"))
+    outcome = task.proxy_fitness(genome, seed=0)
+    assert outcome.status == "non-finite" and outcome.reason.startswith("loss of branch 'bad' is nan")
+    assert outcome.losses["good"] > 0 and outcome.losses["bad"] != outcome.losses["bad"]  # NaN
+
+
+def test_the_first_bad_step_of_a_checked_window_is_named():
+    ok, nan, inf = torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(float("inf"))
+    steps = [(ok, {"a": ok, "b": ok}), (inf, {"a": ok, "b": inf}), (nan, {"a": nan, "b": ok})]
+    assert _first_non_finite(steps) == (1, "loss of branch 'b' is inf")
+    big = torch.tensor(3e38)
+    assert _first_non_finite([(big + big, {"a": big, "b": big})]) == (0, "the sum of the branch losses is inf")
+    assert _first_non_finite(steps[:1]) is None
+
+
+def test_bf16_precision_trains_on_the_cpu():
+    t = ClassificationTask(ClassificationOptions(proxy_epochs=1, precision="bf16"))
+    outcome = t.proxy_fitness(_genome(("cls", "cls", CE)), seed=0)
+    assert outcome.status == "ok" and outcome.score > 0.3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_cuda_keeps_data_there_and_learns():
+    t = make_task("classification", {"proxy_epochs": 2}, device="cuda")
+    assert t.images.is_cuda and t.labels.is_cuda
+    ce = t.proxy_fitness(_genome(("cls", "cls", CE)), seed=0)
+    anti = t.proxy_fitness(_genome(("cls", "cls", ANTI_CE)), seed=0)
+    assert ce.status == "ok" and ce.score > anti.score + 0.3
+    bad = t.proxy_fitness(_genome(("cls", "cls", "log(sub(x, 1))")), seed=0)
+    assert bad.status == "non-finite" and bad.steps == 0 and "branch 'cls'" in bad.reason
 
 
 def test_time_limit_stops_training(task):
@@ -92,8 +135,8 @@ def test_time_limit_stops_training(task):
 
 
 def test_baselines_parse_and_ce_is_one():
-    assert BASELINES["ce"] == {"cls": CE}
-    for formulas in BASELINES.values():
+    assert INFO.baselines["ce"] == {"cls": CE}
+    for formulas in INFO.baselines.values():
         Genome.from_formulas((n, "cls", f) for n, f in formulas.items())
 
 
@@ -106,6 +149,10 @@ def test_options():
         task_options("classification", {"train_fraction": 0.9, "val_fraction": 0.2})
     with pytest.raises(GpLossError, match="lr"):
         task_options("classification", {"lr": 0})
+    with pytest.raises(GpLossError, match="lr"):
+        task_options("classification", {"lr": float("nan")})
+    with pytest.raises(GpLossError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        task_options("classification", {"precision": "fp16"})
     with pytest.raises(GpLossError, match="unknown task"):
         make_task("segmentation")
 

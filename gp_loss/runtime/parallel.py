@@ -1,8 +1,9 @@
-"""The map that ``toolbox.map`` uses: serial, multiprocessing or SCOOP.
+"""A map over workers: serial, multiprocessing or SCOOP.
 
-All three return results lazily and in order, so the search can record each
-evaluation as soon as it (and those before it) are done. Jobs carry their own
-seeds (:mod:`gp_loss.evolution.jobs`), so the choice changes speed only.
+All three return results lazily and in order, so a search can record each
+result as soon as it (and those before it) are done. Jobs that carry their
+own seeds give the same results whichever backend runs them: the choice
+changes speed only. A job must be a top-level function of picklable data.
 
 SCOOP: start the script under ``python -m scoop -n N script.py …`` (add
 ``--hostfile FILE`` for several machines); ``auto`` then picks SCOOP. SCOOP is
@@ -11,11 +12,14 @@ no longer developed, hence the pluggable choice.
 from __future__ import annotations
 
 import multiprocessing
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from gp_loss.errors import GpLossError
 
 MAPS = ("auto", "serial", "multiprocessing", "scoop")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def scoop_running() -> bool:
@@ -28,7 +32,11 @@ def scoop_running() -> bool:
 
 
 class Mapper:
-    """A lazy, ordered ``map(fn, items)`` over the chosen backend; ``close()`` when done."""
+    """A lazy, ordered ``map(fn, items)`` over the chosen backend; ``close()`` when done.
+
+    ``workers``: how many processes run jobs at once (1 for serial; SCOOP's own
+    count under ``python -m scoop``).
+    """
 
     def __init__(self, kind: str = "auto", workers: int = 1):
         if kind not in MAPS:
@@ -43,7 +51,7 @@ class Mapper:
         self._pool = None
         if kind == "multiprocessing":
             # spawn: the workers start clean instead of inheriting torch's thread pools by fork;
-            # each job sets its own torch thread count (config.torch_threads).
+            # jobs set their own torch thread count.
             self._pool = multiprocessing.get_context("spawn").Pool(workers)
         if kind == "scoop":
             import scoop
@@ -51,7 +59,7 @@ class Mapper:
         else:
             self.workers = workers if kind == "multiprocessing" else 1
 
-    def __call__(self, fn: Callable, items: Iterable) -> Iterator:
+    def __call__(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         items = list(items)
         if self.kind == "serial":
             return map(fn, items)
@@ -61,6 +69,7 @@ class Mapper:
         return futures.map(fn, items)
 
     def close(self) -> None:
+        """Let the workers finish and stop them."""
         if self._pool is not None:
             self._pool.close()
             self._pool.join()
@@ -70,6 +79,7 @@ class Mapper:
         return self
 
     def __exit__(self, *exc) -> None:
+        # Leaving by an exception (Ctrl-C included) must not wait for jobs still queued.
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()

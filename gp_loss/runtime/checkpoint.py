@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from gp_loss.errors import GpLossError
-from gp_loss.io import write_text_atomic
+from gp_loss.runtime.atomic import write_text_atomic
 
 CHECKPOINT = "checkpoint.json"
 PREVIOUS = "checkpoint.prev.json"
@@ -26,8 +26,9 @@ def _digest(state_text: str) -> str:
     return hashlib.sha256(state_text.encode("utf-8")).hexdigest()
 
 
-def save_checkpoint(run_dir: Path, state: dict) -> None:
-    """Write ``state`` as the run's checkpoint, keeping the last one as the previous."""
+def save_checkpoint(run_dir: str | os.PathLike, state: dict) -> None:
+    """Write ``state`` (JSON-able, finite) as ``run_dir``'s checkpoint, keeping the last one as the previous."""
+    run_dir = Path(run_dir)
     text = json.dumps(state, sort_keys=True, allow_nan=False)
     current = run_dir / CHECKPOINT
     if current.exists():  # always good: load_checkpoint moves a corrupt one aside
@@ -44,8 +45,9 @@ def _read(path: Path) -> dict:
     return state
 
 
-def load_checkpoint(run_dir: Path) -> tuple[dict | None, list[str]]:
+def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict | None, list[str]]:
     """The newest good checkpoint state (``None`` if the run has none) and warnings."""
+    run_dir = Path(run_dir)
     warnings = []
     found = False
     for name in (CHECKPOINT, PREVIOUS):

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from gp_loss.errors import GpLossError
-from gp_loss.evolution import checkpoint as ckpt
-from gp_loss.evolution.checkpoint import CHECKPOINT, PREVIOUS, load_checkpoint, save_checkpoint
+from gp_loss.runtime import checkpoint as ckpt
+from gp_loss.runtime.checkpoint import CHECKPOINT, CORRUPT, PREVIOUS, load_checkpoint, save_checkpoint
 
 A = {"generation": 1, "evaluations": 3, "population": [{"formulas": {"cls": "neg(x)"}, "fitness": 0.25}],
      "random_state": [3, [1, 2, 3], None]}
@@ -109,3 +109,21 @@ def test_crash_after_resuming_from_previous_leaves_a_good_checkpoint(tmp_path, m
         save_checkpoint(tmp_path, C)
     state, _ = load_checkpoint(tmp_path)
     assert state == A
+
+
+def test_corrupt_checkpoint_is_set_aside_and_never_rotated_over_the_good_one(tmp_path):
+    save_checkpoint(tmp_path, A)
+    save_checkpoint(tmp_path, B)
+    _truncate(tmp_path / CHECKPOINT)
+    assert load_checkpoint(tmp_path)[0] == A
+    assert (tmp_path / CORRUPT).exists() and not (tmp_path / CHECKPOINT).exists()
+    save_checkpoint(tmp_path, C)
+    assert load_checkpoint(tmp_path) == (C, [])
+    assert json.loads((tmp_path / PREVIOUS).read_text())["state"] == A
+
+
+def test_saving_leaves_no_temporary_file_and_takes_a_str_path(tmp_path):
+    for state in (A, B, C):
+        save_checkpoint(str(tmp_path), state)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT, PREVIOUS])
+    assert load_checkpoint(str(tmp_path)) == (C, [])

@@ -20,6 +20,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, synced, then renamed."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

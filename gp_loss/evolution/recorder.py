@@ -1,0 +1,109 @@
+"""What a search leaves behind: its run directory's files, the checkpoint and its progress on screen.
+
+The :class:`~gp_loss.evolution.search.Search` keeps the evolution state and
+tells the recorder of every evaluation (appended to ``evaluations.jsonl`` at
+once, so a kill loses only the trainings in flight) and of every generation's
+end (logbook, hall of fame as JSON and PyTorch code, the plot, the checkpoint,
+one summary line). File names: :mod:`gp_loss.evolution.run_files`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from tqdm import tqdm
+
+from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.hall_of_fame import hall_of_fame_genome, hall_of_fame_rows
+from gp_loss.evolution.individual import formulas_of
+from gp_loss.evolution.plot import plot_fitness
+from gp_loss.evolution.run_files import BASELINES, EVALUATIONS, FINAL, HALL_OF_FAME_JSON, HALL_OF_FAME_PY, LOGBOOK, PLOT
+from gp_loss.export import export_torch
+from gp_loss.runtime.checkpoint import save_checkpoint
+from gp_loss.runtime.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from gp_loss.evolution.search import Search
+
+# Every worker waits while the plot is drawn at the end of a generation, and matplotlib
+# is slow next to the rest of the bookkeeping: redraw it at most this often (and at the end).
+PLOT_EVERY_S = 120.0
+
+
+class Recorder:
+    """Writes one search's run directory ``run`` and shows its progress."""
+
+    def __init__(self, run: RunDir, config: SearchConfig, progress: bool | None = None):
+        self.run = run
+        self.config = config
+        self._last_plot = float("-inf")
+        self.bar = tqdm(total=config.max_evaluations, unit="eval", desc="search", disable=progress is False
+                        or (progress is None and not sys.stderr.isatty()), file=sys.stderr)
+
+    def start_clock(self) -> None:
+        """The search starts now: the plot is first drawn ``PLOT_EVERY_S`` after this, then as often."""
+        self._last_plot = time.perf_counter()
+
+    # -- evaluations.jsonl ------------------------------------------------------------------
+    def evaluation(self, record: dict) -> None:
+        """One proxy training (:func:`~gp_loss.evolution.run_files.evaluation_record`), flushed to disk."""
+        self.run.append_jsonl(EVALUATIONS, record)
+        self.bar.update(1)
+
+    def read_evaluations(self) -> list[dict]:
+        return self.run.read_jsonl(EVALUATIONS)
+
+    def rewrite_evaluations(self, records: list[dict]) -> None:
+        self.run.rewrite_jsonl(EVALUATIONS, records)
+
+    def resumed(self, search: Search) -> None:
+        """The search continues from a checkpoint: its evaluations so far are done."""
+        self.bar.update(search.evaluations)
+
+    # -- the end of a generation ---------------------------------------------------------------
+    def generation(self, search: Search) -> None:
+        """Write the run files and the checkpoint; print one summary line."""
+        now = time.perf_counter()
+        self.write_results(search, plot=now - self._last_plot >= PLOT_EVERY_S)
+        save_checkpoint(self.run.path, search.state_dict())
+        funnel, best = search.funnel, search.best()
+        line = (f"gen {search.generation - 1:>3} | evals {search.evaluations}/{self.config.max_evaluations} "
+                f"| reused {search.reused} | candidates {funnel.candidates} "
+                f"({100 * funnel.rejection_rate:.1f}% filtered) | {search.elapsed():.0f} s")
+        if best is not None:
+            line += f" | best {best.fitness.values[0]:.4f} " + " ".join(
+                f"{n}={f}" for n, f in formulas_of(search.layout, best).items())
+        tqdm.write(line, file=sys.stdout)
+
+    def write_results(self, search: Search, plot: bool = True) -> None:
+        """Logbook, hall of fame (JSON and PyTorch) and, with ``plot``, the fitness plot."""
+        metric = search.task_info.metric
+        self.run.write_csv(LOGBOOK, list(search.logbook))
+        rows = hall_of_fame_rows(search.layout, list(search.hall_of_fame))
+        self.run.write_json(HALL_OF_FAME_JSON, {"metric": f"validation {metric}", "task": self.config.task,
+                                                "hall_of_fame": rows})
+        if rows:
+            self.run.write_text(HALL_OF_FAME_PY, export_torch(
+                hall_of_fame_genome(rows),
+                header=f"Hall of fame of the {self.config.task} search in {self.run.path} "
+                       f"(top1 is the best by validation {metric})."))
+        if plot:
+            plot_fitness(self.read_evaluations(), search.baseline_fitness, self.run.file(PLOT), metric)
+            self._last_plot = time.perf_counter()
+
+    # -- results outside the generations ------------------------------------------------------
+    def baselines(self, fitness: dict[str, float]) -> None:
+        """The baselines' proxy fitness (``baselines.json``)."""
+        self.run.write_json(BASELINES, fitness)
+
+    def final(self, result: dict) -> None:
+        """The final retraining's results (``final.json``)."""
+        self.run.write_json(FINAL, result)
+
+    def read_final(self) -> dict | None:
+        return self.run.read_json(FINAL)
+
+    def close(self) -> None:
+        """The search is over: take the progress bar down."""
+        self.bar.close()

@@ -1,0 +1,37 @@
+"""The files a search leaves in its run directory, and the record of one evaluation.
+
+* ``config.json``: the resolved :class:`~gp_loss.evolution.config.SearchConfig`;
+* ``evaluations.jsonl``: one line per proxy training, appended as it finishes
+  (:func:`evaluation_record`);
+* ``logbook.csv``: DEAP Logbook, one row per generation;
+* ``hall_of_fame.json`` (formula text) and ``hall_of_fame.py`` (PyTorch export);
+* ``baselines.json``: the baselines' proxy fitness; ``final.json``: test metric of
+  the best losses and the baselines retrained with several seeds;
+* ``fitness.png``: fitness over evaluations;
+* ``checkpoint.json`` (+ ``checkpoint.prev.json``), see :mod:`gp_loss.runtime.checkpoint`.
+"""
+from __future__ import annotations
+
+from gp_loss.tasks import TrainOutcome
+
+CONFIG = "config.json"
+EVALUATIONS = "evaluations.jsonl"
+LOGBOOK = "logbook.csv"
+HALL_OF_FAME_JSON = "hall_of_fame.json"
+HALL_OF_FAME_PY = "hall_of_fame.py"
+BASELINES = "baselines.json"
+FINAL = "final.json"
+PLOT = "fitness.png"
+
+
+def evaluation_record(outcome: TrainOutcome, *, generation: int, slot: int, evaluation: int,
+                      formulas: dict[str, str], signature: tuple) -> dict:
+    """One line of ``evaluations.jsonl``: where the child was made, and its training.
+
+    Every field of the outcome goes in (its ``score`` as ``fitness``), so one
+    that a task's outcome gains is recorded without a change here.
+    """
+    trained = outcome.to_dict()
+    trained["fitness"] = trained.pop("score")
+    return {"generation": generation, "slot": slot, "evaluation": evaluation, "formulas": formulas,
+            "signature": signature, **trained}

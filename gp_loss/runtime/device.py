@@ -1,0 +1,106 @@
+"""Where training runs: the ``device`` setting, checked up front and resolved per worker.
+
+Settings: ``auto`` (CUDA when present, else the CPU), ``cpu``, ``cuda`` (every
+visible GPU) and ``cuda:N`` (that GPU only).
+
+With several GPUs, worker ``i`` trains on GPU ``i mod n``. Worker processes
+have no index of their own under multiprocessing or SCOOP, so each one claims
+the lowest free slot of this machine the first time it needs a device: slot
+``k`` is an advisory lock on a file in the temporary directory, held until the
+process exits (the operating system releases it even after ``kill -9``). The
+live workers of a host therefore hold distinct, consecutive slots and spread
+evenly over its GPUs; ``K`` workers per GPU put ``K`` proxy trainings on each.
+
+Only proxy training uses the device. The filters run on the CPU: their
+tensors are a few hundred numbers, where a GPU launch costs more than the work.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from gp_loss.errors import GpLossError
+
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+_PATTERN = re.compile(r"(auto|cpu|cuda)(?::(\d{1,4}))?")
+
+
+def _parse(spec: object) -> tuple[str, int | None]:
+    """``(kind, index)`` of a device setting, or a :class:`GpLossError` naming it."""
+    match = _PATTERN.fullmatch(spec) if isinstance(spec, str) else None
+    if match is None or (match.group(2) is not None and match.group(1) != "cuda"):
+        raise GpLossError(f"device {spec!r} is not one of {DEVICE_CHOICES}")
+    return match.group(1), None if match.group(2) is None else int(match.group(2))
+
+
+def check_device(spec: object) -> None:
+    """Raise :class:`GpLossError` if ``spec`` is malformed or names a GPU this machine lacks."""
+    kind, index = _parse(spec)
+    if kind != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise GpLossError(f"device {spec!r}: CUDA is not available here (torch {torch.__version__} sees no GPU); "
+                          f"use --device cpu or auto")
+    if index is not None and index >= count:
+        raise GpLossError(f"device {spec!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+
+
+def gpu_count(spec: str) -> int:
+    """How many GPUs ``spec`` spreads the workers over (0 for the CPU)."""
+    kind, index = _parse(spec)
+    if kind == "cpu" or not torch.cuda.is_available():
+        return 0
+    return 1 if index is not None else torch.cuda.device_count()
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The device this process trains on under setting ``spec`` (claims a worker slot for GPUs)."""
+    kind, index = _parse(spec)
+    n = gpu_count(spec)
+    if n == 0:
+        if kind == "cuda":  # checked up front, but a worker may run on another host
+            check_device(spec)
+        return torch.device("cpu")
+    if index is not None:
+        return torch.device("cuda", index)
+    return torch.device("cuda", worker_slot() % n)
+
+
+_SLOT: dict = {}  # this process's claimed slot: {"index": k, "file": the open locked file}
+
+
+def worker_slot(directory: str | os.PathLike | None = None) -> int:
+    """This process's slot on this machine: the lowest one no live process holds (claimed once)."""
+    if "index" in _SLOT:
+        return _SLOT["index"]
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): every process is slot 0
+        _SLOT["index"] = 0
+        return 0
+    root = Path(directory or Path(tempfile.gettempdir()) / f"gp-loss-worker-slots-{os.getuid()}")
+    root.mkdir(parents=True, exist_ok=True)
+    k = 0
+    while True:
+        f = open(root / str(k), "a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            k += 1
+            continue
+        _SLOT.update(index=k, file=f)  # kept open: the lock lives as long as the process
+        return k
+
+
+def set_deterministic(on: bool) -> None:
+    """Ask torch for deterministic kernels (CUDA: cuBLAS needs a fixed workspace, set before it starts)."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(on)

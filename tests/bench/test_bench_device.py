@@ -1,0 +1,35 @@
+"""The device benchmark: the runs it starts, the ratios it prints, its refusals."""
+import pytest
+
+from gp_loss.bench import device as bench
+from gp_loss.cli import main
+
+
+def test_one_worker_k_workers_and_deterministic_runs_are_compared(monkeypatch):
+    commands = []
+    per_minute = iter([60, 150, 40])
+
+    def fake_run(cmd, out):
+        commands.append(cmd)
+        return {"evaluations_per_minute": next(per_minute), "hall_of_fame": [{"cls": "neg(x)"}]}
+
+    monkeypatch.setattr(bench, "run_script", fake_run)
+    result = bench.bench_device(10, device="cpu", workers=3)
+    assert [c[c.index("--device") + 1] for c in commands] == ["cpu"] * 3
+    assert ["--map", "serial"] == commands[0][-2:] and ["--workers", "3"] == commands[1][-2:]
+    assert commands[2][-1] == "--deterministic"
+    assert result["speedup"] == 2.5 and result["deterministic_cost"] == 1.5
+    assert all(result["same_hall_of_fame"].values())
+
+
+def test_refusals_are_one_line(capsys):
+    assert main(["bench", "device", "--device", "gpu"]) == 2
+    assert "device 'gpu' is not one of" in capsys.readouterr().err
+    assert main(["bench", "device", "--device", "cpu", "--workers", "1"]) == 2
+    assert "--workers must be at least 2" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_real_cpu_run_finds_the_same_hall_of_fame_with_two_workers():
+    result = bench.bench_device(2, device="cpu", workers=2, deterministic=False)
+    assert result["same_hall_of_fame"] == {"2 workers": True} and result["speedup"] > 0
