@@ -1,7 +1,7 @@
 """Handcrafted and searched losses of the papers, written in the loss language.
 
 One table for every place that needs a paper's loss by name: the tasks'
-baselines (:class:`~gp_loss.tasks.registry.TaskInfo`), ``runs/paper_losses.py``
+baselines (:class:`~gp_loss.tasks.base.TaskInfo`), ``runs/paper_losses.py``
 and the tests. Focal losses use gamma = 2; the sigmoid focal loss uses
 alpha = 0.25 as in RetinaNet (Lin et al., ICCV 2017).
 """

@@ -19,9 +19,9 @@ from pathlib import Path
 from scipy.stats import spearmanr
 
 from gp_loss.errors import GpLossError
-from gp_loss.evolution.config import SearchConfig, with_added_fields
+from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.individual import genome_of, individual_from_formulas
-from gp_loss.evolution.run_files import CONFIG, EVALUATIONS
+from gp_loss.evolution.run_files import EVALUATIONS, read_stored_config
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.runtime.device import check_device, resolve_device
 from gp_loss.tasks import make_task, task_options
@@ -46,10 +46,10 @@ def top_overlap(a: list[float], b: list[float], k: int) -> int:
 def bench_proxy(run_path: str | Path, epochs: list[int], sample: int = 40, top: int = 5) -> dict:
     """Score ``sample`` of the run's losses with each proxy length in ``epochs`` and the final protocol."""
     run = RunDir(run_path)
-    stored = run.read_json(CONFIG)
+    stored = read_stored_config(run)
     if stored is None:
         raise GpLossError(f"{run.path} holds no run (no config.json): give the --out directory of a search")
-    config = SearchConfig.from_dict(with_added_fields(stored))
+    config = SearchConfig.from_dict(stored)
     check_device(config.device)
     device = resolve_device(config.device)  # the run's own device, as its workers trained
     options = task_options(config.task, config.task_options)

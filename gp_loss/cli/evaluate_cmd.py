@@ -7,7 +7,7 @@ import statistics
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
-from gp_loss.tasks import TASK_NAMES
+from gp_loss.tasks import TASKS
 
 
 def register(sub) -> None:
@@ -17,7 +17,8 @@ def register(sub) -> None:
                                    "(mean ± std). The seeds are those of a search's final retraining "
                                    "(--seed S: S+1000, S+1001, ...), so `--seed` of a run reproduces its "
                                    "final.json rows.")
-    p.add_argument("--task", default="classification", help=f"the task ({', '.join(TASK_NAMES)})")
+    p.add_argument("--task", default="classification",
+                   help="the task: " + "; ".join(f"{name}: {info.summary}" for name, info in TASKS.items()))
     p.add_argument("--loss", action="append", required=True, metavar="KIND=FORMULA|BASELINE",
                    help="e.g. cls='neg(dot(y, log(softmax(x))))' or a baseline name (ce, focal, "
                         "label_smoothing_ce); repeat to compare")
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from gp_loss.evolution.config import retrain_seeds
     from gp_loss.runtime.device import check_device, resolve_device
     from gp_loss.runtime.threads import torch_threads
-    from gp_loss.tasks import task_info
+    from gp_loss.tasks import make_task, task_info
 
     info = task_info(args.task)
     if args.seeds < 1:
@@ -47,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         options["data"] = args.data
     if args.epochs is not None:
         options["final_epochs"] = args.epochs
-    info.make_options(options)  # a bad option is reported before the formulas are read
     losses = []
     for spec in args.loss:
         if "=" not in spec:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             losses.append((spec, genome))
         else:
             losses.append((spec, Genome.from_specs([spec])))
-    task = info.task_class(info.make_options(options), resolve_device(args.device))
+    task = make_task(args.task, options, resolve_device(args.device))
     seeds = retrain_seeds(args.seed, args.seeds)
     rows = []
     with torch_threads(1):

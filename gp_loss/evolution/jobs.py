@@ -212,7 +212,15 @@ def evaluate(job: TrainJob) -> TrainOutcome:
     return ctx.task.proxy_fitness(genome, job.seed, cfg.eval_time_limit_s)
 
 
-def signature_of(job: TrainJob) -> tuple:
+@dataclass(frozen=True)
+class SignatureJob:
+    """The gradient-equivalence signature of the genome ``formulas``."""
+
+    config: dict
+    formulas: Formulas
+
+
+def signature_of(job: SignatureJob) -> tuple:
     """The gradient-equivalence signature of the genome ``job.formulas`` (one per branch, in layout order).
 
     A job, so that the parent of a parallel search builds no filter samples of its own.

@@ -12,6 +12,9 @@
 """
 from __future__ import annotations
 
+from gp_loss.errors import GpLossError
+from gp_loss.evolution.config import with_added_fields
+from gp_loss.runtime.run_dir import RunDir
 from gp_loss.tasks import TrainOutcome
 
 CONFIG = "config.json"
@@ -22,6 +25,18 @@ HALL_OF_FAME_PY = "hall_of_fame.py"
 BASELINES = "baselines.json"
 FINAL = "final.json"
 PLOT = "fitness.png"
+
+
+def read_stored_config(run: RunDir) -> dict | None:
+    """The run's stored configuration as a dict (``None`` if it has no ``config.json``).
+
+    Fields added to :class:`~gp_loss.evolution.config.SearchConfig` since the run
+    was made are filled in with the values that reproduce what it did.
+    """
+    stored = run.read_json(CONFIG)
+    if stored is not None and not isinstance(stored, dict):
+        raise GpLossError(f"{run.file(CONFIG)} is not a configuration (a JSON mapping of fields)")
+    return None if stored is None else with_added_fields(stored)
 
 
 def evaluation_record(outcome: TrainOutcome, *, generation: int, slot: int, evaluation: int,

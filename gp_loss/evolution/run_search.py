@@ -7,11 +7,11 @@ import sys
 from gp_loss.errors import GpLossError
 from gp_loss.evolution import jobs
 from gp_loss.evolution.algorithms import SCHEMES
-from gp_loss.evolution.config import SearchConfig, config_diff, with_added_fields
+from gp_loss.evolution.config import SearchConfig, config_diff
 from gp_loss.evolution.individual import formulas_of
 from gp_loss.evolution.jobs import TrainJob
 from gp_loss.evolution.recorder import Recorder
-from gp_loss.evolution.run_files import CONFIG
+from gp_loss.evolution.run_files import CONFIG, read_stored_config
 from gp_loss.evolution.search import Search
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.parallel import Mapper
@@ -27,9 +27,9 @@ def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | No
                               f"or choose another --out")
         run.write_json(CONFIG, config.to_dict())
         return None, []
-    if not run.exists(CONFIG):
+    stored = read_stored_config(run)
+    if stored is None:
         raise GpLossError(f"nothing to resume in {run.path}: it has no config.json")
-    stored = with_added_fields(run.read_json(CONFIG))
     diff = config_diff(stored, config.to_dict())
     if diff:
         raise GpLossError(f"cannot resume {run.path} with a different configuration:\n  " + "\n  ".join(diff)
@@ -63,8 +63,7 @@ def final_evaluation(search: Search) -> dict:
     info = search.task_info
     entries = [(f"top{rank}", formulas_of(search.layout, ind), ind.fitness.values[0])
                for rank, ind in enumerate(list(search.hall_of_fame)[:cfg.final_top], 1)]
-    entries += [(name, info.baselines[name], search.baseline_fitness.get(name))
-                for name in cfg.baselines if search.layout == info.branches]
+    entries += [(name, info.baselines[name], search.baseline_fitness.get(name)) for name in search.baseline_names()]
     seeds = cfg.retrain_seeds
     job_list = [TrainJob(config=search.config_dict, formulas=formulas, seed=seed, final=True)
                 for _, formulas, _ in entries for seed in seeds]

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from gp_loss.errors import GpLossError
-from gp_loss.evolution.config import SearchConfig, with_added_fields
+from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.run_files import read_stored_config
+from gp_loss.runtime.run_dir import RunDir
 from gp_loss.runtime.parallel import MAPS
 
 # flag -> (config field, type, help)
@@ -112,10 +114,9 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
     if given.get("deterministic"):
         overrides["deterministic"] = True
     if resume:
-        stored_path = Path(out) / "config.json"
-        if not stored_path.exists():
+        base = read_stored_config(RunDir(out))
+        if base is None:
             raise GpLossError(f"nothing to resume in {out}: it has no config.json")
-        base = with_added_fields(json.loads(stored_path.read_text(encoding="utf-8")))
     else:
         base = defaults.to_dict()
     base["task_options"] = {**base.get("task_options", {}), **task_options}
@@ -123,14 +124,20 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
     return SearchConfig.from_dict(base), out, resume
 
 
-def worker_count(config: SearchConfig, workers: int | None, per_gpu: int | None) -> int:
+def worker_count(config: SearchConfig, workers: int | None, per_gpu: int | None, map_kind: str = "auto") -> int:
     """Worker processes from ``--workers`` or ``--workers-per-gpu`` (checked; default 1)."""
     from gp_loss.runtime.device import check_device, gpu_count
+    from gp_loss.runtime.parallel import scoop_running
 
     if per_gpu is None:
         return 1 if workers is None else workers
     if per_gpu < 1:
         raise GpLossError(f"--workers-per-gpu must be at least 1, got {per_gpu}")
+    if map_kind == "scoop" or (map_kind == "auto" and scoop_running()):
+        raise GpLossError("--workers-per-gpu starts its own worker processes; under SCOOP give "
+                          "`python -m scoop -n K*GPUS` instead (worker i trains on GPU i mod GPUS)")
+    if map_kind == "serial":
+        raise GpLossError("--workers-per-gpu needs worker processes: drop --map serial")
     check_device(config.device)
     gpus = gpu_count(config.device)
     if gpus == 0:
@@ -150,7 +157,8 @@ def main(description: str, defaults: SearchConfig, default_out: str,
     args = build_parser(description, task_flags).parse_args(argv)
     try:
         config, out, resume = config_from_args(args, task_flags, defaults, default_out)
-        workers = worker_count(config, getattr(args, "workers", None), getattr(args, "workers_per_gpu", None))
+        workers = worker_count(config, getattr(args, "workers", None), getattr(args, "workers_per_gpu", None),
+                               getattr(args, "map", "auto"))
         result = run_search(config, out, resume=resume, workers=workers,
                             map_kind=getattr(args, "map", "auto"),
                             progress=False if getattr(args, "no_progress", False) else None)

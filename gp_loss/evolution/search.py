@@ -32,7 +32,7 @@ from gp_loss.evolution import jobs
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.individual import (Individual, formulas_of, freeze, individual_from_dict,
                                           individual_from_formulas, individual_to_dict, same_formulas)
-from gp_loss.evolution.jobs import BreedJob, ChildJob, ChildResult, TrainJob
+from gp_loss.evolution.jobs import BreedJob, ChildJob, ChildResult, SignatureJob, TrainJob
 from gp_loss.evolution.run_files import evaluation_record
 from gp_loss.evolution.variation import GIVEN, Mode
 from gp_loss.evolution.worker import breeding_stage_names
@@ -143,7 +143,7 @@ class Search:
         ind = individual_from_formulas(self.layout, self.config.start)
         ind.generation = self.generation
         # A worker computes it: the parent builds no filter samples of its own.
-        (signature,) = self.toolbox.map(jobs.signature_of, [TrainJob(self.config_dict, self.config.start, 0)])
+        (signature,) = self.toolbox.map(jobs.signature_of, [SignatureJob(self.config_dict, self.config.start)])
         ind.signature = signature
         return ind
 
@@ -234,17 +234,19 @@ class Search:
         """Start (or, on resume, continue) the search's wall clock: after the setup, before generation 0."""
         self._clock = self._generation_start = time.perf_counter()
 
+    def baseline_names(self) -> list[str]:
+        """The configured baselines that can train this run's genome: only those written for its branch layout."""
+        return list(self.config.baselines) if self.layout == self.task_info.branches else []
+
     def evaluate_baselines(self) -> None:
         """Proxy fitness of the named baselines, for the report and the plot (not in the budget).
 
-        Only baselines written for this run's branch layout can train its genome.
         A resumed search has them from its checkpoint.
         """
         if self.baseline_fitness:
             return
-        info = self.task_info
-        names = [n for n in self.config.baselines if self.layout == info.branches]
-        job_list = [TrainJob(config=self.config_dict, formulas=info.baselines[n], seed=self.config.seed)
+        names = self.baseline_names()
+        job_list = [TrainJob(config=self.config_dict, formulas=self.task_info.baselines[n], seed=self.config.seed)
                     for n in names]
         for name, outcome in zip(names, self.toolbox.map(jobs.evaluate, job_list)):
             self.baseline_fitness[name] = outcome.score

@@ -98,7 +98,7 @@ class ReducedLoss:
     """``loss(*inputs) -> scalar``: the output of ``raw`` reduced by ``normaliser``.
 
     ``normaliser`` is the kind's reduction unless a task gave its own
-    (:mod:`gp_loss.reduction` states the rule). ``kind_name``, ``raw`` and
+    (:mod:`gp_loss.reduction` states the rule). ``raw`` and
     ``normaliser`` stay readable, so the rejection protocol can take the gradient
     of the raw output directly when the normaliser is a
     :class:`~gp_loss.reduction.Reduction` (a known constant times the sum).

@@ -128,9 +128,9 @@ def random_tree_reading(kind: Kind, depth: int, rng: random.Random, input_name: 
 
     Exactly the distribution of drawing :func:`random_tree` until a tree reads
     ``input_name``, without the draws that do not: the filters reject every
-    tree without the prediction leaf, and about 44% of random depth-3 ``cls``
-    trees lack it. (The draws differ, so for one seed the trees differ from
-    those of that loop.)
+    tree without the prediction leaf, and many random trees lack it (the
+    README gives the share). (The draws differ, so for one seed the trees
+    differ from those of that loop.)
 
     How: let ``q(T, L)`` be the probability that a random subtree of type
     ``T`` with ``L`` computational levels lacks the leaf. A node that must

@@ -167,7 +167,7 @@ def judge_logit_sweeps(sweep: LogitSweep, losses: np.ndarray, s: ConvergenceSett
     kink_ratio = np.where(~at_end & (at_min > 0), at_min / np.maximum(around, 1e-300), 0.0)
     correct = sweep.correct.take(rows * g + best)  # M×K
     # The checks of each condition in order, conditions in order: the first True fails.
-    # (np.array of a list stacks as np.stack does, at a quarter of its cost on these sizes.)
+    # (np.array of a list stacks as np.stack does, with less overhead on these small arrays.)
     failed = np.array([decrease <= tol, ~correct, violation > s.max_violation_frac,
                        grad_ratio > s.grad_ratio_tol, kink_ratio > s.kink_ratio_tol])  # 5×M×K
     failed = failed.transpose(1, 2, 0).reshape(count, -1)  # M×(K*5)

@@ -61,41 +61,56 @@ def gpu_count(spec: str) -> int:
 def resolve_device(spec: str) -> torch.device:
     """The device this process trains on under setting ``spec`` (claims a worker slot for GPUs)."""
     kind, index = _parse(spec)
+    if kind == "cuda":  # checked up front, but a SCOOP worker may run on another host
+        check_device(spec)
     n = gpu_count(spec)
     if n == 0:
-        if kind == "cuda":  # checked up front, but a worker may run on another host
-            check_device(spec)
         return torch.device("cpu")
     if index is not None:
         return torch.device("cuda", index)
     return torch.device("cuda", worker_slot() % n)
 
 
-_SLOT: dict = {}  # this process's claimed slot: {"index": k, "file": the open locked file}
+_SLOTS: dict[Path, tuple[int, object]] = {}  # directory -> (this process's slot, its open locked file)
 
 
 def worker_slot(directory: str | os.PathLike | None = None) -> int:
-    """This process's slot on this machine: the lowest one no live process holds (claimed once)."""
-    if "index" in _SLOT:
-        return _SLOT["index"]
+    """This process's slot in ``directory`` (default: one per user in the temporary directory).
+
+    The lowest slot no live process holds, claimed on the first call and kept
+    for the life of the process.
+    """
     try:
         import fcntl
     except ImportError:  # no advisory locks (Windows): every process is slot 0
-        _SLOT["index"] = 0
         return 0
     root = Path(directory or Path(tempfile.gettempdir()) / f"gp-loss-worker-slots-{os.getuid()}")
-    root.mkdir(parents=True, exist_ok=True)
-    k = 0
-    while True:
-        f = open(root / str(k), "a")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.close()
-            k += 1
-            continue
-        _SLOT.update(index=k, file=f)  # kept open: the lock lives as long as the process
-        return k
+    if root not in _SLOTS:
+        root.mkdir(parents=True, exist_ok=True)
+        k = 0
+        while True:
+            f = open(root / str(k), "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                f.close()
+                k += 1
+        _SLOTS[root] = (k, f)  # the file stays open: the lock lives as long as the process
+    return _SLOTS[root][0]
+
+
+def deterministic_error(err: BaseException) -> GpLossError | None:
+    """The one-line error to stop a search with, if ``err`` is torch refusing a kernel in deterministic mode.
+
+    Such a kernel belongs to the task's model, not to a candidate loss: every
+    training would fail the same way, so it must not be scored as a bad loss.
+    """
+    if isinstance(err, RuntimeError) and torch.are_deterministic_algorithms_enabled() \
+            and "deterministic" in str(err):
+        return GpLossError(f"--deterministic: {str(err).splitlines()[0]} Run without --deterministic "
+                           f"or on another device.")
+    return None
 
 
 def set_deterministic(on: bool) -> None:

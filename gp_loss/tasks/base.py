@@ -10,7 +10,9 @@ loads a task's data unless it trains.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Protocol
 
 import torch
@@ -27,8 +29,9 @@ class TrainOutcome:
     ``status``: ``"ok"``; ``"non-finite"`` (a branch's loss turned NaN/Inf and
     training stopped there; ``reason`` names the branch); ``"error"`` (the loss
     raised); ``"too slow"`` (time limit). A failed training scores 0.
-    ``losses``: each branch's loss value at the last step that ran (the
-    terms by branch name, before they are summed).
+    ``losses``: each branch's loss value at the last step checked (the terms
+    by branch name, before they are summed; ``None`` where not finite, so the
+    record stays strict JSON).
     """
 
     score: float
@@ -36,7 +39,7 @@ class TrainOutcome:
     reason: str = ""
     steps: int = 0
     seconds: float = 0.0
-    losses: dict[str, float] = field(default_factory=dict)
+    losses: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +70,7 @@ class TaskInfo:
     metric: str
     baseline_losses: dict[str, dict[str, str]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def baselines(self) -> dict[str, dict[str, str]]:
         """Baseline name -> branch -> formula text."""
         return {name: {branch: PAPER_LOSSES[loss].formula for branch, loss in losses.items()}
@@ -81,6 +84,66 @@ class TaskInfo:
         opts = self.options.from_dict(dict(options or {}))
         opts.check()
         return opts
+
+
+# Proxy training stops at the first non-finite loss (AutoLoss-Zero: within 20 iterations).
+# On the CPU every step is checked; on a GPU each check waits for the device, so the
+# losses of this many steps are checked at once and the first bad one is named.
+NAN_CHECK_EVERY_GPU = 20
+
+
+class NonFiniteWatch:
+    """AutoLoss-Zero's early stop for a training loop: the first step whose loss is NaN/Inf, by branch.
+
+    ``add(total, terms)`` after each step's forward pass returns ``None`` while
+    all is well, or ``(steps back, reason)`` when a check finds a bad step:
+    ``steps back`` is how many of the steps added since are past it (0 on the
+    CPU, where every step is checked). ``flush()`` checks what is left, before
+    training ends for any reason. ``losses`` holds each branch's loss at the last
+    step checked (``None`` where it is not finite), for the training's record.
+    """
+
+    def __init__(self, device: torch.device):
+        self.every = 1 if device.type == "cpu" else NAN_CHECK_EVERY_GPU
+        self._pending: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+        self._last: dict[str, torch.Tensor] = {}
+
+    def add(self, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> tuple[int, str] | None:
+        self._pending.append((total.detach(), {name: t.detach() for name, t in terms.items()}))
+        return self.flush() if len(self._pending) >= self.every else None
+
+    def flush(self) -> tuple[int, str] | None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return None
+        bad = first_non_finite(pending)
+        self._last = pending[-1 if bad is None else bad[0]][1]
+        return None if bad is None else (len(pending) - 1 - bad[0], bad[1])
+
+    @property
+    def losses(self) -> dict[str, float | None]:
+        values = {name: float(t) for name, t in self._last.items()}
+        return {name: v if math.isfinite(v) else None for name, v in values.items()}
+
+
+def first_non_finite(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[int, str] | None:
+    """``(position, "loss of branch 'b' is nan")`` of the first step whose total loss is not finite.
+
+    A step is its total and its terms by branch. The total is finite exactly when
+    every term is and their sum does not overflow, so one check of the totals
+    (one device synchronisation for all the steps given) finds the step; its
+    terms then name the branch.
+    """
+    totals = steps[0][0] if len(steps) == 1 else torch.stack([total for total, _ in steps])
+    finite = torch.isfinite(totals)
+    if bool(finite.all()):
+        return None
+    at = int((~finite.reshape(-1)).nonzero()[0, 0])
+    total, terms = steps[at]
+    for name, t in terms.items():
+        if not torch.isfinite(t):
+            return at, f"loss of branch {name!r} is {t.item()}"
+    return at, f"the sum of the branch losses is {total.item()}"
 
 
 class Task(Protocol):

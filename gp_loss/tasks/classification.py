@@ -14,7 +14,7 @@ both N×C×1×1): :data:`BRANCH_INPUTS`. Several branches are summed.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import lru_cache
 
 import numpy as np
@@ -27,13 +27,9 @@ from gp_loss.field_types import check_field_types
 from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
-from gp_loss.tasks.base import TaskInfo, TrainOutcome
+from gp_loss.runtime.device import deterministic_error
+from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
 
-# Proxy training stops at the first non-finite loss (AutoLoss-Zero: within 20 iterations).
-# On the CPU every step is checked; on a GPU each check waits for the device, so the
-# losses of NAN_CHECK_EVERY_GPU steps are checked at once and the first bad one is named.
-NAN_CHECK_EVERY = {"cpu": 1}
-NAN_CHECK_EVERY_GPU = 20
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -128,9 +124,6 @@ class ClassificationTask:
         self.splits = {"train": torch.as_tensor(train), "val": torch.as_tensor(val),
                        "test": torch.as_tensor(test)}
 
-    def to_spec(self) -> dict:
-        return {"name": INFO.name, "options": asdict(self.options)}
-
     # -- the loss adapter ---------------------------------------------------
     def loss_terms(self, genome: Genome):
         """``terms(logits N×C, labels N) -> {branch name: scalar loss}``, in the genome's branch order."""
@@ -164,15 +157,17 @@ class ClassificationTask:
         optimizer = torch.optim.Adam(model.parameters(), lr=o.lr)
         order = torch.Generator().manual_seed(seed)
         train = self.splits["train"]
-        check_every = NAN_CHECK_EVERY.get(self.device.type, NAN_CHECK_EVERY_GPU)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=o.precision == "bf16")
+        watch = NonFiniteWatch(self.device)
         steps = 0
-        pending: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []  # (total, terms) not yet checked
-        last: dict[str, torch.Tensor] = {}  # the terms of the last step checked
 
         def outcome(score: float, status: str = "ok", reason: str = "") -> TrainOutcome:
-            losses = {name: float(t) for name, t in last.items()}
-            return TrainOutcome(score, status, reason, steps, time.perf_counter() - start, losses)
+            return TrainOutcome(score, status, reason, steps, time.perf_counter() - start, watch.losses)
+
+        def stopped(bad: tuple[int, str], back: int) -> TrainOutcome:
+            nonlocal steps
+            steps -= bad[0] + back  # the bad step's index: the optimizer steps before it
+            return outcome(0.0, "non-finite", f"{bad[1]} at step {steps}")
 
         try:
             terms_of = self.loss_terms(genome)
@@ -185,35 +180,27 @@ class ClassificationTask:
                     loss = self.images.new_zeros(())
                     for t in terms.values():
                         loss = loss + t
-                    pending.append((loss.detach(), {name: t.detach() for name, t in terms.items()}))
-                    if len(pending) >= check_every:
-                        bad = _first_non_finite(pending)
-                        last = pending[-1 if bad is None else bad[0]][1]
-                        if bad is not None:
-                            steps -= len(pending) - 1 - bad[0]
-                            return outcome(0.0, "non-finite", f"{bad[1]} at step {steps}")
-                        pending = []
+                    bad = watch.add(loss, terms)
+                    if bad is not None:  # this step has no optimizer step yet
+                        return stopped(bad, 0)
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
                     steps += 1
                     if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
-                        return outcome(0.0, "too slow", f"over {time_limit_s:g} s at step {steps}")
-            if pending:  # the steps since the last check (a GPU checks every few steps)
-                bad = _first_non_finite(pending)
-                last = pending[-1 if bad is None else bad[0]][1]
-                if bad is not None:
-                    steps -= len(pending) - bad[0]
-                    return outcome(0.0, "non-finite", f"{bad[1]} at step {steps}")
+                        bad = watch.flush()
+                        return stopped(bad, 1) if bad else outcome(0.0, "too slow",
+                                                                   f"over {time_limit_s:g} s at step {steps}")
+            bad = watch.flush()  # every step added has had its optimizer step
+            if bad is not None:
+                return stopped(bad, 1)
         except GpLossError:
             raise
-        except RuntimeError as err:
-            if torch.are_deterministic_algorithms_enabled() and "deterministic" in str(err):
-                # The task's own kernels, not the loss: every training would fail the same way.
-                raise GpLossError(f"--deterministic: {str(err).splitlines()[0]} Run without --deterministic "
-                                  f"or on another device.") from None
-            return outcome(0.0, "error", f"{type(err).__name__}: {err}")
         except Exception as err:  # a bad loss ends its own training, never the search
+            stop = deterministic_error(err)
+            if stop is not None:  # the task's own kernels: every training would fail alike
+                raise stop from None
+            watch.flush()
             return outcome(0.0, "error", f"{type(err).__name__}: {err}")
         score = self.accuracy(model, eval_split)
         if not np.isfinite(score):
@@ -233,26 +220,6 @@ class ClassificationTask:
 
     def final_score(self, genome: Genome, seed: int) -> TrainOutcome:
         return self.train(genome, seed, self.options.final_epochs, "test")
-
-
-def _first_non_finite(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[int, str] | None:
-    """``(position, "loss of branch 'b' is nan")`` of the first step whose total loss is not finite.
-
-    A step is its total and its terms by branch. The total is finite exactly when
-    every term is and their sum does not overflow, so one check of the totals
-    (one device synchronisation for all the steps given) finds the step; its
-    terms then name the branch.
-    """
-    totals = steps[0][0] if len(steps) == 1 else torch.stack([total for total, _ in steps])
-    finite = torch.isfinite(totals)
-    if bool(finite.all()):
-        return None
-    at = int((~finite.reshape(-1)).nonzero()[0, 0])
-    total, terms = steps[at]
-    for name, t in terms.items():
-        if not torch.isfinite(t):
-            return at, f"loss of branch {name!r} is {t.item()}"
-    return at, f"the sum of the branch losses is {total.item()}"
 
 
 INFO = TaskInfo(

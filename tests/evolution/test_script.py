@@ -147,3 +147,18 @@ def test_the_script_itself_prints_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: population must be at least 1, got -1"]
     assert proc.stdout == ""
+
+
+def test_workers_per_gpu_is_checked_before_any_work():
+    from gp_loss.evolution.config import SearchConfig
+    from gp_loss.evolution.script import worker_count
+    config = SearchConfig(device="cpu")
+    assert worker_count(config, None, None) == 1 and worker_count(config, 3, None) == 3
+    with pytest.raises(GpLossError, match="--workers-per-gpu must be at least 1, got 0"):
+        worker_count(config, None, 0)
+    with pytest.raises(GpLossError, match="under SCOOP"):
+        worker_count(config, None, 2, "scoop")
+    with pytest.raises(GpLossError, match="drop --map serial"):
+        worker_count(config, None, 2, "serial")
+    with pytest.raises(GpLossError, match="needs a GPU, but --device cpu trains on the CPU"):
+        worker_count(config, None, 2)

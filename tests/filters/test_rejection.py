@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/filters/conftest.py
 
 @pytest.fixture(scope="module")
 def stage():
-    # One stage for the module: task samples are built once per kind.
+    # One stage for the module: probe samples are built once per kind.
     return RejectionStage(seed=0)
 
 

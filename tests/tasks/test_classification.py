@@ -10,7 +10,9 @@ from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
 from gp_loss.tasks import TASK_NAMES, make_task, task_options
-from gp_loss.tasks.classification import INFO, ClassificationOptions, ClassificationTask, _first_non_finite
+from gp_loss.tasks import base
+from gp_loss.tasks.base import NonFiniteWatch, first_non_finite
+from gp_loss.tasks.classification import INFO, ClassificationOptions, ClassificationTask
 
 CE = "neg(dot(y, log(softmax(x))))"
 ANTI_CE = "neg(dot(y, neg(log(softmax(x)))))"  # maximises cross-entropy
@@ -100,16 +102,46 @@ def test_the_non_finite_stop_names_the_branch_that_broke(task):
     genome = _genome(("good", "cls", CE), ("bad", "cls", "log(sub(x, 1))"))
     outcome = task.proxy_fitness(genome, seed=0)
     assert outcome.status == "non-finite" and outcome.reason.startswith("loss of branch 'bad' is nan")
-    assert outcome.losses["good"] > 0 and outcome.losses["bad"] != outcome.losses["bad"]  # NaN
+    assert outcome.losses["good"] > 0 and outcome.losses["bad"] is None  # NaN: kept strict JSON
 
 
 def test_the_first_bad_step_of_a_checked_window_is_named():
     ok, nan, inf = torch.tensor(1.0), torch.tensor(float("nan")), torch.tensor(float("inf"))
     steps = [(ok, {"a": ok, "b": ok}), (inf, {"a": ok, "b": inf}), (nan, {"a": nan, "b": ok})]
-    assert _first_non_finite(steps) == (1, "loss of branch 'b' is inf")
+    assert first_non_finite(steps) == (1, "loss of branch 'b' is inf")
     big = torch.tensor(3e38)
-    assert _first_non_finite([(big + big, {"a": big, "b": big})]) == (0, "the sum of the branch losses is inf")
-    assert _first_non_finite(steps[:1]) is None
+    assert first_non_finite([(big + big, {"a": big, "b": big})]) == (0, "the sum of the branch losses is inf")
+    assert first_non_finite(steps[:1]) is None
+
+
+def test_a_gpu_watch_checks_every_20_steps_and_counts_back_to_the_bad_one():
+    watch = NonFiniteWatch(torch.device("cuda"))  # only its type is read: no GPU needed
+    ok, nan = torch.tensor(1.0), torch.tensor(float("nan"))
+    assert all(watch.add(ok, {"a": ok}) is None for _ in range(12))
+    assert watch.add(nan, {"a": nan}) is None  # not checked yet
+    assert all(watch.add(ok, {"a": ok}) is None for _ in range(6))
+    assert watch.add(ok, {"a": ok}) == (7, "loss of branch 'a' is nan")  # 20th step: 7 steps past the bad one
+    assert watch.losses == {"a": None}
+    assert watch.flush() is None and NonFiniteWatch(torch.device("cpu")).every == 1
+
+
+EXPLODES = "neg(mul(mul(exp(x), exp(x)), exp(x)))"  # -inf once a logit passes about 30
+
+
+@pytest.mark.parametrize("formula, lr", [(EXPLODES, 0.05), (EXPLODES, 0.2), ("log(sub(x, 1))", 3e-3), (CE, 3e-3)])
+def test_checking_every_20_steps_stops_at_the_same_step_as_checking_each(monkeypatch, formula, lr):
+    """A GPU's batched check reports what the CPU's per-step check does (apart from the last losses)."""
+    t = ClassificationTask(ClassificationOptions(proxy_epochs=1, lr=lr))
+    genome = _genome(("good", "cls", CE), ("b", "cls", formula))
+    each = t.proxy_fitness(genome, seed=0)
+    monkeypatch.setattr(base, "NAN_CHECK_EVERY_GPU", 20)
+    monkeypatch.setattr(NonFiniteWatch, "__init__", lambda self, device: (
+        setattr(self, "every", base.NAN_CHECK_EVERY_GPU), setattr(self, "_pending", []),
+        setattr(self, "_last", {}))[0])
+    batched = t.proxy_fitness(genome, seed=0)
+    assert (batched.status, batched.steps, batched.reason) == (each.status, each.steps, each.reason)
+    if each.status == "non-finite":
+        assert batched.losses == each.losses and each.losses["b"] is None
 
 
 def test_bf16_precision_trains_on_the_cpu():
