@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gp_loss.evolution.config import SearchConfig  # noqa: E402
-from gp_loss.evolution.script import main  # noqa: E402
+from gp_loss.evolution.script import main, run_script  # noqa: E402
 
 # The default search: CSE-Autoloss operators for a `cls` branch, AutoLoss-Zero's loop,
 # 200 proxy trainings of 5 epochs on digits; fits in a few minutes on 2 CPU cores.
@@ -35,6 +35,5 @@ TASK_FLAGS = {
 }
 
 if __name__ == "__main__":
-    status = main(__doc__, DEFAULTS, "out/search_classification", TASK_FLAGS)
-    if status:  # exiting with 0 explicitly would make SCOOP print a traceback
-        sys.exit(status)
+    # Exit 2 on a user error and non-zero on a crash, serially, with multiprocessing and under SCOOP.
+    run_script(lambda: main(__doc__, DEFAULTS, "out/search_classification", TASK_FLAGS))

@@ -35,7 +35,12 @@ def run(args: argparse.Namespace) -> int:
         genome = Genome.from_specs(args.branches)
     if args.out.suffix != ".py":
         raise GpLossError(f"--out {args.out}: the module file must end in .py")
-    write_text_atomic(args.out, export_torch(genome))
+    if args.out.is_dir():
+        raise GpLossError(f"--out {args.out} is a directory: give the path of the .py file to write")
+    try:
+        write_text_atomic(args.out, export_torch(genome))
+    except OSError as err:
+        raise GpLossError(f"cannot write --out {args.out}: {err.strerror or err}") from None
     print(f"wrote {args.out} ({', '.join(b.name for b in genome)})")
     if args.latex:
         for b in genome:

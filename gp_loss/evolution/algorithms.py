@@ -43,7 +43,8 @@ def aging_evolution(search: Search) -> None:
 def cse_evolution(search: Search) -> None:
     """CSE-Autoloss (Liu et al., ICLR 2021): evolve from the start formulas.
 
-    The population starts as the start genome and K-1 mutants of it. Each
+    The population starts as the start genome and K-1 mutants of it (fewer when the
+    budget is smaller than K). Each
     generation picks two parents per child by tournament; the child is a
     one-point crossover of one searched branch (height-limited like DEAP's
     ``staticLimit``), then mutated, repeated until it passes the filters.
@@ -52,7 +53,9 @@ def cse_evolution(search: Search) -> None:
     cfg = search.config
     if search.generation == 0:
         start = search.start_individual()
-        children = search.make_children([(GIVEN, [start])] + [(PAIR, [start, start])] * (cfg.population - 1))
+        # Like the zero scheme's, generation 0 never makes more children than the budget allows.
+        count = min(cfg.population, cfg.max_evaluations)
+        children = search.make_children([(GIVEN, [start])] + [(PAIR, [start, start])] * (count - 1))
         search.population.extend(children)
         search.end_generation()
 

@@ -19,6 +19,7 @@ Schemes:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from primitives import KINDS
@@ -31,6 +32,13 @@ from gp_loss.language.genome import Genome, check_branch_name
 
 # Fields a resumed run may change: they decide when to stop, not what is computed.
 BUDGET_FIELDS = ("max_evaluations", "max_seconds")
+
+# Seeds seed numpy's legacy generator among others, which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+# Bound on ``max_height`` (and so on ``init_depth``): 17, the static height limit of
+# Koza (1992) that DEAP's ``staticLimit`` examples use. A full random tree of depth D
+# has up to 2**D leaves, so a much deeper one exhausts memory before it is drawn.
+MAX_TREE_HEIGHT = 17
 
 
 @dataclass
@@ -57,7 +65,8 @@ class SearchConfig:
     # CSE-Autoloss variation
     p_crossover: float = 0.5
     p_mutation: float = 0.5
-    # Tree limits (static height limit for crossover; mutation retries)
+    # Tree limits (static height limit for crossover; mutation retries);
+    # init_depth <= max_height <= MAX_TREE_HEIGHT
     max_height: int = OffspringConfig.max_height
     max_size: int = OffspringConfig.max_size
     # Children per generation: all are bred and trained in one parallel map, and each
@@ -89,6 +98,13 @@ class SearchConfig:
         from gp_loss.tasks import task_info
 
         check_field_types(self)
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise GpLossError(f"{f.name} must be a finite number, got {v}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise GpLossError(f"seed must be in [0, {MAX_SEED}] (2**32 - 1), got {self.seed}: "
+                              f"give --seed in that range")
         if self.scheme not in SCHEME_NAMES:
             raise GpLossError(f"scheme must be one of {', '.join(SCHEME_NAMES)}, got {self.scheme!r}")
         for name in ("population", "max_population", "init_depth", "offspring_per_generation",
@@ -99,6 +115,10 @@ class SearchConfig:
         for name in ("n_mutations", "final_top"):
             if int(getattr(self, name)) < 0:
                 raise GpLossError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not self.init_depth <= self.max_height <= MAX_TREE_HEIGHT:
+            raise GpLossError(f"init_depth ({self.init_depth}) <= max_height ({self.max_height}) <= "
+                              f"{MAX_TREE_HEIGHT} must hold (deeper random trees exhaust memory): "
+                              f"lower --init-depth or max_height")
         if self.max_population < self.population:
             raise GpLossError(f"max_population ({self.max_population}) must be at least population "
                               f"({self.population})")

@@ -30,7 +30,40 @@ def load_hall_of_fame(run_dir: str | Path) -> list[dict]:
     data = run.read_json(HALL_OF_FAME_JSON)
     if data is None:
         raise GpLossError(f"{run.path} has no hall_of_fame.json yet: the run has not finished a generation")
-    return data["hall_of_fame"]
+    return check_hall_of_fame(data, run.file(HALL_OF_FAME_JSON))
+
+
+def check_hall_of_fame(data, where) -> list[dict]:
+    """The rows of a ``hall_of_fame.json``'s content, or :class:`GpLossError` saying what is wrong with it.
+
+    A row needs ``rank`` (int), ``fitness`` (number), ``formulas`` and ``kinds`` (branch name ->
+    text, a kind for every formula); ``latex`` (branch name -> text) is filled in when missing.
+    """
+    def bad(what: str) -> GpLossError:
+        return GpLossError(f"{where} is not a hall of fame ({what}); it is rewritten after every generation: "
+                           f"resume the run, or restore the file")
+
+    if not isinstance(data, dict) or not isinstance(data.get("hall_of_fame"), list):
+        raise bad('expected {"hall_of_fame": [rows]}')
+    rows = []
+    for i, row in enumerate(data["hall_of_fame"], 1):
+        if not isinstance(row, dict):
+            raise bad(f"row {i} is not a mapping")
+        formulas, kinds = row.get("formulas"), row.get("kinds")
+        if not isinstance(formulas, dict) or not formulas or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in formulas.items()):
+            raise bad(f"row {i} has no formulas (branch name -> formula text)")
+        if not isinstance(kinds, dict) or any(not isinstance(kinds.get(n), str) for n in formulas):
+            raise bad(f"row {i} has no kind for every branch of its formulas")
+        rank, fitness = row.get("rank"), row.get("fitness")
+        if not isinstance(rank, int) or isinstance(rank, bool):
+            raise bad(f"row {i} has no integer rank")
+        if not isinstance(fitness, (int, float)) or isinstance(fitness, bool):
+            raise bad(f"row {i} has no numeric fitness")
+        latex = row.get("latex")
+        latex = latex if isinstance(latex, dict) else {}
+        rows.append({**row, "latex": {n: latex.get(n) if isinstance(latex.get(n), str) else "?" for n in formulas}})
+    return rows
 
 
 def hall_of_fame_genome(rows: list[dict], top: int | None = None) -> Genome:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import traceback
 from pathlib import Path
+from typing import Callable
 
 from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
@@ -40,8 +44,8 @@ def build_parser(description: str, task_flags: dict[str, tuple[str, type, str]])
     """The script's parser: run options, ``FLAGS`` and the task's own ``task_flags``."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 argument_default=argparse.SUPPRESS)
-    p.add_argument("--out", type=Path, help="run directory to create")
-    p.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--out", help="run directory to create")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON with SearchConfig fields")
     p.add_argument("--workers", type=int, help="processes for --map multiprocessing (default 1)")
     p.add_argument("--workers-per-gpu", type=int, metavar="K",
@@ -83,6 +87,9 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
                      default_out: str) -> tuple[SearchConfig, str, bool]:
     """(configuration, run directory, resume?) from parsed arguments."""
     given = vars(args)
+    for flag in ("out", "resume"):
+        if flag in given and not str(given[flag]).strip():
+            raise GpLossError(f"--{flag} is empty: give a run directory, e.g. --{flag} out/search")
     resume = "resume" in given
     if resume and "out" in given and Path(given["out"]) != Path(given["resume"]):
         raise GpLossError("give either --out DIR (new run) or --resume DIR, not both")
@@ -90,7 +97,13 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
     overrides: dict = {}
     if "config" in given:
         overrides.update(_load_file(given["config"]))
-    task_options = dict(overrides.pop("task_options", {}))
+    task_options = overrides.pop("task_options", None)
+    if task_options is None:
+        task_options = {}
+    if not isinstance(task_options, dict):
+        raise GpLossError(f"task_options in --config {given['config']} must be a mapping of option names "
+                          f"to values (e.g. task_options: {{proxy_epochs: 5}}), got {task_options!r}")
+    task_options = dict(task_options)
     for flag, (field, _, _) in FLAGS.items():
         key = flag.lstrip("-").replace("-", "_")
         if key in given:
@@ -117,6 +130,8 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
         base = read_stored_config(RunDir(out))
         if base is None:
             raise GpLossError(f"nothing to resume in {out}: it has no config.json")
+        if not isinstance(base.get("task_options", {}), dict):
+            raise GpLossError(f"{RunDir(out).file('config.json')}: task_options is not a mapping of options")
     else:
         base = defaults.to_dict()
     base["task_options"] = {**base.get("task_options", {}), **task_options}
@@ -154,7 +169,10 @@ def main(description: str, defaults: SearchConfig, default_out: str,
     """Parse, search, print the best formulas beside the baselines. Exit 2 on a user error."""
     from gp_loss.evolution.run_search import final_table, run_search
 
-    args = build_parser(description, task_flags).parse_args(argv)
+    try:
+        args = build_parser(description, task_flags).parse_args(argv)
+    except SystemExit as stop:  # argparse: usage error (2) or --help (0), already printed
+        return stop.code if isinstance(stop.code, int) else 2
     try:
         config, out, resume = config_from_args(args, task_flags, defaults, default_out)
         workers = worker_count(config, getattr(args, "workers", None), getattr(args, "workers_per_gpu", None),
@@ -172,3 +190,78 @@ def main(description: str, defaults: SearchConfig, default_out: str,
     print(final_table(result))
     print(f"\nrun directory: {out} (hall_of_fame.py, final.json, fitness.png; `gp-loss report {out}`)")
     return 0
+
+
+def run_script(main_fn: Callable[[], int]) -> None:
+    """Run a ``runs/`` script's ``main`` and exit with its status, under any map.
+
+    A user error is 2 and a crash 1 (its traceback printed). Serially and with
+    multiprocessing that is the process's exit status. Under SCOOP the script runs
+    inside a future of SCOOP's root process, and SCOOP 0.7.2 loses its status:
+    ``SystemExit`` there prints a traceback and exits 1, and the ``scoop.launch``
+    process between the root and ``python -m scoop`` exits 0 whatever the root did
+    (``launchBootstraps`` ignores the root's return code), while the launcher exits
+    with that process's status. So on failure the root stops its sibling workers and
+    terminates its ``scoop.launch`` parent: the launcher then exits non-zero (241,
+    from SIGTERM). A status of 0 returns normally so that SCOOP finishes as usual.
+    """
+    try:
+        status = main_fn()
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        if not isinstance(stop.code, (int, type(None))):
+            print(stop.code, file=sys.stderr)
+    except BaseException:  # a crash: show it, and exit non-zero under every map
+        traceback.print_exc()
+        status = 1
+    if not _scoop_origin():
+        sys.exit(status)
+    if status:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _fail_scoop_launch()
+        os._exit(status)
+
+
+def _scoop_origin() -> bool:
+    try:
+        import scoop
+    except ImportError:  # pragma: no cover - scoop is a dependency
+        return False
+    return bool(getattr(scoop, "IS_RUNNING", False) and getattr(scoop, "IS_ORIGIN", False))
+
+
+def _fail_scoop_launch() -> None:
+    """Terminate this SCOOP root's ``scoop.launch`` parent and its other workers (see :func:`run_script`)."""
+    parent = os.getppid()
+    try:
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:  # not Linux, or gone: nothing to carry the status
+        return
+    if b"scoop.launch" not in cmdline:
+        return
+    for pid in _children(parent):
+        if pid != os.getpid():
+            _kill(pid)
+    _kill(parent)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields_after_name = stat.rsplit(")", 1)[-1].split()
+            if len(fields_after_name) > 1 and fields_after_name[1] == str(pid):
+                found.append(int(entry.name))
+    return found
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass

@@ -1,10 +1,45 @@
-"""Gradient-equivalence check (AutoLoss-Zero, Li et al., CVPR 2022, section 3.2).
+"""Gradient-equivalence check (after AutoLoss-Zero, Li et al., CVPR 2022, section 3.2).
 
-Two losses are taken as equivalent when the L2 norms of their gradients with
-respect to the predictions agree to two significant digits on all B samples
-of the rejection protocol. The signature of a loss is that tuple of B rounded
-norms; an :class:`EquivalenceCache` maps signatures to the fitness already
-measured, so the evolution reuses it instead of training again.
+AutoLoss-Zero takes two losses as equivalent when the L2 norms of their
+gradients with respect to the predictions agree to two significant digits on
+all B samples of the rejection protocol. A norm cannot tell a gradient from its
+opposite or from any other gradient of the same length: by that test CE equals
+−CE (a loss that *un*-learns) and CE of the negated logits, so the search would
+hand such a loss the fitness CE earned instead of training it.
+
+Here the signature of a loss keeps AutoLoss-Zero's norms and adds a coarse
+fingerprint of each gradient's direction. For sample b with gradient g_b
+(flattened, S entries) it holds
+
+* ``||g_b||_2`` rounded to two significant digits (AutoLoss-Zero's test), and
+* the signs (+ / -) of ``g_b · r_1 .. g_b · r_D`` for ``D = DIRECTIONS``
+  fixed pseudo-random directions r_d (entries standard normal, drawn from a
+  generator with a fixed seed, independent of the probe seed, the process and
+  the device): on which side of D fixed random hyperplanes the gradient lies
+  (random-hyperplane hashing, SimHash).
+
+An opposite gradient flips every sign, and two gradients at angle θ differ in a
+given sign with probability θ/π, so gradients pointing elsewhere (θ of a few
+tenths of a radian or more) almost surely differ in one of the B×D signs, while
+a sign only changes under float noise if a projection (of order ``||g_b||``) is
+within float precision of zero. Gradients a few degrees apart mostly keep
+their signs, so the direction check is meant to be about as coarse as the norm
+check, not stricter. (Rounding the unit gradient's coordinates to
+one decimal instead split 11 of the 120 reuses of a default search, all with
+gradients at cosine 0.995 or more to the trained twin's; the signs split 1.)
+
+The signature is a flat tuple: the B rounded norms, then the B×D signs (+1.0,
+-1.0, or 0.0 for a zero projection), sample by sample (read back by
+:func:`split_signature`). It stays hashable and survives JSON. A zero
+gradient's norm is 0.0 and its signs 0.0; a non-finite one's norm is the string
+``"nan"`` or ``"inf"`` and its signs 0.0.
+Two losses are equivalent when their signatures are equal: same norms *and*
+same directions, so a rescaled loss (``2·CE``: norms differ), a negated one
+(``−CE``: every sign flips) or one pushing the predictions elsewhere
+(``CE(−x)``) is not, while algebraic rewrites (``dot(y, neg(log(softmax(x))))``
+for CE) and losses that differ by a constant still are. An
+:class:`EquivalenceCache` maps signatures to the fitness already measured, so
+the evolution reuses it instead of training again.
 
 The rejection stage computes the signature during its own first step and
 leaves it in ``candidate.info["signature"]``; :class:`EquivalenceStage` only
@@ -28,8 +63,10 @@ from gp_loss.language.parse import parse_formula
 from gp_loss.probes.rejection import RejectionProbe, RejectionSamples
 
 SIGNIFICANT_DIGITS = 2
+DIRECTIONS = 4  # fixed random directions per sample: the signs of the gradient's projections on them
+DIRECTION_SEED = 20220601  # seed of the fixed directions: not the probe seed
 
-Signature = tuple  # of B rounded norms: floats, or "nan" / "inf" strings
+Signature = tuple  # B rounded norms ("nan" / "inf" when not finite), then B*D direction signs
 
 
 def round_significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> Union[float, str]:
@@ -48,17 +85,50 @@ def round_significant(value: float, digits: int = SIGNIFICANT_DIGITS) -> Union[f
     return float(f"{value:.{digits - 1}e}")
 
 
+_directions_cache: dict[int, torch.Tensor] = {}
+
+
+def fixed_directions(size: int) -> torch.Tensor:
+    """The DIRECTIONS fixed directions (size×D, float64, entries standard normal) for gradients of ``size`` entries.
+
+    Drawn on the CPU from their own generator, so every process and device gets the same.
+    """
+    if size not in _directions_cache:
+        g = torch.Generator().manual_seed(DIRECTION_SEED + size)
+        _directions_cache[size] = torch.randn(size, DIRECTIONS, generator=g, dtype=torch.float64)
+    return _directions_cache[size]
+
+
 def signature_of_gradient(grad: torch.Tensor, digits: int = SIGNIFICANT_DIGITS) -> Signature:
-    """Rounded per-sample L2 norms of a stacked gradient B×S -> tuple of B entries."""
-    norms = grad.detach().reshape(grad.shape[0], -1).double().norm(dim=1)
-    return tuple(round_significant(v, digits) for v in norms.tolist())
+    """Signature of a stacked gradient B×S: the B L2 norms ``||g_b||`` rounded to ``digits``
+    significant digits, then per sample the D signs of ``g_b · r_d`` for the :func:`fixed_directions` r_d.
+    """
+    flat = grad.detach().reshape(grad.shape[0], -1).to("cpu", torch.float64)
+    norms = flat.norm(dim=1)
+    finite = torch.isfinite(norms)
+    signs = (torch.where(finite[:, None], flat, 0.0) @ fixed_directions(flat.shape[1])).sign()
+    return tuple(round_significant(n) for n in norms.tolist()) + tuple(signs.flatten().tolist())
+
+
+def split_signature(signature: Signature) -> tuple[tuple, tuple[tuple, ...]]:
+    """``(norms, directions)`` of a signature: the B rounded norms, and B tuples of D signs."""
+    b = len(signature) // (1 + DIRECTIONS)
+    signs = signature[b:]
+    return tuple(signature[:b]), tuple(tuple(signs[i * DIRECTIONS:(i + 1) * DIRECTIONS]) for i in range(b))
+
+
+def signature_difference(sig_a: Signature, sig_b: Signature) -> dict[str, list[int]]:
+    """Which samples (0-based) differ: ``{"norms": [...], "directions": [...]}``; both empty when equal."""
+    (na, da), (nb, db) = split_signature(sig_a), split_signature(sig_b)
+    return {"norms": [i for i, (x, y) in enumerate(zip(na, nb)) if x != y],
+            "directions": [i for i, (x, y) in enumerate(zip(da, db)) if x != y]}
 
 
 def gradient_signature(candidate: Candidate, samples: RejectionSamples) -> Signature:
-    """Signature of a candidate on ``samples``: the B gradient norms at the initial predictions.
+    """Signature of a candidate on ``samples``, from its gradients at the initial predictions.
 
-    Each entry is ``||dL_b / d prediction_b||_2`` (the loss of sample b with
-    respect to its own prediction), rounded to two significant digits.
+    Sample b's gradient is ``dL_b / d prediction_b`` (the loss of sample b with
+    respect to its own prediction); see :func:`signature_of_gradient`.
     Raises if the loss cannot be evaluated (callers decide what that means).
     """
     _, grad = loss_and_grad(samples, candidate.loss, samples.prediction)

@@ -146,8 +146,7 @@ def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
     are deterministic and never work in place, so a stored output is what
     computing it again would give. Used where many trees run on one fixed
     batch (the convergence stage's sweeps), without compiling each tree. The
-    walk recurses once per level: a tree deeper than Python's recursion limit
-    raises ``RecursionError`` (the stages reject it with that reason).
+    walk uses an explicit stack, not recursion, so trees of any height work.
     """
     n = len(tree)
     ends = [0] * n  # ends[i]: one past the last node of the subtree rooted at i
@@ -161,20 +160,37 @@ def evaluate_sharing(kind: Kind, tree: gp.PrimitiveTree, names: tuple[str, ...],
             ends[i] = ends[ends[i + 1]]
     index = _input_index(kind)
     operators = kind.operators
-
-    def value(i: int):
+    values: list = []  # outputs of the finished subtrees, in order
+    # (i, key): visit node i (key None) or, with its key, apply it to its arguments' outputs.
+    # The order of visits and of updates to ``known`` is that of the recursive walk.
+    todo: list[tuple[int, tuple | None]] = [(0, None)]
+    while todo:
+        i, key = todo.pop()
         node = tree[i]
-        if node.arity == 0:
-            return inputs[index[node.value]] if isinstance(node.value, str) else node.value
-        key = names[i:ends[i]]
-        out = known.pop(key, None)
-        if out is None:
-            fn = operators[node.name].fn
-            out = fn(value(i + 1)) if node.arity == 1 else fn(value(i + 1), value(ends[i + 1]))
-        known[key] = out  # (re)inserted last: ``known`` is in order of last use
-        return out
-
-    return value(0)
+        if key is None:
+            if node.arity == 0:
+                values.append(inputs[index[node.value]] if isinstance(node.value, str) else node.value)
+                continue
+            key = names[i:ends[i]]
+            out = known.pop(key, None)
+            if out is not None:
+                known[key] = out  # (re)inserted last: ``known`` is in order of last use
+                values.append(out)
+                continue
+            todo.append((i, key))
+            if node.arity == 2:
+                todo.append((ends[i + 1], None))
+            todo.append((i + 1, None))
+            continue
+        fn = operators[node.name].fn
+        if node.arity == 1:
+            out = fn(values.pop())
+        else:
+            b = values.pop()
+            out = fn(values.pop(), b)
+        known[key] = out
+        values.append(out)
+    return values[0]
 
 
 _INPUT_INDEX: dict[str, dict[str, int]] = {}

@@ -9,6 +9,7 @@ On disk a genome is JSON with formula text, never pickled code::
 """
 from __future__ import annotations
 
+import builtins
 import json
 import keyword
 import re
@@ -17,22 +18,77 @@ from typing import Iterable, Iterator
 
 from deap import gp
 
-from primitives import Kind, UnknownKindError, get_kind
+from primitives import KINDS, Kind, UnknownKindError, get_kind
 
 from gp_loss.errors import FormulaError, GpLossError
 from gp_loss.language.parse import parse_formula
 
 _BRANCH_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_RESERVED = {"torch", "math", "o"}
+# Names of the exported module (gp_loss.export.torch_module) that a branch function of the
+# same name would shadow or be shadowed by: its imports, the reduced output ``o`` and
+# GenomeLoss.forward's ``self`` and ``total``. The inputs of every kind are reserved too
+# (a branch's nn.Module wrapper takes them as arguments and calls the branch function),
+# and so are Python's keywords and builtins.
+_RESERVED = {"torch", "math", "o", "self", "total"}
+# Module-level names of the exported module that are not derived from a branch name.
+MODULE_NAMES = frozenset({"torch", "math", "GenomeLoss", "LOSSES"})
+
+
+def _reserved_reason(name: str) -> str | None:
+    if keyword.iskeyword(name):
+        return "a Python keyword"
+    if name in _RESERVED:
+        return "a name the exported module uses"
+    if name in vars(builtins):
+        return "a Python builtin"
+    for kind in KINDS.values():
+        if name in kind.inputs:
+            return f"an input of kind {kind.name!r}"
+    return None
 
 
 def check_branch_name(name: str) -> str:
     """Return ``name`` if it can name a branch (and its exported function)."""
-    if not _BRANCH_NAME.match(name) or keyword.iskeyword(name) or name in _RESERVED:
+    if not isinstance(name, str) or not _BRANCH_NAME.match(name):
         raise GpLossError(
             f"bad branch name {name!r}: use lowercase letters, digits and '_', starting with a "
-            f"letter (not a Python keyword, nor {', '.join(sorted(_RESERVED))})")
+            f"letter (not a Python keyword or builtin, nor {', '.join(sorted(_RESERVED))})")
+    reason = _reserved_reason(name)
+    if reason is not None:
+        raise GpLossError(
+            f"bad branch name {name!r}: it is {reason} and would clash in the exported module; "
+            f"choose another (e.g. {name}_loss)")
     return name
+
+
+def class_name(branch: str) -> str:
+    """The exported ``nn.Module`` class of a branch: ``rpn_cls`` -> ``RpnClsLoss``."""
+    return "".join(part.capitalize() for part in branch.split("_")) + "Loss"
+
+
+def exported_names(branch: str) -> tuple[str, ...]:
+    """The module-level names the exported module defines for a branch: function, alias, class."""
+    return branch, f"{branch}_fn", class_name(branch)
+
+
+def check_exported_names(names: Iterable[str]) -> None:
+    """Raise :class:`GpLossError` if two branches would define the same name in the exported module.
+
+    E.g. ``a_b`` and ``a__b`` both give the class ``ABLoss``; ``cls_fn`` is ``cls``'s alias;
+    ``genome`` would give ``GenomeLoss``, the class summing all branches.
+    """
+    owner: dict[str, str] = {}
+    for branch in names:
+        for name in exported_names(branch):
+            if name in MODULE_NAMES:
+                raise GpLossError(
+                    f"bad branch name {branch!r}: the exported module would define {name!r} twice "
+                    f"(it is the module's own); choose another name")
+            if name in owner and owner[name] != branch:
+                raise GpLossError(
+                    f"branch names {owner[name]!r} and {branch!r} clash: both would define {name!r} "
+                    f"in the exported module; rename one")
+            owner[name] = branch
 
 
 def kind_named(name: str) -> Kind:
@@ -71,6 +127,7 @@ class Genome:
             self.branches[b.name] = b
         if not self.branches:
             raise GpLossError("a genome needs at least one branch")
+        check_exported_names(self.branches)
 
     def __iter__(self) -> Iterator[Branch]:
         return iter(self.branches.values())

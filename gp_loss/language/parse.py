@@ -4,14 +4,18 @@ The text is DEAP's prefix form, e.g. ``neg(dot(y, log(softmax(x))))``::
 
     formula := NUMBER | NAME | NAME "(" formula ("," formula)* ")"
 
-NAME is an input of the kind or an operator of its set; NUMBER is any numeric
-literal (``2``, ``0.25``, ``-1e-3``) and becomes a constant. Parsing and type
+NAME is an input of the kind or an operator of its set; NUMBER is a numeric
+literal (``2``, ``0.25``, ``-1e-3``) and becomes a constant: a finite float,
+or an int of magnitude at most 2**53 (``1e400`` and 300-digit integers are
+refused with the literal and its position). Parsing and type
 resolution use explicit stacks, not recursion, so trees of any height parse.
 Every error names the offending token, its position and what was expected.
 """
 from __future__ import annotations
 
+import math
 import re
+import sys
 from dataclasses import dataclass, field
 
 from deap import gp
@@ -25,6 +29,9 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),]))"
 )
+
+# Integers up to 2**53 are exact as floats (and well inside torch's int64).
+MAX_INTEGER_CONSTANT = 2 ** 53
 
 _TYPE_WORDS = {Elem: "an element-wise tensor", Sample: "a per-sample value (from dot)", Const: "a constant"}
 
@@ -135,11 +142,32 @@ def _describe(node: _Node) -> str:
     return f"{node.text}(...)" if node.is_call else node.text
 
 
+def _number(text: str, n: _Node) -> int | float:
+    """The value of the number literal ``n``: an integer literal gives an int, any other a float.
+
+    A constant must be a finite float (an integer one exactly, so that it prints
+    back as the same literal and fits torch's 64-bit integers); anything else
+    is refused here rather than becoming ``inf`` or overflowing later.
+    """
+    integer = re.fullmatch(r"[-+]?\d+", n.text) is not None
+    if integer:
+        digits = n.text.lstrip("+-").lstrip("0") or "0"  # (int() refuses thousands of digits)
+        if len(digits) <= len(str(MAX_INTEGER_CONSTANT)) and int(digits) <= MAX_INTEGER_CONSTANT:
+            return -int(digits) if n.text.startswith("-") else int(digits)
+        limit = (f"an integer constant must be at most 2**53 = {MAX_INTEGER_CONSTANT} in magnitude "
+                 f"(write a larger one as a float, e.g. 1e20)")
+    else:
+        value = float(n.text)  # overflows to inf rather than raising
+        if math.isfinite(value):
+            return value
+        limit = f"a constant must be a finite float, at most {sys.float_info.max:.6g} in magnitude"
+    shown = n.text if len(n.text) <= 40 else n.text[:20] + "..." + n.text[-8:]
+    raise FormulaError(f"number {shown!r} at position {n.pos} is out of range: {limit}", text, n.pos)
+
+
 def _resolve_leaf(kind: Kind, text: str, n: _Node) -> None:
     if n.is_number:
-        value = float(n.text)
-        if value.is_integer() and re.fullmatch(r"[-+]?\d+", n.text):
-            value = int(n.text)
+        value = _number(text, n)
         term = kind.constant_terminals.get(value) if isinstance(value, int) else None
         n.node = term if term is not None else gp.Terminal(value, False, Const)
         n.type_ = Const

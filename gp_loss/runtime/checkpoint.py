@@ -4,7 +4,8 @@
 written the current one becomes ``checkpoint.prev.json``, so a crash at any
 moment leaves at least one good checkpoint; a corrupt or truncated file is
 detected by its checksum and the previous one is used, with a warning; the corrupt
-file is moved to ``checkpoint.corrupt.json`` so it is never rotated over a good one.
+file is moved to ``checkpoint.corrupt.json`` so it is never rotated over a good one
+(except in the read-only mode that reports use, which never moves or writes a file).
 JSON rather than pickle: resuming never executes anything from the file.
 """
 from __future__ import annotations
@@ -45,8 +46,13 @@ def _read(path: Path) -> dict:
     return state
 
 
-def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict | None, list[str]]:
-    """The newest good checkpoint state (``None`` if the run has none) and warnings."""
+def load_checkpoint(run_dir: str | os.PathLike, read_only: bool = False) -> tuple[dict | None, list[str]]:
+    """The newest good checkpoint state (``None`` if the run has none) and warnings.
+
+    For resuming (the default) a corrupt ``checkpoint.json`` is moved aside and no
+    readable checkpoint at all is an error. ``read_only`` (for reports) never
+    touches a file: no readable checkpoint gives ``None`` with the warnings.
+    """
     run_dir = Path(run_dir)
     warnings = []
     found = False
@@ -60,10 +66,10 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[dict | None, list[str]]
         except (OSError, ValueError, KeyError, TypeError) as err:
             warnings.append(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); "
                             f"{'trying the previous checkpoint' if name == CHECKPOINT else 'no older one'}")
-            if name == CHECKPOINT and (run_dir / PREVIOUS).exists():
+            if name == CHECKPOINT and not read_only and (run_dir / PREVIOUS).exists():
                 # Set it aside so the next save cannot rotate it over the good previous one.
                 os.replace(path, run_dir / CORRUPT)
-    if found:
+    if found and not read_only:
         raise GpLossError(f"no readable checkpoint in {run_dir}: " + "; ".join(warnings)
                           + ". Start a new run with another --out")
     return None, warnings

@@ -53,6 +53,10 @@ class ClassificationOptions:
     def check(self) -> None:
         """Raise :class:`GpLossError` naming the first bad value."""
         check_field_types(self, "task option ")
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, float) and not np.isfinite(v):
+                raise GpLossError(f"task option {f.name} must be a finite number, got {v}")
         for name in ("image_size", "width", "batch_size", "proxy_epochs", "final_epochs"):
             if getattr(self, name) < 1:
                 raise GpLossError(f"task option {name} must be at least 1, got {getattr(self, name)}")

@@ -117,3 +117,40 @@ def test_bench_filters_prints_rates_and_funnel(capsys):
     out = capsys.readouterr().out
     assert "random depth-3 trees" in out and "to proxy training" in out
     assert main(["bench", "filters", "--seconds", "0"]) == 2
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["check", "cls=mul(1e400, x)"], "number '1e400' at position 4 is out of range"),
+    (["check", "cls=mul(x, " + "9" * 300 + ")"], "at position 7 is out of range"),
+    (["export", "cls=mul(1e400, x)", "--out", "never.py"], "'1e400'"),
+    (["check", "self:cls=neg(dot(y, log(softmax(x))))"], "bad branch name 'self'"),
+    (["check", "total:cls=neg(dot(y, log(softmax(x))))"], "bad branch name 'total'"),
+    (["export", "genome:cls=x", "--out", "never.py"], "'GenomeLoss'"),
+    (["export", "cls=x", "cls_fn:cls=x", "--out", "never.py"], "clash"),
+    (["export", "a_b:cls=x", "a__b:cls=x", "--out", "never.py"], "'ABLoss'"),
+])
+def test_bad_literals_and_clashing_names_exit_2_with_one_line(argv, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "never.py").exists()
+
+
+def test_check_judges_a_5000_level_tree_not_the_recursion_limit(capsys):
+    # neg applied 5000 times is the identity: this is CE with the sign flipped, which the
+    # convergence stage rejects on its merits.
+    text = "neg(" * 5000 + "dot(y, log(softmax(x)))" + ")" * 5000
+    assert main(["check", "--json", "cls=" + text]) == 1
+    stages = json.loads(capsys.readouterr().out)["branches"]["cls"]["stages"]
+    assert [s["stage"] for s in stages] == ["parse", "compile", "convergence"]
+    assert "Recursion" not in stages[-1]["reason"] and "does not decrease" in stages[-1]["reason"]
+
+
+def test_export_to_a_directory_or_an_unwritable_path_is_one_line(tmp_path, capsys):
+    (tmp_path / "dir.py").mkdir()
+    assert main(["export", "cls=neg(dot(y, log(softmax(x))))", "--out", str(tmp_path / "dir.py")]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["export", "cls=neg(dot(y, log(softmax(x))))", "--out", str(tmp_path / "a_file" / "m.py")]) == 2
+    assert "cannot write" in capsys.readouterr().err

@@ -85,3 +85,65 @@ def test_evaluate_bad_input_is_one_line(capsys, argv, message):
     assert main(["evaluate", "--loss", "ce", *argv]) == 2
     assert capsys.readouterr().err.strip() == f"gp-loss: error: {message}" + (
         ", got -1" if argv[0] == "--seed" else "")
+
+
+def _copy(run_dir, tmp_path):
+    import shutil
+    target = tmp_path / "copy"
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def _one_line_error(capsys, argv, needle):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and needle in err, err
+
+
+@pytest.mark.parametrize("text", ["{}", "[]", '{"hall_of_fame": {}}', '{"hall_of_fame": [1]}',
+                                  '{"hall_of_fame": [{"rank": 1, "fitness": 0.5, "kinds": {"cls": "cls"}}]}'])
+def test_report_and_export_a_bad_hall_of_fame_is_one_line(run_dir, tmp_path, capsys, text):
+    run = _copy(run_dir, tmp_path)
+    (run / "hall_of_fame.json").write_text(text)
+    _one_line_error(capsys, ["report", str(run)], "is not a hall of fame")
+    _one_line_error(capsys, ["export", str(run), "--out", str(tmp_path / "x.py")], "is not a hall of fame")
+    assert not (tmp_path / "x.py").exists()
+
+
+@pytest.mark.parametrize("name, text", [("final.json", "[]"), ("final.json", '{"metric": "m", "rows": [{}]}'),
+                                        ("baselines.json", "[1]"), ("baselines.json", '{"ce": "high"}')])
+def test_report_final_or_baselines_of_the_wrong_shape_is_one_line(run_dir, tmp_path, capsys, name, text):
+    run = _copy(run_dir, tmp_path)
+    (run / name).write_text(text)
+    _one_line_error(capsys, ["report", str(run)], name)
+
+
+@pytest.mark.parametrize("top", ["-1", "0"])
+def test_report_refuses_a_top_below_one(run_dir, capsys, top):
+    _one_line_error(capsys, ["report", str(run_dir), "--top", top], "--top must be at least 1")
+
+
+def _files(path):
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+def test_report_is_read_only_with_a_corrupt_checkpoint(run_dir, tmp_path, capsys):
+    run = _copy(run_dir, tmp_path)
+    (run / "checkpoint.json").write_text((run / "checkpoint.json").read_text()[:50])
+    before = _files(run)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert _files(run) == before  # nothing renamed (no checkpoint.corrupt.json), nothing written
+    assert "warning:" in out and "checkpoint.json is corrupt" in out
+
+
+def test_report_shows_the_hall_of_fame_when_both_checkpoints_are_bad(run_dir, tmp_path, capsys):
+    run = _copy(run_dir, tmp_path)
+    for name in ("checkpoint.json", "checkpoint.prev.json"):
+        (run / name).write_text("{truncated")
+    before = _files(run)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    hof = json.loads((run / "hall_of_fame.json").read_text())["hall_of_fame"]
+    assert hof[0]["formulas"]["cls"] in out and "no readable checkpoint" in out
+    assert out.count("warning:") == 2 and _files(run) == before

@@ -47,6 +47,18 @@ def test_default_lists_are_not_shared_between_instances():
     ({"task_options": {"proxy_epochs": 0}}, "proxy_epochs"),
     ({"task": "detection"}, "detection"),
     ({"baselines": ["hinge"]}, "hinge"),
+    ({"seed": -1}, "seed"),
+    ({"seed": 2**32}, "seed"),
+    ({"seed": 10**30}, "seed"),
+    ({"max_seconds": float("nan")}, "max_seconds"),
+    ({"max_seconds": float("inf")}, "max_seconds"),
+    ({"tournament_fraction": float("nan")}, "tournament_fraction"),
+    ({"eval_time_limit_s": float("inf")}, "eval_time_limit_s"),
+    ({"init_depth": 100}, "init_depth"),
+    ({"init_depth": 13}, "init_depth"),  # deeper than max_height (12)
+    ({"max_height": 18}, "max_height"),
+    ({"task_options": {"lr": float("nan")}}, "lr"),
+    ({"task_options": {"train_fraction": float("inf")}}, "train_fraction"),
 ])
 def test_check_rejects_and_names_the_field(changes, field_named):
     with pytest.raises(GpLossError) as err:
@@ -136,3 +148,10 @@ def test_a_run_made_before_the_device_setting_resumes_on_the_cpu(tmp_path):
     assert upgraded["device"] == "cpu" and upgraded["deterministic"] is False
     assert config_diff(upgraded, SearchConfig(device="cpu").to_dict()) == []
     assert config_diff(upgraded, SearchConfig().to_dict()) == ['device: "cpu" -> "auto"']
+
+
+def test_seed_and_tree_bounds_accept_their_limits():
+    from gp_loss.evolution.config import MAX_SEED, MAX_TREE_HEIGHT
+    SearchConfig(seed=0).check()
+    SearchConfig(seed=MAX_SEED).check()
+    SearchConfig(init_depth=MAX_TREE_HEIGHT, max_height=MAX_TREE_HEIGHT).check()

@@ -162,3 +162,83 @@ def test_workers_per_gpu_is_checked_before_any_work():
         worker_count(config, None, 2, "serial")
     with pytest.raises(GpLossError, match="needs a GPU, but --device cpu trains on the CPU"):
         worker_count(config, None, 2)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--seed", "-1"], "seed must be in [0, 4294967295]"),
+    (["--seed", "1000000000000000000000000000000"], "seed must be in [0, 4294967295]"),
+    (["--seconds", "nan"], "max_seconds must be a finite number"),
+    (["--seconds", "inf"], "max_seconds must be a finite number"),
+    (["--tournament", "nan"], "tournament_fraction must be a finite number"),
+    (["--init-depth", "100"], "init_depth (100) <= max_height (12) <= 17"),
+])
+def test_bad_numbers_are_one_line_before_anything_is_written(cli, capsys, tmp_path, flags, message):
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + flags)
+    assert err.strip().splitlines() == [f"error: {err.strip()[7:]}"] and message in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("flag", ["--out", "--resume"])
+def test_an_empty_run_directory_is_refused(cli, capsys, tmp_path, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    err = _user_error(cli, capsys, [flag, ""])
+    assert len(err.strip().splitlines()) == 1 and f"--{flag.lstrip('-')} is empty" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current directory
+
+
+@pytest.mark.parametrize("text", ["task_options: abc\n", "task_options: [1, 2]\n", "task_options: [[lr, 1]]\n"])
+def test_task_options_that_are_not_a_mapping(cli, capsys, tmp_path, text):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--config", str(cfg)])
+    assert len(err.strip().splitlines()) == 1 and "task_options" in err and "mapping" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_task_option_nan_is_one_line(cli, capsys, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("task_options: {lr: .nan}\n")
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r"), "--config", str(cfg)])
+    assert len(err.strip().splitlines()) == 1 and "lr" in err and "nan" in err
+
+
+@pytest.mark.parametrize("text", ["garbage{", "[1, 2]", '{"task_options": "abc"}'])
+def test_resume_a_bad_config_json_is_one_line(cli, capsys, tmp_path, text):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text(text)
+    err = _user_error(cli, capsys, ["--resume", str(tmp_path / "r")])
+    assert len(err.strip().splitlines()) == 1 and "config.json" in err
+    assert (tmp_path / "r" / "config.json").read_text() == text
+
+
+def test_run_script_exit_status_serially():
+    with pytest.raises(SystemExit) as stop:
+        script.run_script(lambda: 2)
+    assert stop.value.code == 2
+    with pytest.raises(SystemExit) as stop:
+        script.run_script(lambda: 1 / 0)  # a crash: traceback printed, exit 1
+    assert stop.value.code == 1
+
+
+def _scoop(args, cwd, timeout=240):
+    return subprocess.run([sys.executable, "-m", "scoop", "-n", "2"] + args, capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def test_scoop_user_error_exits_non_zero_with_one_line_and_writes_nothing(tmp_path):
+    proc = _scoop([str(SCRIPT), "--out", str(tmp_path / "r"), "--population", "-5"], tmp_path)
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert ours == ["error: population must be at least 1, got -5"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_scoop_crash_exits_non_zero(tmp_path):
+    crash = tmp_path / "crash.py"
+    crash.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                     "from gp_loss.evolution.script import run_script\n"
+                     "def main():\n    raise RuntimeError('boom')\n"
+                     "if __name__ == '__main__':\n    run_script(main)\n")
+    proc = _scoop([str(crash)], tmp_path)
+    assert proc.returncode != 0 and "RuntimeError: boom" in proc.stderr

@@ -6,6 +6,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from gp_loss.filters.base import Candidate
+from gp_loss.filters.equivalence import DIRECTIONS
 from gp_loss.filters.probe_gradient import loss_and_grad
 from gp_loss.filters.rejection import DEFAULT_ETA, RejectionStage
 from gp_loss.kinds import kind_spec
@@ -40,7 +41,7 @@ def test_paper_losses_pass(stage, name):
     # Far above the threshold: the default eta is not tuned to the edge.
     assert result.numbers["gain"] > DEFAULT_ETA + 0.3
     assert result.numbers["metric_after"] > result.numbers["metric_before"]
-    assert len(c.info["signature"]) == B
+    assert len(c.info["signature"]) == B * (1 + DIRECTIONS)  # B norms, then D direction signs per sample
 
 
 @pytest.mark.parametrize("kind, formula", [

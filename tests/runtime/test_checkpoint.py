@@ -127,3 +127,28 @@ def test_saving_leaves_no_temporary_file_and_takes_a_str_path(tmp_path):
         save_checkpoint(str(tmp_path), state)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([CHECKPOINT, PREVIOUS])
     assert load_checkpoint(str(tmp_path)) == (C, [])
+
+
+def _listing(path):
+    return {p.name: p.read_bytes() for p in path.iterdir()}
+
+
+def test_read_only_load_never_moves_a_corrupt_checkpoint(tmp_path):
+    save_checkpoint(tmp_path, A)
+    save_checkpoint(tmp_path, B)
+    _truncate(tmp_path / CHECKPOINT)
+    before = _listing(tmp_path)
+    state, warnings = load_checkpoint(tmp_path, read_only=True)
+    assert state == A and len(warnings) == 1 and CHECKPOINT in warnings[0]
+    assert _listing(tmp_path) == before and not (tmp_path / CORRUPT).exists()
+
+
+def test_read_only_load_with_both_corrupt_gives_none_and_warnings(tmp_path):
+    save_checkpoint(tmp_path, A)
+    save_checkpoint(tmp_path, B)
+    _truncate(tmp_path / CHECKPOINT)
+    _edit(tmp_path / PREVIOUS)
+    before = _listing(tmp_path)
+    state, warnings = load_checkpoint(tmp_path, read_only=True)
+    assert state is None and len(warnings) == 2
+    assert _listing(tmp_path) == before
