@@ -2,6 +2,7 @@
 branch names never clash with each other or the module's own names, constants are valid code."""
 import ast
 import importlib.util
+import json
 import subprocess
 import sys
 import textwrap
@@ -56,21 +57,21 @@ def test_hostile_header_stays_text(header, tmp_path):
     path = tmp_path / "hall_of_fame.py"
     path.write_text(source, encoding="utf-8")
     code = textwrap.dedent(f"""
-        import sys
+        import json, sys
         sys.path.insert(0, {str(tmp_path)!r})
         import hall_of_fame as m
         names = sorted(n for n in vars(m) if not n.startswith("__"))
-        print(names)
-        print(ascii(m.__doc__))
+        print(json.dumps(names))
+        print(json.dumps(m.__doc__))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert {p.name for p in tmp_path.iterdir()} - {"__pycache__"} == {"hall_of_fame.py"}  # no PWN
     names, doc = out.stdout.splitlines()
-    assert eval(names) == sorted(["math", "torch", "cls", "reg", "cls_fn", "reg_fn", "ClsLoss", "RegLoss",
+    assert json.loads(names) == sorted(["math", "torch", "cls", "reg", "cls_fn", "reg_fn", "ClsLoss", "RegLoss",
                                   "GenomeLoss", "LOSSES"])
     # The docstring reads back as the header, line by line.
-    assert "\n".join(header.splitlines()) in eval(doc)
+    assert "\n".join(header.splitlines()) in json.loads(doc)
 
 
 @pytest.mark.parametrize("text", HOSTILE_HEADERS)
