@@ -36,6 +36,8 @@ def read_stored_config(run: RunDir) -> dict | None:
     stored = run.read_json(CONFIG)
     if stored is not None and not isinstance(stored, dict):
         raise GpLossError(f"{run.file(CONFIG)} is not a configuration (a JSON mapping of fields)")
+    if stored is not None and not isinstance(stored.get("task_options", {}), dict):
+        raise GpLossError(f"{run.file(CONFIG)}: task_options is not a mapping of options")
     return None if stored is None else with_added_fields(stored)
 
 

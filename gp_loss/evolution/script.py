@@ -130,8 +130,6 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
         base = read_stored_config(RunDir(out))
         if base is None:
             raise GpLossError(f"nothing to resume in {out}: it has no config.json")
-        if not isinstance(base.get("task_options", {}), dict):
-            raise GpLossError(f"{RunDir(out).file('config.json')}: task_options is not a mapping of options")
     else:
         base = defaults.to_dict()
     base["task_options"] = {**base.get("task_options", {}), **task_options}
