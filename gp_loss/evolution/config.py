@@ -18,6 +18,7 @@ Schemes:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -212,6 +213,12 @@ def with_added_fields(stored: dict) -> dict:
 def retrain_seeds(seed: int, count: int) -> list[int]:
     """The seeds of the final protocol for a search seeded ``seed``: apart from the search's own."""
     return [seed + 1000 + i for i in range(count)]
+
+
+def config_digest(config: dict, ignore: tuple[str, ...] = BUDGET_FIELDS) -> str:
+    """SHA-256 of a resolved configuration (as :meth:`SearchConfig.to_dict` gives it), ``ignore`` left out."""
+    kept = {k: v for k, v in config.items() if k not in ignore}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = BUDGET_FIELDS) -> list[str]:

@@ -5,6 +5,9 @@ tells the recorder of every evaluation (appended to ``evaluations.jsonl`` at
 once, so a kill loses only the trainings in flight) and of every generation's
 end (logbook, hall of fame as JSON and PyTorch code, the plot, the checkpoint,
 one summary line). File names: :mod:`gp_loss.evolution.run_files`.
+
+The checkpoint carries the SHA-256 of the ``evaluations.jsonl`` lines it
+covers: a resume whose file differs in them is refused, never reconciled.
 """
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.hall_of_fame import hall_of_fame_genome, hall_of_fame_rows
 from gp_loss.evolution.individual import formulas_of
 from gp_loss.evolution.plot import plot_fitness
-from gp_loss.evolution.run_files import BASELINES, EVALUATIONS, FINAL, HALL_OF_FAME_JSON, HALL_OF_FAME_PY, LOGBOOK, PLOT
+from gp_loss.evolution.run_files import (BASELINES, EVALUATIONS, FINAL, HALL_OF_FAME_JSON, HALL_OF_FAME_PY,
+                                         LOGBOOK, PLOT, SET_ASIDE)
 from gp_loss.export import export_torch
 from gp_loss.runtime.checkpoint import save_checkpoint
-from gp_loss.runtime.run_dir import RunDir
+from gp_loss.runtime.run_dir import JsonlLine, RunDir, jsonl_digest, jsonl_text
 
 if TYPE_CHECKING:
     from gp_loss.evolution.search import Search
@@ -38,6 +42,7 @@ class Recorder:
         self.run = run
         self.config = config
         self._last_plot = float("-inf")
+        self._digest = jsonl_digest([])  # of the evaluations.jsonl lines written so far
         self.bar = tqdm(total=config.max_evaluations, unit="eval", desc="search", disable=progress is False
                         or (progress is None and not sys.stderr.isatty()), file=sys.stderr)
 
@@ -48,14 +53,44 @@ class Recorder:
     # -- evaluations.jsonl ------------------------------------------------------------------
     def evaluation(self, record: dict) -> None:
         """One proxy training (:func:`~gp_loss.evolution.run_files.evaluation_record`), flushed to disk."""
-        self.run.append_jsonl(EVALUATIONS, record)
+        text = jsonl_text(record)
+        self.run.append_jsonl_text(EVALUATIONS, [text])
+        self._digest.update((text + "\n").encode("utf-8"))
         self.bar.update(1)
 
     def read_evaluations(self) -> list[dict]:
+        """The records of ``evaluations.jsonl``'s sound lines."""
         return self.run.read_jsonl(EVALUATIONS)
 
-    def rewrite_evaluations(self, records: list[dict]) -> None:
-        self.run.rewrite_jsonl(EVALUATIONS, records)
+    def evaluation_lines(self) -> list[JsonlLine]:
+        """Every line of ``evaluations.jsonl`` as found, damaged ones included."""
+        return self.run.read_jsonl_lines(EVALUATIONS)
+
+    def evaluations_digest(self) -> str:
+        """SHA-256 of the ``evaluations.jsonl`` lines written (or kept on resume) so far."""
+        return self._digest.hexdigest()
+
+    def keep_evaluations(self, lines: list[str]) -> None:
+        """``evaluations.jsonl`` becomes exactly ``lines`` (those the checkpoint covers; none for a new run)."""
+        self.run.rewrite_jsonl_text(EVALUATIONS, lines)
+        self._digest = jsonl_digest(lines)
+
+    def set_aside(self, lines: list[tuple[JsonlLine, str]]) -> None:
+        """Move ``(line, reason)`` pairs of ``evaluations.jsonl`` to ``evaluations.set_aside.jsonl``, and say so.
+
+        Nothing is dropped silently: each keeps its line number, reason and text as found.
+        """
+        if not lines:
+            return
+        self.run.append_jsonl_text(SET_ASIDE, [jsonl_text({"line": line.number, "reason": reason,
+                                                           "text": line.text}) for line, reason in lines])
+        for line, reason in lines:
+            tqdm.write(f"gp-loss: warning: {self.run.file(EVALUATIONS)} line {line.number}: {reason}; "
+                       f"set aside in {SET_ASIDE}", file=sys.stderr)
+
+    def checkpoint(self, search: Search) -> None:
+        """Save the search's state with the digest of the evaluation lines it covers."""
+        save_checkpoint(self.run.path, {**search.state_dict(), "evaluations_sha256": self.evaluations_digest()})
 
     def resumed(self, search: Search) -> None:
         """The search continues from a checkpoint: its evaluations so far are done."""
@@ -66,7 +101,7 @@ class Recorder:
         """Write the run files and the checkpoint; print one summary line."""
         now = time.perf_counter()
         self.write_results(search, plot=now - self._last_plot >= PLOT_EVERY_S)
-        save_checkpoint(self.run.path, search.state_dict())
+        self.checkpoint(search)
         funnel, best = search.funnel, search.best()
         line = (f"gen {search.generation - 1:>3} | evals {search.evaluations}/{self.config.max_evaluations} "
                 f"| reused {search.reused} | candidates {funnel.candidates} "

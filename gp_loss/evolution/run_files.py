@@ -2,7 +2,9 @@
 
 * ``config.json``: the resolved :class:`~gp_loss.evolution.config.SearchConfig`;
 * ``evaluations.jsonl``: one line per proxy training, appended as it finishes
-  (:func:`evaluation_record`);
+  (:func:`evaluation_record`); the checkpoint holds the digest of the lines it covers;
+* ``evaluations.set_aside.jsonl``: lines a resume found damaged or not its own,
+  each with its line number, the reason and its text as found;
 * ``logbook.csv``: DEAP Logbook, one row per generation;
 * ``hall_of_fame.json`` (formula text) and ``hall_of_fame.py`` (PyTorch export);
 * ``baselines.json``: the baselines' proxy fitness; ``final.json``: test metric of
@@ -19,12 +21,17 @@ from gp_loss.tasks import TrainOutcome
 
 CONFIG = "config.json"
 EVALUATIONS = "evaluations.jsonl"
+SET_ASIDE = "evaluations.set_aside.jsonl"
 LOGBOOK = "logbook.csv"
 HALL_OF_FAME_JSON = "hall_of_fame.json"
 HALL_OF_FAME_PY = "hall_of_fame.py"
 BASELINES = "baselines.json"
 FINAL = "final.json"
 PLOT = "fitness.png"
+# The files whose presence means a run was made here (a new run refuses such a directory
+# when it has no config.json to check them against).
+RUN_FILES = (CONFIG, EVALUATIONS, LOGBOOK, HALL_OF_FAME_JSON, BASELINES, FINAL, "checkpoint.json",
+             "checkpoint.prev.json")
 
 
 def read_stored_config(run: RunDir) -> dict | None:

@@ -7,54 +7,105 @@ import sys
 from gp_loss.errors import GpLossError
 from gp_loss.evolution import jobs
 from gp_loss.evolution.algorithms import SCHEMES
-from gp_loss.evolution.config import SearchConfig, config_diff
+from gp_loss.evolution.config import SearchConfig, config_diff, with_added_fields
 from gp_loss.evolution.individual import formulas_of
 from gp_loss.evolution.jobs import TrainJob
 from gp_loss.evolution.recorder import Recorder
-from gp_loss.evolution.run_files import CONFIG, read_stored_config
+from gp_loss.evolution.run_files import CONFIG, EVALUATIONS, RUN_FILES, read_stored_config
 from gp_loss.evolution.search import Search
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.parallel import Mapper
-from gp_loss.runtime.run_dir import RunDir
+from gp_loss.runtime.run_dir import JsonlLine, RunDir, jsonl_digest
 
 
 def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | None, list[str]]:
-    """Check the run directory against ``resume``; return the checkpoint state (or None) and warnings."""
-    run.prepare()
+    """Check the run directory against ``resume``; return the checkpoint state (or None) and warnings.
+
+    A new run needs a directory without another run's files. A resumed run must
+    have the configuration its checkpoint was made under (a budget may change):
+    the checkpoint holds it, so an edited ``config.json`` is caught as surely as
+    a flag that disagrees. The caller holds the directory's lock.
+    """
     if not resume:
-        if run.exists(CONFIG):
+        found = [name for name in RUN_FILES if run.exists(name)]
+        if CONFIG in found:
             raise GpLossError(f"{run.path} already holds a run: continue it with --resume {run.path}, "
                               f"or choose another --out")
+        if found:
+            raise GpLossError(f"{run.path} holds files of an earlier run ({', '.join(found)}) but no "
+                              f"config.json to check them against: choose another --out, or move them away")
         run.write_json(CONFIG, config.to_dict())
         return None, []
     stored = read_stored_config(run)
     if stored is None:
         raise GpLossError(f"nothing to resume in {run.path}: it has no config.json")
-    diff = config_diff(stored, config.to_dict())
+    state, warnings = load_checkpoint(run.path)
+    if state is not None and isinstance(state.get("config"), dict):
+        made_under, source = with_added_fields(state["config"]), "its checkpoint"
+    else:  # no checkpoint yet (or one another version wrote: Search.load_state refuses it)
+        made_under, source = stored, "config.json"
+    diff = config_diff(made_under, config.to_dict())
     if diff:
-        raise GpLossError(f"cannot resume {run.path} with a different configuration:\n  " + "\n  ".join(diff)
+        raise GpLossError(f"cannot resume {run.path}: its configuration ({source}) differs from this one "
+                          f"(old -> new):\n  " + "\n  ".join(diff)
                           + "\n(only max_evaluations and max_seconds may change on resume)")
     run.write_json(CONFIG, config.to_dict())
-    return load_checkpoint(run.path)
+    return state, warnings
 
 
 def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
-    """Load the checkpoint and line up evaluations.jsonl with it.
+    """Load the checkpoint and line ``evaluations.jsonl`` up with it, or refuse.
 
-    Lines past the checkpoint are evaluations of the generation that was
-    interrupted: they are kept aside and reused when that generation is bred
-    again (same seeds, same children), so finished training is not redone.
+    The lines the checkpoint covers must be exactly those it was saved with
+    (their SHA-256 is in it). Lines past them are evaluations of the
+    generation that was interrupted: they are kept aside and reused when that
+    generation is bred again (same seeds, same children), so finished
+    training is not redone. A damaged line (cut short by a kill), a duplicate
+    or a record of another generation is set aside with a warning, never
+    dropped silently.
     """
-    records = recorder.read_evaluations()
+    lines = recorder.evaluation_lines()
     if state is None:
-        recorder.rewrite_evaluations([])
-        search.recovered = {r["slot"]: r for r in records if r.get("generation") == 0}
+        if lines:
+            raise GpLossError(f"{recorder.run.file(EVALUATIONS)} has {len(lines)} line(s) but the run has no "
+                              f"checkpoint that covers them: start a new run with another --out")
+        recorder.keep_evaluations([])
+        recorder.checkpoint(search)  # from now on every resume has a checkpoint to check against
         return
     search.load_state(state)
+    covered = search.evaluation_lines
+    head = lines[:covered]
+    damaged = [line.number for line in head if not line.sound]
+    if (len(head) < covered or damaged
+            or jsonl_digest([line.text for line in head]).hexdigest() != state.get("evaluations_sha256")):
+        where = (f"line {damaged[0]} is damaged" if damaged else
+                 f"it has {len(head)} of them" if len(head) < covered else "they were changed")
+        raise GpLossError(f"{recorder.run.file(EVALUATIONS)} does not hold the {covered} evaluation record(s) "
+                          f"the checkpoint was saved with ({where}), so the run cannot continue exactly: "
+                          f"restore the file or start a new run with another --out")
+    recorder.keep_evaluations([line.text for line in head])
     recorder.resumed(search)
-    kept, extra = records[:search.evaluation_lines], records[search.evaluation_lines:]
-    recorder.rewrite_evaluations(kept)
-    search.recovered = {r["slot"]: r for r in extra if r.get("generation") == search.generation}
+    recovered: dict[int, JsonlLine] = {}
+    aside: list[tuple[JsonlLine, str]] = []
+    for line in lines[covered:]:
+        record = line.record
+        if not line.complete:
+            aside.append((line, "cut short (the run was interrupted while writing it)"))
+        elif record is None:
+            aside.append((line, "not a JSON record"))
+        elif record.get("generation") != search.generation or not isinstance(record.get("slot"), int):
+            aside.append((line, f"not an evaluation of generation {search.generation}, the one the "
+                                f"checkpoint continues"))
+        elif record["slot"] in recovered:
+            aside.append((line, f"a second record of slot {record['slot']}"))
+        else:
+            missing = [k for k in ("formulas", "fitness", "seconds", "evaluation") if k not in record]
+            if missing:
+                aside.append((line, f"lacks {', '.join(missing)}"))
+            else:
+                recovered[record["slot"]] = line
+    recorder.set_aside(aside)
+    search.recovered = recovered
 
 
 def final_evaluation(search: Search) -> dict:
@@ -91,6 +142,13 @@ def run_search(config: SearchConfig, out: str, resume: bool = False, workers: in
     """Search, retrain the best, and return ``final.json``'s content. Writes everything under ``out``."""
     config.check()
     run = RunDir(out)
+    run.prepare()
+    with run.lock():
+        return _run_locked(config, run, resume, workers, map_kind, progress)
+
+
+def _run_locked(config: SearchConfig, run: RunDir, resume: bool, workers: int, map_kind: str,
+                progress: bool | None) -> dict:
     state, warnings = open_run(config, run, resume)
     for w in warnings:
         print(f"gp-loss: warning: {w}", file=sys.stderr)

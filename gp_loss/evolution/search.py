@@ -29,7 +29,7 @@ from deap import base, tools
 
 from gp_loss.errors import GpLossError
 from gp_loss.evolution import jobs
-from gp_loss.evolution.config import SearchConfig
+from gp_loss.evolution.config import SearchConfig, config_digest
 from gp_loss.evolution.individual import (Individual, formulas_of, freeze, individual_from_dict,
                                           individual_from_formulas, individual_to_dict, same_formulas)
 from gp_loss.evolution.jobs import BreedJob, ChildJob, ChildResult, SignatureJob, TrainJob
@@ -39,9 +39,11 @@ from gp_loss.evolution.worker import breeding_stage_names
 from gp_loss.filters.equivalence import EquivalenceCache
 from gp_loss.filters.funnel import Funnel
 from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.run_dir import JsonlLine
 from gp_loss.tasks import TaskInfo, task_info
 
-STATE_VERSION = 1
+# 2: the state holds the configuration it was made under and the digest of its evaluation records.
+STATE_VERSION = 2
 # Stop when this many generations in a row trained nothing new (all offspring reused).
 MAX_IDLE_GENERATIONS = 50
 _PLAN_IDS = itertools.count()  # ids of make_children calls, unique in this process
@@ -58,6 +60,9 @@ class SearchRecorder(Protocol):
 
     def generation(self, search: "Search") -> None:
         """The generation ``search.generation - 1`` has ended."""
+
+    def set_aside(self, lines: list) -> None:
+        """``(line, reason)`` pairs of the evaluation records that this search will not use."""
 
 
 def slot_seed(seed: int, generation: int, slot: int) -> int:
@@ -118,7 +123,8 @@ class Search:
         self.train_s = 0.0
         self.breed_s = 0.0
         self.baseline_fitness: dict[str, float] = {}
-        self.recovered: dict[int, dict] = {}  # slot -> evaluation finished after the checkpoint
+        # slot -> the line of an evaluation that finished after the checkpoint (reused when bred again)
+        self.recovered: dict[int, JsonlLine] = {}
         self._generation_start = time.perf_counter()
         self._clock = time.perf_counter()
         random.seed(config.seed)
@@ -173,7 +179,8 @@ class Search:
                                             seed=slot_seed(self.config.seed, self.generation, slot),
                                             parents=[formulas_of(self.layout, p) for p in parents]),
                              known=known, train_seed=self.config.seed,
-                             recorded=self.recovered.get(slot, {}).get("formulas"), plan=plan_id, slot=slot)
+                             recorded=self.recovered[slot].record["formulas"] if slot in self.recovered else None,
+                             plan=plan_id, slot=slot)
                     for slot, (mode, parents) in enumerate(plan)]
         # Longest jobs first (the variation is known from the seed), then record in slot order.
         order = sorted(range(len(job_list)), key=lambda i: jobs.cost_rank(job_list[i], self.config))
@@ -197,12 +204,17 @@ class Search:
             children.append(child)
         self.hall_of_fame.update(trained)
         self.idle_generations = 0 if trained else self.idle_generations + 1
+        if self.recovered:  # records of this generation that breeding did not make again
+            self.recorder.set_aside([(line, f"slot {slot} of generation {self.generation} was not bred "
+                                             f"again with these formulas on resume")
+                                     for slot, line in sorted(self.recovered.items())])
+            self.recovered = {}
         return children
 
     def _score(self, slot: int, child: Individual, result: ChildResult) -> None:
         """Score ``child`` from its training (or the record of it kept across an interruption), and record it."""
         if result.outcome == "recorded":
-            record = self.recovered.pop(slot)
+            record = self.recovered.pop(slot).record
         else:
             record = evaluation_record(result.trained, generation=self.generation, slot=slot,
                                        evaluation=self.evaluations + 1,
@@ -277,7 +289,8 @@ class Search:
         """Everything the search needs to continue exactly where it is (JSON-able)."""
         version, internal, gauss = random.getstate()
         return {
-            "version": STATE_VERSION, "generation": self.generation, "evaluations": self.evaluations,
+            "version": STATE_VERSION, "config": self.config_dict, "config_sha256": config_digest(self.config_dict),
+            "generation": self.generation, "evaluations": self.evaluations,
             "evaluation_lines": self.evaluation_lines, "children": self.children, "reused": self.reused,
             "dropped": self.dropped, "idle_generations": self.idle_generations,
             "elapsed_s": self.elapsed(), "train_s": self.train_s, "breed_s": self.breed_s,
@@ -293,7 +306,9 @@ class Search:
     def load_state(self, state: dict) -> None:
         """Continue from :meth:`state_dict`'s ``state``."""
         if state.get("version") != STATE_VERSION:
-            raise GpLossError(f"checkpoint version {state.get('version')} is not {STATE_VERSION}")
+            raise GpLossError(f"the checkpoint was written by another version of gp-loss (state version "
+                              f"{state.get('version')}, this one reads {STATE_VERSION}), so it cannot be "
+                              f"resumed exactly: start a new run with another --out")
         for key in ("generation", "evaluations", "evaluation_lines", "children", "reused", "dropped",
                     "idle_generations", "elapsed_s", "train_s", "breed_s", "baseline_fitness"):
             setattr(self, key, state[key])

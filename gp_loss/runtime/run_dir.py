@@ -3,22 +3,52 @@
 Whole files (JSON, CSV, text) are replaced atomically, so a reader or a
 resumed run never sees one half-written. A JSONL file grows one line at a
 time, each flushed to disk as it is appended: a kill loses at most the line
-being written, and reading skips a line cut short. What the files are called
+being written; :meth:`RunDir.read_jsonl_lines` tells such a line apart, so
+that whoever resumes can report it. While a process writes a run, it holds
+the directory's lock (:meth:`RunDir.lock`). What the files are called
 and hold is the business of the search that writes them (the evolution's are
 in :mod:`gp_loss.evolution.run_files`); the checkpoint's are in
 :mod:`gp_loss.runtime.checkpoint`.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime
+import fcntl
+import hashlib
 import io
 import json
 import os
+import socket
+import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from gp_loss.errors import GpLossError
 from gp_loss.runtime.atomic import write_text_atomic
+
+
+LOCK = ".lock"
+
+
+@dataclass(frozen=True)
+class JsonlLine:
+    """One line of a JSONL file as found on disk.
+
+    ``record`` is ``None`` where the text is not a JSON object; ``complete`` is
+    false for a last line without its newline (cut short while being written).
+    """
+
+    number: int          # 1-based
+    text: str            # without the newline
+    record: dict | None
+    complete: bool
+
+    @property
+    def sound(self) -> bool:
+        return self.complete and self.record is not None
 
 
 class RunDir:
@@ -44,6 +74,39 @@ class RunDir:
         except OSError as err:
             raise GpLossError(f"output directory {self.path} is not writable: {err.strerror or err}; "
                               f"choose another --out") from None
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory's lock while the block runs: one writer at a time.
+
+        An advisory ``flock`` on ``.lock``, which names its holder (host, pid,
+        command, start time). The operating system releases it when the holder
+        exits, even by ``kill -9``, so a stale file never blocks a resume. A
+        second process gets a :class:`GpLossError` naming the holder. (Over NFS,
+        ``flock`` only excludes processes of one host.)
+        """
+        path = self.file(LOCK)
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise GpLossError(f"{self.path} is in use by {holder}: wait for it to finish or stop it, "
+                                  f"or choose another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            command = " ".join(sys.argv) if sys.argv and sys.argv[0] else "python"
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({command}, since "
+                         f"{datetime.datetime.now().isoformat(timespec='seconds')})\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)  # nobody holds it any more
+        finally:
+            handle.close()  # releases the lock
 
     # -- whole files -------------------------------------------------------------------
     def read_json(self, name: str) -> Any:
@@ -83,24 +146,65 @@ class RunDir:
     # -- JSONL: one record a line, appended as it comes ------------------------------------
     def append_jsonl(self, name: str, record: dict) -> None:
         """Append one line and flush it to disk (a kill loses only what is in flight)."""
-        with open(self.file(name), "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self.append_jsonl_text(name, [jsonl_text(record)])
 
     def read_jsonl(self, name: str) -> list[dict]:
-        """All complete lines of ``name`` (none if it does not exist); a line cut short by a kill is skipped."""
+        """The records of the sound lines of ``name`` (none if it does not exist), for reports and plots.
+
+        Whoever must account for every line (a resume) uses :meth:`read_jsonl_lines`.
+        """
+        return [line.record for line in self.read_jsonl_lines(name) if line.sound]
+
+    def read_jsonl_lines(self, name: str) -> list[JsonlLine]:
+        """Every line of ``name`` as found, damaged ones included (none if it does not exist)."""
         path = self.file(name)
         if not path.exists():
             return []
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        except OSError as err:
+            raise GpLossError(f"cannot read {path}: {err.strerror or err}") from None
+        pieces = text.split("\n")
+        last_complete = pieces[-1] == ""
+        if last_complete:
+            pieces.pop()
+        lines = []
+        for i, piece in enumerate(pieces):
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return records
+                record = json.loads(piece)
+            except ValueError:  # JSONDecodeError, or a number too large to parse
+                record = None
+            lines.append(JsonlLine(i + 1, piece, record if isinstance(record, dict) else None,
+                                   complete=last_complete or i < len(pieces) - 1))
+        return lines
+
+    def append_jsonl_text(self, name: str, lines: list[str]) -> None:
+        """Append ``lines`` (text without newlines) as they are, flushed to disk."""
+        if not lines:
+            return
+        with open(self.file(name), "a", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+            f.flush()
+            os.fsync(f.fileno())
 
     def rewrite_jsonl(self, name: str, records: list[dict]) -> None:
         """Replace ``name`` with ``records``, one line each."""
-        self.write_text(name, "".join(json.dumps(r, sort_keys=True) + "\n" for r in records))
+        self.rewrite_jsonl_text(name, [jsonl_text(r) for r in records])
+
+    def rewrite_jsonl_text(self, name: str, lines: list[str]) -> None:
+        """Replace ``name`` with ``lines`` (text without newlines) as they are."""
+        self.write_text(name, "".join(line + "\n" for line in lines))
+
+
+def jsonl_text(record: dict) -> str:
+    """The line (without its newline) that :meth:`RunDir.append_jsonl` writes for ``record``."""
+    return json.dumps(record, sort_keys=True)
+
+
+def jsonl_digest(lines: list[str]) -> "hashlib._Hash":
+    """A running SHA-256 of ``lines`` as they stand in the file (each with its newline); ``update`` it
+    with further lines the same way."""
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update((line + "\n").encode("utf-8"))
+    return digest

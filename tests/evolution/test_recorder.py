@@ -2,6 +2,7 @@
 import ast
 import csv
 import dataclasses
+import hashlib
 import json
 
 from gp_loss.evolution.config import SearchConfig
@@ -108,7 +109,14 @@ def test_evaluations_baselines_and_final(tmp_path):
     recorder.evaluation({"evaluation": 1, "fitness": 0.5})
     recorder.evaluation({"evaluation": 2, "fitness": 0.25})
     assert [r["evaluation"] for r in recorder.read_evaluations()] == [1, 2]
-    recorder.rewrite_evaluations([])
+    # The digest follows the lines as written, and restarts from the lines kept.
+    text = (tmp_path / "evaluations.jsonl").read_text()
+    assert recorder.evaluations_digest() == hashlib.sha256(text.encode()).hexdigest()
+    first = text.splitlines()[0]
+    recorder.keep_evaluations([first])
+    assert (tmp_path / "evaluations.jsonl").read_text() == first + "\n"
+    assert recorder.evaluations_digest() == hashlib.sha256((first + "\n").encode()).hexdigest()
+    recorder.keep_evaluations([])
     assert recorder.read_evaluations() == []
     recorder.baselines({"ce": 0.9})
     assert json.loads((tmp_path / "baselines.json").read_text()) == {"ce": 0.9}

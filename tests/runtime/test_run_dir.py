@@ -55,3 +55,29 @@ def test_write_text_replaces_the_file(tmp_path):
     run.write_text("a.py", "x = 1\n")
     run.write_text("a.py", "x = 2\n")
     assert run.file("a.py").read_text() == "x = 2\n"
+
+
+def test_jsonl_lines_tell_damaged_and_cut_lines_apart(tmp_path):
+    run = RunDir(tmp_path)
+    run.append_jsonl_text("log.jsonl", ['{"n": 1}', "[1, 2]", "oops", '{"n": 1e999999}'])
+    with open(run.file("log.jsonl"), "a") as f:
+        f.write('{"n": 5')  # cut short: no newline
+    lines = run.read_jsonl_lines("log.jsonl")
+    assert [(l.number, l.record, l.complete) for l in lines] == [
+        (1, {"n": 1}, True), (2, None, True), (3, None, True), (4, {"n": float("inf")}, True), (5, None, False)]
+    assert [l.sound for l in lines] == [True, False, False, True, False]
+    assert lines[4].text == '{"n": 5'
+    # A complete line that is not JSON is damaged too, though complete.
+    run.rewrite_jsonl_text("log.jsonl", ['{"n": 1}', '{"n": 2'])
+    assert [(l.sound, l.complete) for l in run.read_jsonl_lines("log.jsonl")] == [(True, True), (False, True)]
+
+
+def test_jsonl_digest_runs_over_the_lines_as_written(tmp_path):
+    import hashlib
+    from gp_loss.runtime.run_dir import jsonl_digest
+    run = RunDir(tmp_path)
+    run.append_jsonl("log.jsonl", {"b": 1, "a": 2})
+    digest = jsonl_digest([])
+    digest.update(b'{"a": 2, "b": 1}\n')
+    assert digest.hexdigest() == hashlib.sha256(run.file("log.jsonl").read_bytes()).hexdigest()
+    assert jsonl_digest(['{"a": 2, "b": 1}']).hexdigest() == digest.hexdigest()
