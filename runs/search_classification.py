@@ -32,6 +32,8 @@ TASK_FLAGS = {
     "--proxy-epochs": ("proxy_epochs", int, "epochs of proxy training (fitness = validation accuracy)"),
     "--final-epochs": ("final_epochs", int, "epochs of the final retraining (reported: test accuracy)"),
     "--precision": ("precision", str, "fp32 (default) or bf16 (forward pass and loss under bf16 autocast)"),
+    "--optimizer": ("optimizer", str, "adam (default) or sgd (plain) for proxy and final training"),
+    "--lr": ("lr", float, "learning rate (default 3e-3)"),
 }
 
 if __name__ == "__main__":

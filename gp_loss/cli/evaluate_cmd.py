@@ -26,6 +26,11 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="the search seed whose final protocol to follow (default 0)")
     p.add_argument("--data", default=None, help="'digits' or an ImageFolder directory")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the task's final_epochs)")
+    p.add_argument("--optimizer", default=None,
+                   help="adam (the task's default) or sgd (plain): check a found loss where the gradient's "
+                        "scale sets the step")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
+    p.add_argument("--precision", default=None, help="fp32 (default) or bf16 (forward pass and loss under autocast)")
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
@@ -48,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
         options["data"] = args.data
     if args.epochs is not None:
         options["final_epochs"] = args.epochs
+    for name in ("optimizer", "lr", "precision"):
+        if getattr(args, name) is not None:
+            options[name] = getattr(args, name)
     losses = []
     for spec in args.loss:
         if "=" not in spec:

@@ -79,6 +79,8 @@ class SearchConfig:
     max_seconds: float | None = None
     # Filters before proxy training
     simulate: bool = False               # add CSE-Autoloss's model-optimisation simulation
+    # Numerical-range stage: per-sample loss and gradient within ±range_bound (None: no such stage)
+    range_bound: float | None = 1e4
     filter_time_limit_s: float = 10.0
     max_breed_tries: int = 100_000       # filter retries for one child before the slot is dropped
     # Proxy training
@@ -127,7 +129,7 @@ class SearchConfig:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise GpLossError(f"{name} is a probability/fraction in [0, 1], got {v}")
-        for name in ("filter_time_limit_s", "eval_time_limit_s", "max_seconds"):
+        for name in ("filter_time_limit_s", "eval_time_limit_s", "max_seconds", "range_bound"):
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise GpLossError(f"{name} must be positive, got {v}")
@@ -202,7 +204,7 @@ class SearchConfig:
 
 # Fields added after runs were already being made, with the value that reproduces what those
 # runs did: a config.json without them is read with these, so such runs resume unchanged.
-ADDED_FIELDS = {"device": "cpu", "deterministic": False}
+ADDED_FIELDS = {"device": "cpu", "deterministic": False, "range_bound": None}
 
 
 def with_added_fields(stored: dict) -> dict:

@@ -35,6 +35,8 @@ FLAGS = {
     "--offspring": ("offspring_per_generation", int, "children per generation"),
     "--final-seeds": ("final_seeds", int, "seeds of the final retraining"),
     "--final-top": ("final_top", int, "best losses retrained at the end"),
+    "--range-bound": ("range_bound", float, "reject losses whose per-sample value or gradient exceeds this "
+                                            "(default 1e4) at sample or confident predictions, fp32 or bf16"),
     "--device": ("device", str, "where proxy training runs: auto (default: CUDA when present), cpu, cuda "
                                 "(every GPU; worker i on GPU i mod n) or cuda:N"),
 }

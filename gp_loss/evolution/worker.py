@@ -29,7 +29,8 @@ def breeding_stages(config: SearchConfig) -> list:
 
     Built empty: each stage makes its samples and networks on first use.
     """
-    return [s for s in default_stages(simulate=config.simulate, seed=config.seed) if s.name != "equivalence"]
+    return [s for s in default_stages(simulate=config.simulate, seed=config.seed, range_bound=config.range_bound)
+            if s.name != "equivalence"]
 
 
 def breeding_stage_names(config: SearchConfig) -> list[str]:

@@ -2,7 +2,10 @@
 
 A stage is a small object with a ``name`` and ``__call__(candidate) ->
 StageResult``. It must never raise for a bad candidate: an exception, NaN,
-Inf or overrun inside the candidate's loss is a rejection with its reason.
+Inf or overrun inside the candidate's loss is a rejection with its reason
+(:func:`rejection_reason`). A limit of gp-loss itself (Python's recursion
+limit) is not the loss's fault: the pipeline reports such a candidate as not
+judged (``judged=False``), never as rejected for a property it may not have.
 The pipeline (:mod:`gp_loss.filters.pipeline`) runs stages cheapest first and
 stops a candidate at its first rejection.
 """
@@ -17,6 +20,7 @@ from deap import gp
 from primitives import Kind
 
 from gp_loss.language.compile import CompiledTree, compile_tree, reduced_loss
+from gp_loss.probes.samples import SampleBatch
 
 
 @dataclass
@@ -28,9 +32,22 @@ class StageResult:
     reason: str = ""
     numbers: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    judged: bool = True  # False: a limit of gp-loss stopped the stage (not passed, not the loss's fault)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Exceptions that say something about gp-loss, not about the loss under test.
+INTERNAL_LIMITS = (RecursionError,)
+
+
+def rejection_reason(err: Exception) -> str:
+    """The rejection reason of an exception raised by a candidate's loss; gp-loss's own limits
+    (:data:`INTERNAL_LIMITS`) are raised again for the pipeline to report as not judged."""
+    if isinstance(err, INTERNAL_LIMITS):
+        raise err
+    return f"{type(err).__name__}: {err}"
 
 
 class Candidate:
@@ -97,6 +114,20 @@ class Candidate:
     def reads_prediction(self) -> bool:
         """Whether the tree has the prediction leaf; without it the loss cannot depend on it."""
         return self.kind.prediction in self.inputs_used
+
+
+class KindBatches:
+    """Each kind's sample batch (:meth:`~gp_loss.kinds.KindSpec.sample_batch`), made on first use and kept."""
+
+    def __init__(self, seed: int = 0, device: str | torch.device = "cpu"):
+        self.seed, self.device = seed, device
+        self._batches: dict[str, SampleBatch] = {}
+
+    def __call__(self, kind_name: str) -> SampleBatch:
+        if kind_name not in self._batches:
+            from gp_loss.kinds import kind_spec  # (the kinds' registry imports the stages' probes)
+            self._batches[kind_name] = kind_spec(kind_name).sample_batch(seed=self.seed, device=self.device)
+        return self._batches[kind_name]
 
 
 class Stage(Protocol):

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from gp_loss.filters.base import Candidate, StageResult
+from gp_loss.filters.base import Candidate, StageResult, rejection_reason
 from gp_loss.kinds import kind_spec
 from gp_loss.language.compile import evaluate_sharing
 from gp_loss.probes.convergence import ConvergenceSettings, Sweep
@@ -128,7 +128,7 @@ class ConvergenceStage:
                 try:
                     judged = probe.judge(self.sweep(kind), losses[kind][finite], self.settings)
                 except Exception as err:  # a candidate's failure is its rejection, never ours
-                    judged = [(False, f"{type(err).__name__}: {err}", {})] * len(positions)
+                    judged = [(False, rejection_reason(err), {})] * len(positions)
                 for pos, (passed, reason, numbers) in zip(positions, judged):
                     results[pos] = StageResult(self.name, passed, reason, numbers)
         share = (time.perf_counter() - start) / max(1, len(candidates))
@@ -164,7 +164,7 @@ class ConvergenceStage:
             else:
                 out = candidate.program.evaluate(sweep.inputs)
         except Exception as err:  # a candidate's failure is its rejection, never ours
-            return result(False, f"{type(err).__name__}: {err}")
+            return result(False, rejection_reason(err))
         n = sweep.inputs[0].shape[0]
         if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[0] != n:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -4,9 +4,11 @@ Default order (CSE-Autoloss, Liu et al., ICLR 2021; AutoLoss-Zero, Li et al., CV
 
 1. ``convergence``: CSE-Autoloss convergence-property verification;
 2. ``validity``: finite loss and gradient, depends on prediction and target;
-3. ``rejection``: AutoLoss-Zero loss-rejection protocol (Eq. 3);
-4. ``equivalence``: gradient-equivalence signature (never rejects; marks cache hits);
-5. ``simulation``: CSE-Autoloss model-optimisation simulation (optional, costly).
+3. ``range``: loss and gradient within a bound (1e4) at sample and confident
+   predictions, in fp32 and under bf16 autocast (usable outside Adam and in mixed precision);
+4. ``rejection``: AutoLoss-Zero loss-rejection protocol (Eq. 3);
+5. ``equivalence``: gradient-equivalence signature (never rejects; marks cache hits);
+6. ``simulation``: CSE-Autoloss model-optimisation simulation (optional, costly).
 
 A candidate passes only if every stage passes it, so the order decides the
 cost, not the verdict. Stage A goes before stage B when A's cost per candidate
@@ -16,7 +18,8 @@ and the rejection protocol, which optimises B predictions for several steps,
 is the dearest (``gp-loss bench filters`` measures both). What each stage
 does per kind comes from the kind's :class:`~gp_loss.kinds.KindSpec`. Each
 stage of each candidate runs under a time limit; an exception, NaN, Inf or
-overrun is a rejection with its reason.
+overrun is a rejection with its reason, and a limit of gp-loss's own (Python's
+recursion limit) leaves the candidate "not judged", saying so.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ from deap import gp
 
 from primitives import Kind
 
-from gp_loss.filters.base import Candidate, Stage, StageResult
+from gp_loss.filters.base import INTERNAL_LIMITS, Candidate, Stage, StageResult
 from gp_loss.filters.funnel import Funnel
+from gp_loss.filters.numeric_range import DEFAULT_BOUND, RangeStage
 from gp_loss.runtime.threads import torch_threads
 from gp_loss.timeout import TimeLimitExceeded, time_limit
 
@@ -67,16 +71,18 @@ class Verdict:
                 "passed": self.passed, "stages": [r.to_dict() for r in self.results]}
 
 
-def default_stages(simulate: bool = False, seed: int = 0) -> list[Stage]:
-    """The stages of the module docstring, with their documented defaults."""
+def default_stages(simulate: bool = False, seed: int = 0, range_bound: float | None = DEFAULT_BOUND) -> list[Stage]:
+    """The stages of the module docstring, with their documented defaults (``range_bound=None``: no range stage)."""
     from gp_loss.filters.convergence import ConvergenceStage
     from gp_loss.filters.equivalence import EquivalenceStage
     from gp_loss.filters.rejection import RejectionStage
     from gp_loss.filters.validity import ValidityStage
 
     # The equivalence stage reuses the rejection stage's signatures only when their seeds agree.
-    stages: list[Stage] = [ConvergenceStage(), ValidityStage(seed=seed), RejectionStage(seed=seed),
-                           EquivalenceStage(seed=seed)]
+    stages: list[Stage] = [ConvergenceStage(), ValidityStage(seed=seed)]
+    if range_bound is not None:
+        stages.append(RangeStage(range_bound, seed=seed))
+    stages += [RejectionStage(seed=seed), EquivalenceStage(seed=seed)]
     if simulate:
         from gp_loss.filters.simulation import SimulationStage
         stages.append(SimulationStage(seed=seed))
@@ -109,6 +115,9 @@ class FilterPipeline:
                 result = stage(candidate)
         except TimeLimitExceeded as err:
             result = StageResult(stage.name, False, f"too slow: {err}")
+        except INTERNAL_LIMITS as err:  # ours, not the loss's: say so
+            result = StageResult(stage.name, False, f"not judged: {type(err).__name__} inside gp-loss ({err}); "
+                                                    f"the loss itself may be fine", judged=False)
         except Exception as err:  # a stage must not stop the run for one candidate
             result = StageResult(stage.name, False, f"{type(err).__name__}: {err}")
         result.seconds = time.perf_counter() - start
@@ -194,19 +203,20 @@ class FilterPipeline:
                 return [self._run_stage(stage, c) for c in candidates]
 
     def _remember(self, key: tuple, results: list[StageResult]) -> None:
-        """Keep a verdict for repeats of its tree (not an overrun: the machine may just have been busy)."""
+        """Keep a verdict for repeats of its tree (not an overrun, the machine may just have been busy;
+        nor a verdict a limit of gp-loss left unjudged)."""
         if not self.memo_size:
             return
         for r in results:
-            if r.reason.startswith("too slow"):
+            if r.reason.startswith("too slow") or not r.judged:
                 return
         if len(self._memo) >= self.memo_size and key not in self._memo:
             self._memo.clear()
         self._memo[key] = _frozen(results)
 
     def _replay(self, kind: Kind, tree: gp.PrimitiveTree, results: tuple[tuple, ...]) -> Verdict:
-        return self._record(Verdict(kind, tree, [StageResult(stage, passed, reason, dict(numbers), 0.0)
-                                                 for stage, passed, reason, numbers in results]))
+        return self._record(Verdict(kind, tree, [StageResult(stage, passed, reason, dict(numbers), 0.0, judged)
+                                                 for stage, passed, reason, numbers, judged in results]))
 
 
 def _names(tree: gp.PrimitiveTree) -> tuple[str, ...]:
@@ -216,5 +226,5 @@ def _names(tree: gp.PrimitiveTree) -> tuple[str, ...]:
 
 
 def _frozen(results: list[StageResult]) -> tuple[tuple, ...]:
-    """``(stage, passed, reason, ((name, number), ...))`` per result: the verdict without its timings."""
-    return tuple([(r.stage, r.passed, r.reason, tuple(r.numbers.items())) for r in results])
+    """``(stage, passed, reason, ((name, number), ...), judged)`` per result: the verdict without its timings."""
+    return tuple([(r.stage, r.passed, r.reason, tuple(r.numbers.items()), r.judged) for r in results])

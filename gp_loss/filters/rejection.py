@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from gp_loss.filters.base import Candidate, StageResult
+from gp_loss.filters.base import Candidate, StageResult, rejection_reason
 from gp_loss.filters.equivalence import signature_of_gradient
 from gp_loss.filters.probe_gradient import loss_and_grad
 from gp_loss.kinds import kind_spec
@@ -80,7 +80,7 @@ class RejectionStage:
             samples = self.samples(candidate.kind.name)
             return self._judge(candidate, samples, result)
         except Exception as err:  # a candidate's failure is its rejection, never ours
-            return result(False, f"{type(err).__name__}: {err}")
+            return result(False, rejection_reason(err))
 
     def _judge(self, candidate: Candidate, samples: RejectionSamples, result) -> StageResult:
         b1, b2 = self.betas

@@ -25,7 +25,7 @@ import torch
 
 from primitives import KINDS
 
-from gp_loss.filters.base import Candidate, StageResult
+from gp_loss.filters.base import Candidate, StageResult, rejection_reason
 from gp_loss.kinds import kind_spec
 from gp_loss.probes.simulation import SimulationProblem
 from gp_loss.runtime.threads import torch_threads
@@ -129,7 +129,7 @@ class SimulationStage:
                 after = problem.metric(model)
             numbers["metric_after"] = after
         except Exception as err:  # a candidate's failure is its rejection, never ours
-            return result(False, f"{type(err).__name__}: {err}")
+            return result(False, rejection_reason(err))
         # The tolerance keeps float noise (e.g. float32 0.1 vs 1/10) from counting as a gain.
         bar = max(before, problem.chance) + self.min_gain + _TOLERANCE
         if after > bar:

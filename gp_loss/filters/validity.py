@@ -8,9 +8,7 @@ from deap import gp
 
 from primitives import Kind
 
-from gp_loss.filters.base import Candidate, StageResult
-from gp_loss.kinds import kind_spec
-from gp_loss.probes.samples import SampleBatch
+from gp_loss.filters.base import Candidate, KindBatches, StageResult, rejection_reason
 
 
 class ValidityStage:
@@ -26,12 +24,7 @@ class ValidityStage:
 
     def __init__(self, seed: int = 0, rel_tol: float = 1e-6, device: str | torch.device = "cpu"):
         self.seed, self.rel_tol, self.device = seed, rel_tol, device
-        self._batches: dict[str, SampleBatch] = {}
-
-    def batch(self, kind_name: str) -> SampleBatch:
-        if kind_name not in self._batches:
-            self._batches[kind_name] = kind_spec(kind_name).sample_batch(seed=self.seed, device=self.device)
-        return self._batches[kind_name]
+        self.batch = KindBatches(seed, device)
 
     def __call__(self, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
@@ -68,7 +61,7 @@ class ValidityStage:
                 return result(False, "loss does not depend on the target", loss=value.item(),
                               grad_norm=grad_norm)
         except Exception as err:  # a candidate's failure is its rejection, never ours
-            return result(False, f"{type(err).__name__}: {err}")
+            return result(False, rejection_reason(err))
         return result(True, "finite loss and gradient; depends on prediction and target",
                       loss=value.item(), grad_norm=grad_norm)
 

@@ -25,16 +25,26 @@ class SampleBatch:
 
     ``make(prediction, target)`` returns the input tuple; ``prediction`` is a
     leaf tensor, so ``loss(*batch.inputs())`` can be differentiated against it.
+    ``confident`` is a prediction of the same shape as a model makes late in
+    training (large logits, right or wrong; boxes almost on their targets), where
+    a loss that divides by a vanishing quantity blows up.
     """
 
     prediction: torch.Tensor
     target: object
     make: Callable[[torch.Tensor, object], tuple[torch.Tensor, ...]]
     other_target: object  # a different target of the same shape
+    confident: torch.Tensor
 
     def inputs(self, target=None) -> tuple[torch.Tensor, ...]:
         return self.make(self.prediction, self.target if target is None else target)
 
+
+# Logits this many times the sample's (standard deviation 2): softmax probabilities within
+# e**-40 of 0 or 1, as a model reaches on easy samples late in training.
+CONFIDENT_SCALE = 8.0
+# Predicted boxes this fraction of their sample offset away from their targets (IoU about 0.99).
+CONFIDENT_BOX_OFFSET = 0.01
 
 # (generator, device, n, classes, size) -> batch
 SampleBuilder = Callable[[torch.Generator, str | torch.device, int, int, int], SampleBatch]
@@ -55,7 +65,7 @@ def softmax_batch(g: torch.Generator, device: str | torch.device, n: int, classe
         w = torch.where((lab < c - 1)[:, None], iou[:, None].clamp(min=1e-7), torch.ones_like(iou)[:, None])
         return pred, y, w.expand(n, c)
 
-    return SampleBatch(x, labels, make, (labels + 1) % c)
+    return SampleBatch(x, labels, make, (labels + 1) % c, CONFIDENT_SCALE * x.detach())
 
 
 def sigmoid_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:
@@ -72,7 +82,7 @@ def sigmoid_batch(g: torch.Generator, device: str | torch.device, n: int, classe
         y = F.one_hot(lab, c + 1)[:, :c].to(pred.dtype)
         return pred, y, y * iou[:, None]
 
-    return SampleBatch(x, labels, make, (labels + 1) % (c + 1))
+    return SampleBatch(x, labels, make, (labels + 1) % (c + 1), CONFIDENT_SCALE * x.detach())
 
 
 def box_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:
@@ -83,7 +93,8 @@ def box_batch(g: torch.Generator, device: str | torch.device, n: int, classes: i
     pred = (target + 0.25 * wh.repeat(1, 2).to(device) * torch.randn(n, 4, generator=g).to(device))
     pred = torch.cat([pred[:, :2], torch.max(pred[:, 2:], pred[:, :2] + 1)], 1).detach().requires_grad_()
     shifted = target + torch.cat([wh, wh], 1).to(device) * 0.3
-    return SampleBatch(pred, target, paired_areas, shifted)
+    near = target + CONFIDENT_BOX_OFFSET * (pred.detach() - target)
+    return SampleBatch(pred, target, paired_areas, shifted, near)
 
 
 def dense_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:
@@ -98,4 +109,4 @@ def dense_batch(g: torch.Generator, device: str | torch.device, n: int, classes:
     def make(pred, lab):
         return pred, dense_one_hot(lab, classes).to(pred.dtype)
 
-    return SampleBatch(yhat, labels, make, (labels + 1) % classes)
+    return SampleBatch(yhat, labels, make, (labels + 1) % classes, CONFIDENT_SCALE * yhat.detach())

@@ -31,6 +31,9 @@ from gp_loss.runtime.device import deterministic_error
 from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
 
 PRECISIONS = ("fp32", "bf16")
+# Adam, as AutoLoss-Zero's and CSE-Autoloss's proxies train; plain SGD (no momentum) to check
+# that a loss trains where the gradient's scale sets the step.
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class ClassificationOptions:
     val_fraction: float = 0.2
     width: int = 8                  # ConvNet channels of the first block
     batch_size: int = 32
-    lr: float = 3e-3                # Adam
+    optimizer: str = "adam"         # "adam" or "sgd" (plain: no momentum, no weight decay)
+    lr: float = 3e-3                # learning rate of the optimizer
     proxy_epochs: int = 5           # search fitness: validation accuracy after these epochs
     final_epochs: int = 8           # reported: test accuracy after these epochs
     precision: str = "fp32"         # "bf16": forward pass and loss under bf16 autocast
@@ -66,6 +70,9 @@ class ClassificationOptions:
                               f"{self.val_fraction} must be in (0, 1) and leave a test split")
         if not self.lr > 0 or self.lr == float("inf"):
             raise GpLossError(f"task option lr must be a positive finite number, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise GpLossError(f"task option optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                              f"got {self.optimizer!r}")
         if self.precision not in PRECISIONS:
             raise GpLossError(f"task option precision must be one of {', '.join(PRECISIONS)}, "
                               f"got {self.precision!r}")
@@ -158,7 +165,7 @@ class ClassificationTask:
         o = self.options
         torch.manual_seed(seed)
         model = ConvNet(self.images.shape[1], self.classes, self.images.shape[-1], o.width).to(self.device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=o.lr)
+        optimizer = OPTIMIZERS[o.optimizer](model.parameters(), lr=o.lr)
         order = torch.Generator().manual_seed(seed)
         train = self.splits["train"]
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=o.precision == "bf16")

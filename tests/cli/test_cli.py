@@ -87,7 +87,7 @@ def test_console_script_runs_as_module():
 def test_check_runs_every_stage_and_simulate(capsys):
     assert main(["check", "--simulate", "--json", "cls=neg(dot(y, log(softmax(x))))"]) == 0
     stages = json.loads(capsys.readouterr().out)["branches"]["cls"]["stages"]
-    assert [s["stage"] for s in stages] == ["parse", "compile", "convergence", "validity", "rejection",
+    assert [s["stage"] for s in stages] == ["parse", "compile", "convergence", "validity", "range", "rejection",
                                             "equivalence", "simulation"]
 
 
@@ -110,7 +110,7 @@ def test_bench_filters_prints_rates_and_funnel(capsys):
     data = json.loads(capsys.readouterr().out)
     for part in ("search", "random_init"):
         assert data[part]["candidates"] > 0 and data[part]["candidates_per_minute"] > 0
-        assert set(data[part]["funnel"]["stages"]) == {"validity", "convergence", "rejection", "equivalence"}
+        assert set(data[part]["funnel"]["stages"]) == {"validity", "convergence", "range", "rejection", "equivalence"}
         assert data[part]["passed"] == data[part]["reused"] + data[part]["to_proxy_training"]
     assert data["random_init"]["candidates"] == 50
     assert main(["bench", "filters", "--kind", "cls", "--seconds", "1", "--random-trees", "10"]) == 0

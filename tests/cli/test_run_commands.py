@@ -80,11 +80,26 @@ def test_evaluate_follows_a_searchs_final_protocol(capsys):
     (["--task", "nope"], "unknown task 'nope'; known: classification"),
     (["--device", "gpu"], "device 'gpu' is not one of auto, cpu, cuda or cuda:N"),
     (["--seed", "-1"], "--seed must be 0 or more"),
+    (["--optimizer", "rmsprop"], "task option optimizer must be one of adam, sgd, got 'rmsprop'"),
+    (["--lr", "nan"], "task option lr must be a finite number, got nan"),
 ])
 def test_evaluate_bad_input_is_one_line(capsys, argv, message):
     assert main(["evaluate", "--loss", "ce", *argv]) == 2
     assert capsys.readouterr().err.strip() == f"gp-loss: error: {message}" + (
         ", got -1" if argv[0] == "--seed" else "")
+
+
+def test_evaluate_under_plain_sgd_shows_a_loss_that_only_adam_could_train(capsys):
+    # Divides by the one-hot target: Adam's scale-free steps train it, plain SGD's go to NaN.
+    adam_only = "cls=div(div(sub(w, neg(y)), mul(2, softmax(add(3, neg(x))))), y)"
+    argv = ["evaluate", "--loss", "ce", "--loss", adam_only, "--seeds", "1", "--epochs", "3", "--json"]
+    assert main(argv) == 0
+    adam = json.loads(capsys.readouterr().out)["rows"]
+    assert main(argv + ["--optimizer", "sgd", "--lr", "0.1"]) == 0
+    sgd = json.loads(capsys.readouterr().out)["rows"]
+    assert adam[1]["status"] == ["ok"] and adam[1]["mean"] > 0.2  # chance: 0.1
+    assert sgd[1]["status"] == ["non-finite"] and sgd[1]["mean"] == 0.0
+    assert sgd[0]["status"] == ["ok"] and sgd[0]["mean"] > 0.3  # CE trains under SGD
 
 
 def _copy(run_dir, tmp_path):

@@ -121,9 +121,11 @@ def test_memo_replays_numbers_as_fresh_results():
 
 def test_default_order_is_the_documented_one():
     documented = re.findall(r"^\d\. ``(\w+)``", pipeline_module.__doc__, re.MULTILINE)
-    assert documented == ["convergence", "validity", "rejection", "equivalence", "simulation"]
+    assert documented == ["convergence", "validity", "range", "rejection", "equivalence", "simulation"]
     assert [s.name for s in default_stages(simulate=True)] == documented
     assert [s.name for s in default_stages()] == documented[:-1]
+    assert [s.name for s in default_stages(range_bound=None)] == ["convergence", "validity", "rejection",
+                                                                  "equivalence"]
 
 
 @pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
@@ -134,10 +136,10 @@ def test_stage_order_does_not_change_verdicts(kind):
     rng = random.Random(7)
     trees = [random_tree(k, 3, rng) for _ in range(150)]
     trees += [parse_formula(k, p.formula) for p in PAPER_LOSSES.values() if p.kind == kind]
-    stages = default_stages()[:3]
+    stages = default_stages()[:4]
     by_name = {s.name: s for s in stages}
     documented = FilterPipeline(stages)
-    former = FilterPipeline([by_name[n] for n in ("validity", "convergence", "rejection")])
+    former = FilterPipeline([by_name[n] for n in ("validity", "convergence", "rejection", "range")])
     verdicts = [(documented.check(k, t).passed, former.check(k, t).passed) for t in trees]
     assert all(a == b for a, b in verdicts)
     assert sum(a for a, _ in verdicts) >= 2  # the paper losses
@@ -197,3 +199,50 @@ def test_check_many_judges_the_first_stage_at_once_and_counts_only_what_is_read(
     # the first stage's rejections are remembered, read or not: neg(w) is now a replay
     again = pipe.check(kind, parse_formula(kind, "neg(w)"))
     assert not again.passed and first.batches == [4] and again.results[0].seconds == 0.0
+
+
+def test_a_limit_of_gp_loss_is_reported_as_not_judged_and_not_remembered(monkeypatch):
+    # A candidate's loss that raises is rejected for it; Python's recursion limit hit inside a
+    # stage is ours, so the verdict says the candidate was not judged (and a repeat is judged again).
+    kind = get_kind("cls")
+    tree = parse_formula(kind, "neg(dot(y, log(softmax(x))))")
+    calls = []
+
+    def deep(self, candidate):
+        calls.append(1)
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(ValidityStage, "__call__", deep)
+    pipe = FilterPipeline([ValidityStage()], memo_size=10)
+    first, again = pipe.check(kind, tree), pipe.check(kind, tree)
+    for verdict in (first, again):
+        (result,) = verdict.results
+        assert not result.passed and not result.judged
+        assert result.reason.startswith("not judged: RecursionError inside gp-loss")
+    assert len(calls) == 2
+
+    # The stages raise it again instead of turning it into a rejection of the loss.
+    monkeypatch.undo()
+    stage = ValidityStage()
+    candidate = _cand("cls", "neg(dot(y, log(softmax(x))))")
+
+    def recursing(*inputs):
+        raise RecursionError("deep")
+
+    candidate.loss = recursing
+    with pytest.raises(RecursionError):
+        stage(candidate)
+    candidate.loss = lambda *inputs: (_ for _ in ()).throw(ValueError("bad shape"))
+    assert stage(candidate).reason == "ValueError: bad shape"
+
+
+def test_check_exits_3_when_a_stage_could_not_judge(monkeypatch, capsys):
+    from gp_loss.cli import main
+
+    def deep(self, candidate):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(ValidityStage, "__call__", deep)
+    assert main(["check", "cls=neg(dot(y, log(softmax(x))))"]) == 3
+    out = capsys.readouterr().out
+    assert "NOT JUDGED" in out and out.strip().endswith("not judged")

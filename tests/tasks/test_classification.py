@@ -144,6 +144,21 @@ def test_checking_every_20_steps_stops_at_the_same_step_as_checking_each(monkeyp
         assert batched.losses == each.losses and each.losses["b"] is None
 
 
+def test_plain_sgd_trains_with_the_learning_rate_given(monkeypatch):
+    made = []
+    real = torch.optim.SGD
+
+    def spy(params, lr):
+        made.append(lr)
+        return real(params, lr=lr)
+
+    from gp_loss.tasks import classification
+    monkeypatch.setitem(classification.OPTIMIZERS, "sgd", spy)
+    t = ClassificationTask(ClassificationOptions(proxy_epochs=1, optimizer="sgd", lr=0.1))
+    outcome = t.proxy_fitness(_genome(("cls", "cls", CE)), seed=0)
+    assert made == [0.1] and outcome.status == "ok" and outcome.score > 0.15  # chance: 0.1
+
+
 def test_bf16_precision_trains_on_the_cpu():
     t = ClassificationTask(ClassificationOptions(proxy_epochs=1, precision="bf16"))
     outcome = t.proxy_fitness(_genome(("cls", "cls", CE)), seed=0)
@@ -183,6 +198,8 @@ def test_options():
         task_options("classification", {"lr": 0})
     with pytest.raises(GpLossError, match="lr"):
         task_options("classification", {"lr": float("nan")})
+    with pytest.raises(GpLossError, match="optimizer must be one of adam, sgd, got 'lbfgs'"):
+        task_options("classification", {"optimizer": "lbfgs"})
     with pytest.raises(GpLossError, match="precision must be one of fp32, bf16, got 'fp16'"):
         task_options("classification", {"precision": "fp16"})
     with pytest.raises(GpLossError, match="unknown task"):
