@@ -14,6 +14,7 @@ setup(
         "scikit-learn>=1.3",
         "scipy>=1.11",
         "scoop",
+        "pycocotools>=2.0",
         "tqdm",
         "matplotlib",
         "PyYAML",

@@ -1,0 +1,1 @@
+"""Task metrics, computed as the benchmarks of each task define them (COCO AP for detection)."""
