@@ -1,0 +1,230 @@
+"""Faster R-CNN (Ren et al., "Faster R-CNN: Towards Real-Time Object Detection with Region Proposal
+Networks", NeurIPS 2015) with four searchable loss branches.
+
+- :class:`GenomeRegionProposalNetwork`: torchvision's RPN whose objectness loss is branch
+  ``rpn_cls`` (kind ``bcls``, objectness as one class) and whose box loss is ``rpn_reg``
+  (kind ``reg``, on the positive anchors' boxes decoded from the predicted deltas).
+  torchvision's ``forward`` hands ``compute_loss`` only the encoded regression
+  targets, so the subclass's ``forward`` repeats torchvision's steps and also passes the
+  anchors and their matched ground-truth boxes.
+- :class:`GenomeRoIHeads`: torchvision's ``RoIHeads`` whose box-head losses are ``rcnn_cls``
+  (kind ``cls``) and ``rcnn_reg`` (kind ``reg``). torchvision's ``fastrcnn_loss`` never
+  sees the proposals, so the subclass's training ``forward`` keeps them and decodes the
+  ground-truth class's deltas against them (the box coder's weights 10, 10, 5, 5).
+
+``rcnn_cls`` mapping: torchvision's box predictor puts background in logit column 0 and the
+foreground classes in 1..C; the ``cls`` kind wants background LAST. The branch sees
+``x = [logits[:, 1:], logits[:, :1]]`` (columns 1..C, then 0) and labels ``(label - 1) mod (C+1)``
+(foreground label k in 1..C -> k-1, background 0 -> C). Softmax over all C+1 columns is
+unchanged by the permutation, so cross-entropy reads the same.
+
+Normalisation as torchvision's heads: RPN terms are sums over the sampled anchors (256 per
+image, half positive at most) divided by their number; box-head terms are sums over the
+sampled RoIs divided by their number. Sampling uses torchvision's samplers in torchvision's
+order, so with the same RNG state the same anchors and RoIs are drawn.
+
+Labels: Faster R-CNN's targets use 1..C (0 is background).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
+
+from gp_loss.errors import GpLossError
+from gp_loss.language.compile import CompiledTree
+from gp_loss.language.genome import Genome
+from gp_loss.tasks.detection._utils import (bcls_inputs, cls_inputs, compile_branches, normalised_sum,
+                                            paired_iou, reg_inputs)
+
+BRANCHES: dict[str, str] = {"rpn_cls": "bcls", "rpn_reg": "reg", "rcnn_cls": "cls", "rcnn_reg": "reg"}
+LOSS_TERMS: dict[str, str | None] = {"loss_objectness": "rpn_cls", "loss_rpn_box_reg": "rpn_reg",
+                                     "loss_classifier": "rcnn_cls", "loss_box_reg": "rcnn_reg"}
+
+
+def _compile(genome: Genome | None) -> dict[str, CompiledTree] | None:
+    """All four branches, checked against Faster R-CNN's layout (each module uses its two)."""
+    return compile_branches(genome, BRANCHES, "fasterrcnn")
+
+
+class GenomeRegionProposalNetwork(RegionProposalNetwork):
+    """torchvision's RPN with the objectness and box losses taken from a genome.
+
+    Takes :class:`RegionProposalNetwork`'s arguments, plus ``genome`` (Faster R-CNN's four
+    branches; this module uses ``rpn_cls`` and ``rpn_reg``). ``None`` keeps torchvision's
+    forward and loss untouched. :meth:`like` wraps the RPN a :class:`FasterRCNN` built.
+    """
+
+    def __init__(self, *args, genome: Genome | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_genome(genome)
+
+    @classmethod
+    def like(cls, rpn: RegionProposalNetwork, genome: Genome | None = None) -> "GenomeRegionProposalNetwork":
+        """The same RPN (the very same anchor generator and head modules, same settings) with ``genome``."""
+        new = cls(rpn.anchor_generator, rpn.head, rpn.proposal_matcher.high_threshold,
+                  rpn.proposal_matcher.low_threshold, rpn.fg_bg_sampler.batch_size_per_image,
+                  rpn.fg_bg_sampler.positive_fraction, dict(rpn._pre_nms_top_n), dict(rpn._post_nms_top_n),
+                  rpn.nms_thresh, rpn.score_thresh, genome=genome)
+        new.box_coder, new.min_size = rpn.box_coder, rpn.min_size
+        return new
+
+    def set_genome(self, genome: Genome | None) -> None:
+        """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
+        self.branches = _compile(genome)
+
+    def forward(self, images: ImageList, features: dict[str, Tensor],
+                targets: Optional[list[dict[str, Tensor]]] = None) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """torchvision's RPN forward; in training with a genome, the loss also gets anchors and matched boxes.
+
+        Returns:
+            per image the proposals (P×4) and the losses ``loss_objectness``, ``loss_rpn_box_reg``
+            (empty outside training).
+        """
+        if self.branches is None or not self.training:
+            return super().forward(images, features, targets)
+        # The steps of RegionProposalNetwork.forward, in its order (the sampler draws the same anchors).
+        feature_maps = list(features.values())
+        objectness, pred_bbox_deltas = self.head(feature_maps)
+        anchors = self.anchor_generator(images, feature_maps)
+        num_images = len(anchors)
+        num_anchors_per_level = [o[0].shape[0] * o[0].shape[1] * o[0].shape[2] for o in objectness]
+        objectness, pred_bbox_deltas = concat_box_prediction_layers(objectness, pred_bbox_deltas)
+        proposals = self.box_coder.decode(pred_bbox_deltas.detach(), anchors).view(num_images, -1, 4)
+        boxes, _ = self.filter_proposals(proposals, objectness, images.image_sizes, num_anchors_per_level)
+        if targets is None:
+            raise ValueError("targets should not be None")
+        labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
+        loss_objectness, loss_rpn_box_reg = self.compute_loss(objectness, pred_bbox_deltas, labels, None,
+                                                              anchors=anchors, matched_gt_boxes=matched_gt_boxes)
+        return boxes, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
+
+    def compute_loss(self, objectness: Tensor, pred_bbox_deltas: Tensor, labels: list[Tensor],
+                     regression_targets: Optional[list[Tensor]], anchors: Optional[list[Tensor]] = None,
+                     matched_gt_boxes: Optional[list[Tensor]] = None) -> tuple[Tensor, Tensor]:
+        """Objectness and box losses over the sampled anchors.
+
+        Args:
+            objectness: (N·A)×1 logits; pred_bbox_deltas: (N·A)×4, image-major as torchvision
+                concatenates them.
+            labels: per image A anchor labels (1 positive, 0 negative, -1 ignored).
+            regression_targets: per image A×4 encoded targets (torchvision's loss only).
+            anchors, matched_gt_boxes: per image A×4 (the genome's loss needs them).
+
+        Returns:
+            ``(objectness loss, box loss)``, each a sum over the sampled anchors / their number.
+        """
+        if self.branches is None:
+            return super().compute_loss(objectness, pred_bbox_deltas, labels, regression_targets)
+        if anchors is None or matched_gt_boxes is None:
+            raise ValueError("the genome's RPN loss needs the anchors and their matched ground-truth boxes")
+        sampled_pos, sampled_neg = self.fg_bg_sampler(labels)
+        pos = torch.where(torch.cat(sampled_pos, dim=0))[0]
+        neg = torch.where(torch.cat(sampled_neg, dim=0))[0]
+        num_sampled = pos.numel() + neg.numel()
+
+        pred_pos = self.box_coder.decode_single(pred_bbox_deltas[pos], torch.cat(anchors)[pos])  # P×4
+        gt_pos = torch.cat(matched_gt_boxes)[pos]
+
+        # Objectness as a one-class bcls: the positives are the first P sampled rows.
+        logits = objectness.flatten()[torch.cat([pos, neg])][:, None]  # M×1
+        x, y, w = bcls_inputs(logits, torch.arange(pos.numel(), device=logits.device),
+                              torch.zeros_like(pos), paired_iou(pred_pos, gt_pos))
+        loss_objectness = normalised_sum(self.branches["rpn_cls"](x, y, w), num_sampled)
+        loss_box = normalised_sum(self.branches["rpn_reg"](*reg_inputs(pred_pos, gt_pos)), num_sampled)
+        return loss_objectness, loss_box
+
+
+class GenomeRoIHeads(RoIHeads):
+    """torchvision's ``RoIHeads`` (box head only) with the box losses taken from a genome.
+
+    Takes :class:`RoIHeads`'s arguments, plus ``genome`` (Faster R-CNN's four branches;
+    this module uses ``rcnn_cls`` and ``rcnn_reg``). ``None`` keeps torchvision's forward
+    and ``fastrcnn_loss`` untouched; so does evaluation mode. :meth:`like` wraps the
+    ``RoIHeads`` a :class:`FasterRCNN` built.
+    """
+
+    def __init__(self, *args, genome: Genome | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_genome(genome)
+
+    @classmethod
+    def like(cls, roi_heads: RoIHeads, genome: Genome | None = None) -> "GenomeRoIHeads":
+        """The same box head (the very same modules, same settings) with ``genome``."""
+        new = cls(roi_heads.box_roi_pool, roi_heads.box_head, roi_heads.box_predictor,
+                  roi_heads.proposal_matcher.high_threshold, roi_heads.proposal_matcher.low_threshold,
+                  roi_heads.fg_bg_sampler.batch_size_per_image, roi_heads.fg_bg_sampler.positive_fraction,
+                  roi_heads.box_coder.weights, roi_heads.score_thresh, roi_heads.nms_thresh,
+                  roi_heads.detections_per_img,
+                  roi_heads.mask_roi_pool, roi_heads.mask_head, roi_heads.mask_predictor,
+                  roi_heads.keypoint_roi_pool, roi_heads.keypoint_head, roi_heads.keypoint_predictor,
+                  genome=genome)
+        new.box_coder = roi_heads.box_coder
+        return new
+
+    def set_genome(self, genome: Genome | None) -> None:
+        """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
+        self.branches = _compile(genome)
+
+    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]],
+                targets: Optional[list[dict[str, Tensor]]] = None) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
+        """torchvision's forward; in training with a genome, the box losses see the sampled proposals.
+
+        Returns:
+            detections (evaluation) or ``[]`` (training), and the losses ``loss_classifier``,
+            ``loss_box_reg`` (training only).
+        """
+        if self.branches is None or not self.training:
+            return super().forward(features, proposals, image_shapes, targets)
+        if self.has_mask() or self.has_keypoint():
+            raise GpLossError("searchable RoI heads cover Faster R-CNN's box head only (no mask or keypoint head)")
+        for t in targets or []:  # torchvision's checks
+            if t["boxes"].dtype not in (torch.float, torch.double, torch.half):
+                raise TypeError(f"target boxes must of float type, instead got {t['boxes'].dtype}")
+            if t["labels"].dtype != torch.int64:
+                raise TypeError(f"target labels must of int64 type, instead got {t['labels'].dtype}")
+        proposals, matched_idxs, labels, _ = self.select_training_samples(proposals, targets)
+        box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
+        class_logits, box_regression = self.box_predictor(box_features)
+        matched_gt_boxes = [
+            (t["boxes"] if t["boxes"].numel() else t["boxes"].new_zeros(1, 4)).to(p.dtype)[m]
+            for t, m, p in zip(targets, matched_idxs, proposals)]
+        loss_classifier, loss_box_reg = self.box_loss(class_logits, box_regression, labels, proposals,
+                                                      matched_gt_boxes)
+        return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+
+    def box_loss(self, class_logits: Tensor, box_regression: Tensor, labels: list[Tensor],
+                 proposals: list[Tensor], matched_gt_boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """The genome's replacement of torchvision's ``fastrcnn_loss``, with the proposals.
+
+        Args:
+            class_logits: R×(C+1), background in column 0 (torchvision's predictor).
+            box_regression: R×((C+1)·4) deltas per class.
+            labels: per image its sampled RoIs' labels (0 background, 1..C).
+            proposals: per image its sampled RoIs (xyxy).
+            matched_gt_boxes: per image the ground-truth box matched to each sampled RoI.
+
+        Returns:
+            ``(classification loss, box loss)``, each a sum over the sampled RoIs / their number.
+        """
+        labels_all = torch.cat(labels)  # R
+        proposals_all = torch.cat(proposals)
+        gt_all = torch.cat(matched_gt_boxes)
+        r, k = class_logits.shape
+        pos = torch.where(labels_all > 0)[0]
+        deltas = box_regression.reshape(r, -1, 4)[pos, labels_all[pos]]  # the ground-truth class's deltas
+        pred_pos = self.box_coder.decode_single(deltas, proposals_all[pos])  # P×4
+        gt_pos = gt_all[pos]
+
+        iou = torch.zeros(r, device=class_logits.device)
+        iou[pos] = paired_iou(pred_pos, gt_pos)
+        # Background last for the cls kind: columns 1..C then 0; label 0 -> C, k -> k-1.
+        logits = torch.cat([class_logits[:, 1:], class_logits[:, :1]], dim=1)
+        x, y, w = cls_inputs(logits, (labels_all - 1) % k, iou)
+        loss_classifier = normalised_sum(self.branches["rcnn_cls"](x, y, w), r)
+        loss_box_reg = normalised_sum(self.branches["rcnn_reg"](*reg_inputs(pred_pos, gt_pos)), r)
+        return loss_classifier, loss_box_reg

@@ -1,0 +1,127 @@
+"""FCOS (Tian et al., "FCOS: Fully Convolutional One-Stage Object Detection", ICCV 2019) with searchable losses.
+
+:class:`GenomeFCOSHead` is torchvision's :class:`~torchvision.models.detection.fcos.FCOSHead`
+whose ``compute_loss`` takes the classification and box-regression losses from a
+genome: branch ``cls`` of kind ``bcls`` and branch ``reg`` of kind ``reg``. The
+centerness loss stays exactly as torchvision computes it, and so do the target
+assignment (:meth:`torchvision.models.detection.FCOS.compute_loss`) and the
+normalisation: each term is a sum over locations divided by max(1, number of
+foreground locations in the batch). With the genome sigmoid focal loss (Lin et al.,
+ICCV 2017) + GIoU (Rezatofighi et al., CVPR 2019) the terms equal torchvision's.
+
+Labels: FCOS's targets use class indices 0..C-1 (no background index).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.fcos import FCOSHead
+
+from gp_loss.language.genome import Genome
+from gp_loss.tasks.detection._utils import (bcls_inputs, compile_branches, normalised_sum, paired_iou,
+                                            reg_inputs)
+
+BRANCHES: dict[str, str] = {"cls": "bcls", "reg": "reg"}
+# The loss term each branch yields (``None``: a term the genome does not touch).
+LOSS_TERMS: dict[str, str | None] = {"classification": "cls", "bbox_regression": "reg", "bbox_ctrness": None}
+
+
+class GenomeFCOSHead(FCOSHead):
+    """torchvision's FCOS head with the ``cls``/``reg`` losses taken from a genome.
+
+    Args:
+        in_channels, num_anchors, num_classes, num_convs: as :class:`FCOSHead`
+            (``num_classes`` = foreground classes, labels 0..C-1).
+        genome: branches ``cls`` (``bcls``) and ``reg`` (``reg``); ``None`` keeps
+            torchvision's loss code untouched (the "torchvision" baseline).
+
+    Parameter names are :class:`FCOSHead`'s, so state dicts load either way.
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4,
+                 genome: Genome | None = None) -> None:
+        super().__init__(in_channels, num_anchors, num_classes, num_convs)
+        self.set_genome(genome)
+
+    def set_genome(self, genome: Genome | None) -> None:
+        """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
+        self.branches = compile_branches(genome, BRANCHES, "fcos")
+
+    def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
+                     anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
+        """The loss terms ``classification``, ``bbox_regression``, ``bbox_ctrness``.
+
+        Args:
+            targets: per image ``boxes`` G×4 (xyxy) and ``labels`` G (0..C-1).
+            head_outputs: ``cls_logits`` N×A×C, ``bbox_regression`` N×A×4 (ltrb, normalised by the
+                anchor size), ``bbox_ctrness`` N×A×1.
+            anchors: per image A×4 anchor boxes (one per location).
+            matched_idxs: per image A indices into its ground truth, -1 for background.
+        """
+        if self.branches is None:
+            return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+        cls_logits = head_outputs["cls_logits"]  # N×A×C
+        bbox_regression = head_outputs["bbox_regression"]  # N×A×4
+        bbox_ctrness = head_outputs["bbox_ctrness"]  # N×A×1
+
+        # Ground truth per location, as torchvision builds it (the loop is over images).
+        gt_classes, gt_boxes = [], []
+        for targets_per_image, matched in zip(targets, matched_idxs):
+            if len(targets_per_image["labels"]) == 0:
+                classes = targets_per_image["labels"].new_zeros((len(matched),))
+                boxes = targets_per_image["boxes"].new_zeros((len(matched), 4))
+            else:
+                classes = targets_per_image["labels"][matched.clip(min=0)]
+                boxes = targets_per_image["boxes"][matched.clip(min=0)]
+            classes[matched < 0] = -1  # background
+            gt_classes.append(classes)
+            gt_boxes.append(boxes)
+        all_gt_boxes, all_gt_classes, all_anchors = torch.stack(gt_boxes), torch.stack(gt_classes), torch.stack(anchors)
+
+        foreground = all_gt_classes >= 0  # N×A
+        num_foreground = foreground.sum().item()
+
+        # Decoded boxes as torchvision decodes them (float: the amp note in torchvision's head).
+        pred_boxes = self.box_coder.decode(bbox_regression, all_anchors)  # N×A×4
+        pred_fg = pred_boxes[foreground]  # F×4, in the same row order as the flat foreground rows below
+        gt_fg = all_gt_boxes[foreground]
+
+        # cls (bcls): every location of every image is a row; w is the detached IoU at the target class.
+        num_classes = cls_logits.shape[-1]
+        fg_rows = foreground.flatten().nonzero().squeeze(1)
+        x, y, w = bcls_inputs(cls_logits.reshape(-1, num_classes), fg_rows,
+                              all_gt_classes[foreground], paired_iou(pred_fg, gt_fg))
+        loss_cls = normalised_sum(self.branches["cls"](x, y, w), num_foreground)
+
+        # reg: on the foreground locations' decoded boxes vs their ground truth.
+        loss_reg = normalised_sum(self.branches["reg"](*reg_inputs(pred_fg, gt_fg)), num_foreground)
+
+        return {
+            "classification": loss_cls,
+            "bbox_regression": loss_reg,
+            "bbox_ctrness": _centerness_loss(self.box_coder, all_anchors, all_gt_boxes, bbox_ctrness,
+                                             foreground) / max(1, num_foreground),
+        }
+
+
+def _centerness_loss(box_coder: nn.Module, anchors: Tensor, gt_boxes: Tensor, bbox_ctrness: Tensor,
+                     foreground: Tensor) -> Tensor:
+    """torchvision's FCOS centerness loss, line for line: BCE of the predicted centerness at
+    foreground locations against sqrt(min(l,r)/max(l,r) * min(t,b)/max(t,b)), summed.
+
+    Args:
+        anchors, gt_boxes: N×A×4; bbox_ctrness: N×A×1 logits; foreground: N×A.
+    """
+    bbox_reg_targets = box_coder.encode(anchors, gt_boxes)
+    if len(bbox_reg_targets) == 0:
+        gt_ctrness_targets = bbox_reg_targets.new_zeros(bbox_reg_targets.size()[:-1])
+    else:
+        left_right = bbox_reg_targets[:, :, [0, 2]]
+        top_bottom = bbox_reg_targets[:, :, [1, 3]]
+        gt_ctrness_targets = torch.sqrt(
+            (left_right.min(dim=-1)[0] / left_right.max(dim=-1)[0])
+            * (top_bottom.min(dim=-1)[0] / top_bottom.max(dim=-1)[0])
+        )
+    pred_centerness = bbox_ctrness.squeeze(dim=2)
+    return nn.functional.binary_cross_entropy_with_logits(
+        pred_centerness[foreground], gt_ctrness_targets[foreground], reduction="sum")

@@ -1,0 +1,299 @@
+"""Build torchvision's FCOS, RetinaNet and Faster R-CNN with searchable loss heads.
+
+:func:`build_detector` assembles torchvision's own detector classes (``FCOS``,
+``RetinaNet``, ``FasterRCNN``) on an FPN backbone, with the heads of
+:mod:`~gp_loss.tasks.detection.fcos`, :mod:`~gp_loss.tasks.detection.retinanet` and
+:mod:`~gp_loss.tasks.detection.faster_rcnn` that take their losses from a genome
+(``None``: torchvision's own loss code). Nothing is downloaded: every backbone is
+randomly initialised unless the user gives a weights file.
+
+Backbones:
+
+- ``resnet18``, ``resnet34``, ``resnet50``: torchvision's ResNet FPN
+  (:func:`~torchvision.models.detection.backbone_utils.resnet_fpn_backbone`) with
+  trainable BatchNorm and every layer trainable, as torchvision builds a detector without
+  pretrained weights. FCOS and RetinaNet use C3–C5 plus P6, P7 (strides 8–128), Faster
+  R-CNN C2–C5 plus a max-pooled level (strides 4–64), as torchvision's builders do.
+  FCOS keeps torchvision's anchors; RetinaNet's and Faster R-CNN's anchors are
+  torchvision's halved (smallest 16 px, not 32): our images are 128–512 px, not COCO's
+  800–1333, and their objects are small.
+- ``small``: a CPU-scale configuration for laptops and CI: a narrow, shallow conv body
+  (16–64 channels, strides 2–16), torchvision's FPN with 64 channels on 3 levels
+  (strides 4, 8, 16) and no extra levels, and anchors for 64–128 px images with objects
+  of 8–48 px. FCOS: anchor size = stride, as FCOS defines it, so by FCOS's scale ranges
+  (a location's largest box-side distance in (4, 8) × its anchor size) objects up to about
+  50 px are learnt at stride 4 and larger ones at strides 8, 16; a 2-conv head (torchvision's
+  ``num_convs``) instead of 4. RetinaNet: anchors 8–50 px. Faster R-CNN: RPN anchors
+  8–48 px, 300 proposals per image in training (150 in evaluation), 128 sampled RoIs per
+  image, a 256-wide box head.
+
+RetinaNet's head has GroupNorm, as torchvision's RetinaNet v2 (it trains from random init);
+its genome-free box loss stays the class's default, L1 on the deltas.
+
+Labels (what targets' ``labels`` must hold; use :func:`target_labels`): FCOS and
+RetinaNet take the foreground class index 0..C-1 (they have no background index);
+Faster R-CNN takes 1..C (0 is background). Predictions come back in the same
+convention (:func:`category_index` maps them back to 0..C-1).
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from functools import partial
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
+
+from gp_loss.errors import GpLossError
+from gp_loss.language.genome import Genome
+from gp_loss.tasks.detection import faster_rcnn, fcos, retinanet
+from gp_loss.tasks.detection._utils import compile_branches
+
+DETECTORS = ("fcos", "retinanet", "fasterrcnn")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "small")
+
+# Branch name -> kind name, per detector.
+BRANCH_LAYOUTS: dict[str, dict[str, str]] = {
+    "fcos": fcos.BRANCHES, "retinanet": retinanet.BRANCHES, "fasterrcnn": faster_rcnn.BRANCHES}
+# Loss term (the key in the detector's loss dict) -> the branch that yields it (None: not searched).
+LOSS_TERMS: dict[str, dict[str, str | None]] = {
+    "fcos": fcos.LOSS_TERMS, "retinanet": retinanet.LOSS_TERMS, "fasterrcnn": faster_rcnn.LOSS_TERMS}
+# What a dataset category index 0..C-1 becomes as a target label.
+LABEL_OFFSET = {"fcos": 0, "retinanet": 0, "fasterrcnn": 1}
+
+SMALL_FPN_CHANNELS = 64
+SMALL_STRIDES = (4, 8, 16)
+_GENOME_MODULES = (fcos.GenomeFCOSHead, retinanet.GenomeRetinaNetHead,
+                   faster_rcnn.GenomeRegionProposalNetwork, faster_rcnn.GenomeRoIHeads)
+
+
+def _check_name(name: str) -> None:
+    if name not in DETECTORS:
+        raise GpLossError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+
+
+def target_labels(name: str, category_index: Tensor) -> Tensor:
+    """Targets' ``labels`` for detector ``name`` from dataset category indices 0..C-1 (int64)."""
+    _check_name(name)
+    return category_index.to(torch.int64) + LABEL_OFFSET[name]
+
+
+def category_index(name: str, labels: Tensor) -> Tensor:
+    """Dataset category indices 0..C-1 from detector ``name``'s predicted (or target) labels."""
+    _check_name(name)
+    return labels.to(torch.int64) - LABEL_OFFSET[name]
+
+
+# ----------------------------------------------------------------------------- backbones
+
+class _NoExtraLevels(ExtraFPNBlock):
+    """No level beyond the body's: the small configuration keeps exactly 3 FPN levels."""
+
+    def forward(self, results: list[Tensor], x: list[Tensor], names: list[str]) -> tuple[list[Tensor], list[str]]:
+        return results, names
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def small_backbone() -> BackboneWithFPN:
+    """The ``small`` body (3×3 conv + BN + ReLU stages) under torchvision's FPN.
+
+    Input B×3×H×W; output levels ``"0"``, ``"1"``, ``"2"`` of B×64×H/s×W/s for s = 4, 8, 16.
+    """
+    body = nn.Sequential(OrderedDict(
+        stem=_conv_bn_relu(3, 16, 2),                                             # stride 2
+        layer1=nn.Sequential(_conv_bn_relu(16, 32, 2), _conv_bn_relu(32, 32, 1)),  # stride 4
+        layer2=nn.Sequential(_conv_bn_relu(32, 48, 2), _conv_bn_relu(48, 48, 1)),  # stride 8
+        layer3=nn.Sequential(_conv_bn_relu(48, 64, 2), _conv_bn_relu(64, 64, 1)),  # stride 16
+    ))
+    for m in body.modules():  # ResNet's initialisation (He, fan-out), as the ResNet backbones get
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return BackboneWithFPN(body, {"layer1": "0", "layer2": "1", "layer3": "2"}, [32, 48, 64],
+                           SMALL_FPN_CHANNELS, extra_blocks=_NoExtraLevels())
+
+
+def _resnet_backbone(backbone: str, returned_layers: list[int], extra_blocks: ExtraFPNBlock) -> BackboneWithFPN:
+    # Random init: trainable BatchNorm and all 5 layers trainable, as torchvision's detector
+    # builders choose when no pretrained weights are given.
+    return resnet_fpn_backbone(backbone_name=backbone, weights=None, norm_layer=nn.BatchNorm2d,
+                               trainable_layers=5, returned_layers=returned_layers, extra_blocks=extra_blocks)
+
+
+def _retinanet_anchors(base_sizes: tuple[int, ...]) -> AnchorGenerator:
+    """RetinaNet's anchors: per level 3 scales (x, x·2^(1/3), x·2^(2/3)) × 3 aspect ratios."""
+    sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in base_sizes)
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+
+
+# ----------------------------------------------------------------------------- detectors
+
+def _fcos(num_classes: int, backbone: str, genome: Genome | None, common: dict) -> FCOS:
+    if backbone == "small":
+        body, sizes, num_convs = small_backbone(), tuple((s,) for s in SMALL_STRIDES), 2
+    else:
+        body = _resnet_backbone(backbone, [2, 3, 4], LastLevelP6P7(256, 256))
+        sizes, num_convs = ((8,), (16,), (32,), (64,), (128,)), 4  # torchvision's FCOS
+    anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
+    head = fcos.GenomeFCOSHead(body.out_channels, 1, num_classes, num_convs, genome=genome)
+    return FCOS(body, num_classes, anchor_generator=anchors, head=head, **common)
+
+
+def _retinanet(num_classes: int, backbone: str, genome: Genome | None, common: dict) -> RetinaNet:
+    if backbone == "small":
+        body, anchors = small_backbone(), _retinanet_anchors((8, 16, 32))
+    else:
+        body = _resnet_backbone(backbone, [2, 3, 4], LastLevelP6P7(256, 256))
+        anchors = _retinanet_anchors((16, 32, 64, 128, 256))
+    # GroupNorm in the head, as torchvision's RetinaNet v2: trains from random init.
+    groups = 16 if body.out_channels < 256 else 32
+    head = retinanet.GenomeRetinaNetHead(body.out_channels, anchors.num_anchors_per_location()[0], num_classes,
+                                         norm_layer=partial(nn.GroupNorm, groups), genome=genome)
+    return RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **common)
+
+
+def _faster_rcnn(num_classes: int, backbone: str, genome: Genome | None, common: dict) -> FasterRCNN:
+    if backbone == "small":
+        body = small_backbone()
+        anchors = AnchorGenerator(((8, 12), (16, 24), (32, 48)), ((0.5, 1.0, 2.0),) * 3)
+        pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7, sampling_ratio=2)
+        representation = 256
+        options: dict[str, Any] = dict(
+            rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=128)
+    else:
+        body = _resnet_backbone(backbone, [1, 2, 3, 4], LastLevelMaxPool())
+        anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
+        pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+        representation, options = 1024, {}
+    box_head = TwoMLPHead(body.out_channels * pool.output_size[0] ** 2, representation)
+    # torchvision's Faster R-CNN counts background among its classes: C+1 outputs.
+    predictor = FastRCNNPredictor(representation, num_classes + 1)
+    options.update(common)
+    model = FasterRCNN(body, None, rpn_anchor_generator=anchors, box_roi_pool=pool, box_head=box_head,
+                       box_predictor=predictor, **options)
+    model.rpn = faster_rcnn.GenomeRegionProposalNetwork.like(model.rpn, genome)
+    model.roi_heads = faster_rcnn.GenomeRoIHeads.like(model.roi_heads, genome)
+    return model
+
+
+_BUILDERS = {"fcos": _fcos, "retinanet": _retinanet, "fasterrcnn": _faster_rcnn}
+
+
+def build_detector(name: str, num_classes: int, *, backbone: str, image_size: int, genome: Genome | None,
+                   weights: str | None = None, **options: Any) -> nn.Module:
+    """torchvision's ``FCOS``, ``RetinaNet`` or ``FasterRCNN`` whose searchable losses come from ``genome``.
+
+    Args:
+        name: ``"fcos"``, ``"retinanet"`` or ``"fasterrcnn"``.
+        num_classes: foreground classes C (Faster R-CNN gets C+1 outputs, background included).
+        backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"small"`` (see the module doc).
+        image_size: the side of the (square) training images: the transform's ``min_size`` and
+            ``max_size``, so it does not rescale them.
+        genome: the loss branches (:data:`BRANCH_LAYOUTS`); ``None``: torchvision's own losses.
+        weights: optional path to a state dict (``torch.load(..., weights_only=True)``): the whole
+            detector's, or a torchvision ResNet's (loaded into the backbone body; ``fc`` is dropped).
+        options: passed on to the detector class (e.g. ``score_thresh``, ``detections_per_img``,
+            ``box_batch_size_per_image``), over this module's choices.
+
+    Returns:
+        The model, in training mode. Training: ``model(images, targets)`` -> the loss dict
+        (keys: :data:`LOSS_TERMS`); evaluation: ``model(images)`` -> per image ``boxes``,
+        ``scores``, ``labels``. Targets' labels follow :func:`target_labels`.
+
+    Raises:
+        GpLossError: unknown name or backbone, a genome that does not fit the detector, a bad
+            weights file (one line each).
+    """
+    _check_name(name)
+    if backbone not in BACKBONES:
+        raise GpLossError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise GpLossError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(image_size, int) or image_size < 32:
+        raise GpLossError(f"image_size must be an integer of at least 32 pixels, got {image_size!r}")
+    compile_branches(genome, BRANCH_LAYOUTS[name], name)  # fail before building anything
+    common = {"min_size": image_size, "max_size": image_size, **options}
+    model = _BUILDERS[name](num_classes, backbone, genome, common)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def set_genome(model: nn.Module, genome: Genome | None) -> None:
+    """Switch a built detector's searchable heads to ``genome``'s losses (``None``: torchvision's)."""
+    modules = [m for m in model.modules() if isinstance(m, _GENOME_MODULES)]
+    if not modules:
+        raise GpLossError(f"{type(model).__name__} has no searchable loss head (build it with build_detector)")
+    for m in modules:
+        m.set_genome(genome)
+
+
+# ----------------------------------------------------------------------------- weights
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _read_state_dict(path: str) -> Mapping[str, Tensor]:
+    if not os.path.isfile(path):
+        raise GpLossError(f"weights file {path}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for a file that is not a checkpoint
+        raise GpLossError(f"weights file {path}: not a PyTorch state dict ({_first_line(err)})") from None
+    # Training checkpoints often wrap the state dict.
+    for key in ("model", "state_dict"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+    if not isinstance(state, Mapping) or not state or not all(
+            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise GpLossError(f"weights file {path}: expected a state dict (parameter name -> tensor), "
+                          f"got {type(state).__name__}")
+    return state
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    """Load a state dict file into a detector built by :func:`build_detector` (or a ResNet's into its body).
+
+    Raises:
+        GpLossError: one line naming the file and what does not fit.
+    """
+    state = dict(_read_state_dict(path))
+    target: nn.Module = model
+    if "conv1.weight" in state and "layer1.0.conv1.weight" in state:  # a bare torchvision ResNet
+        body = getattr(getattr(model, "backbone", None), "body", None)
+        if body is None or "conv1.weight" not in body.state_dict():
+            raise GpLossError(f"weights file {path}: a ResNet's weights, but the detector's backbone is not a ResNet")
+        target = body
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is not used
+    own = target.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if wrong:
+            k = wrong[0]
+            problems.append(f"{len(wrong)} of another shape (e.g. {k!r}: {list(state[k].shape)} "
+                            f"in the file, {list(own[k].shape)} in the model)")
+        raise GpLossError(f"weights file {path} does not fit the {type(model).__name__} built: "
+                          + "; ".join(problems))
+    try:
+        target.load_state_dict(state)
+    except Exception as err:
+        raise GpLossError(f"weights file {path}: {_first_line(err)}") from None

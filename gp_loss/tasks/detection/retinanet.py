@@ -1,0 +1,95 @@
+"""RetinaNet (Lin et al., "Focal Loss for Dense Object Detection", ICCV 2017) with searchable losses.
+
+:class:`GenomeRetinaNetHead` is torchvision's
+:class:`~torchvision.models.detection.retinanet.RetinaNetHead` whose ``compute_loss``
+takes both losses from a genome: branch ``cls`` (kind ``bcls``) and branch ``reg``
+(kind ``reg``). The head, not its two sub-heads, is overridden because the
+classification branch's IoU weight ``w`` needs the regression head's decoded boxes.
+
+Normalisation as torchvision's: per image, the sum over its non-ignored anchors
+(classification) or its foreground anchors (regression) divided by max(1, that
+image's foreground count), then the mean over images. The regression branch sees
+boxes decoded from the predicted deltas against the anchors with the regression
+head's box coder, so IoU-type losses apply; torchvision's default regression loss
+(L1 on the deltas, ``regression_head._loss_type == "l1"``) is what a genome
+replaces. Sub-module and parameter names stay torchvision's.
+
+Labels: RetinaNet's targets use class indices 0..C-1 (no background index).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection.retinanet import RetinaNetHead
+
+from gp_loss.language.genome import Genome
+from gp_loss.tasks.detection._utils import (bcls_inputs, compile_branches, paired_iou, per_image_mean,
+                                            reg_inputs, row_sums)
+
+BRANCHES: dict[str, str] = {"cls": "bcls", "reg": "reg"}
+LOSS_TERMS: dict[str, str | None] = {"classification": "cls", "bbox_regression": "reg"}
+
+
+class GenomeRetinaNetHead(RetinaNetHead):
+    """torchvision's RetinaNet head with the ``cls``/``reg`` losses taken from a genome.
+
+    Args:
+        in_channels, num_anchors, num_classes, norm_layer: as :class:`RetinaNetHead`
+            (``num_classes`` = foreground classes, labels 0..C-1).
+        genome: branches ``cls`` (``bcls``) and ``reg`` (``reg``); ``None`` keeps torchvision's
+            loss code untouched (the "torchvision" baseline).
+    """
+
+    def __init__(self, in_channels: int, num_anchors: int, num_classes: int,
+                 norm_layer: Callable[..., nn.Module] | None = None, genome: Genome | None = None) -> None:
+        super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
+        self.set_genome(genome)
+
+    def set_genome(self, genome: Genome | None) -> None:
+        """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
+        self.branches = compile_branches(genome, BRANCHES, "retinanet")
+
+    def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
+                     anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
+        """The loss terms ``classification`` and ``bbox_regression``.
+
+        Args:
+            targets: per image ``boxes`` G×4 (xyxy) and ``labels`` G (0..C-1).
+            head_outputs: ``cls_logits`` N×A×C, ``bbox_regression`` N×A×4 (deltas).
+            anchors: per image A×4 anchor boxes.
+            matched_idxs: per image A: ground-truth index, -1 background, -2 ignored
+                (between the matcher's thresholds).
+        """
+        if self.branches is None:
+            return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+        cls_logits = head_outputs["cls_logits"]  # N×A×C
+        bbox_regression = head_outputs["bbox_regression"]  # N×A×4
+        n, a, num_classes = cls_logits.shape
+        matched = torch.stack(matched_idxs)  # N×A
+        foreground = matched >= 0
+
+        # Matched labels and boxes per anchor (the loop is over images: their ground truths differ in size).
+        gt_labels = torch.stack([t["labels"][m.clip(min=0)] if len(t["labels"]) else t["labels"].new_zeros(a)
+                                 for t, m in zip(targets, matched_idxs)])  # N×A
+        gt_boxes = torch.stack([t["boxes"][m.clip(min=0)] if len(t["boxes"]) else t["boxes"].new_zeros(a, 4)
+                                for t, m in zip(targets, matched_idxs)])  # N×A×4
+        gt_fg = gt_boxes[foreground]  # F×4, rows in (image, anchor) order
+        pred_fg = self.regression_head.box_coder.decode_single(bbox_regression[foreground],
+                                                               torch.stack(anchors)[foreground])  # F×4
+        fg_counts = foreground.sum(dim=1)  # N
+        fg_image = foreground.nonzero()[:, 0]  # F
+
+        # cls over the non-ignored anchors of all images; rows keep (image, anchor) order, so the
+        # foreground rows among them are, in order, the F foreground anchors above.
+        valid = matched != self.classification_head.BETWEEN_THRESHOLDS  # N×A
+        fg_rows = foreground[valid].nonzero().squeeze(1)
+        x, y, w = bcls_inputs(cls_logits[valid], fg_rows, gt_labels[foreground], paired_iou(pred_fg, gt_fg))
+        o_cls = self.branches["cls"](x, y, w)
+        valid_image = valid.nonzero()[:, 0]
+        loss_cls = per_image_mean(row_sums(o_cls, x.shape[0]), valid_image, fg_counts)
+
+        o_reg = self.branches["reg"](*reg_inputs(pred_fg, gt_fg))
+        loss_reg = per_image_mean(row_sums(o_reg, pred_fg.shape[0]), fg_image, fg_counts)
+        return {"classification": loss_cls, "bbox_regression": loss_reg}
