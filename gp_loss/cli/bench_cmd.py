@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from primitives import KINDS
 
@@ -61,8 +62,8 @@ def register(sub) -> None:
 def run_filters(args: argparse.Namespace) -> int:
     from gp_loss.bench.filters import bench_filters
 
-    if args.seconds <= 0:
-        raise GpLossError(f"--seconds must be positive, got {args.seconds:g}")
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        raise GpLossError(f"--seconds must be a positive finite number, got {args.seconds:g}")
     if args.random_trees < 0:
         raise GpLossError(f"--random-trees must be 0 or more, got {args.random_trees}")
     result = bench_filters(kind_named(args.kind), args.seconds, seed=args.seed, random_trees=args.random_trees)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
@@ -31,7 +32,15 @@ def run(args: argparse.Namespace) -> int:
     (ba,), (bb,) = list(a), list(b)
     if ba.kind is not bb.kind:
         raise GpLossError(f"both formulas must be of one kind, got {ba.kind.name} and {bb.kind.name}")
-    same, sig_a, sig_b = equivalent(ba.kind, ba.tree, bb.tree)
+    try:
+        same, sig_a, sig_b = equivalent(ba.kind, ba.tree, bb.tree)
+    except ValueError as err:  # e.g. a loss that does not read the prediction has no gradient to compare
+        raise GpLossError(f"cannot compare: {err}") from None
+    for branch, sig in ((ba, sig_a), (bb, sig_b)):
+        norms, _ = split_signature(sig)
+        if not all(math.isfinite(float(n)) for n in norms):  # (norms are kept as rounded text)
+            raise GpLossError(f"cannot compare: the gradient of {branch.formula} is not finite on the probe "
+                              f"samples (norms {list(norms)}); `gp-loss check` says why")
     differ = signature_difference(sig_a, sig_b)
     if args.json:
         print(json.dumps({"equivalent": same, "signatures": [list(sig_a), list(sig_b)],

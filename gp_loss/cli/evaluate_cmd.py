@@ -75,13 +75,13 @@ def run(args: argparse.Namespace) -> int:
             scores = [o.score for o in outcomes]
             rows.append({"loss": name, "formulas": genome.formulas(), "seeds": seeds, "scores": scores,
                          "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
-                         "status": [o.status for o in outcomes]})
+                         "status": [o.status for o in outcomes], "reasons": [o.reason for o in outcomes]})
     if args.json:
         print(json.dumps({"task": info.name, "metric": f"test {info.metric}", "device": str(task.device),
                           "rows": rows}, indent=2))
         return 0
     print(f"{info.name}: test {info.metric} over seeds {', '.join(map(str, seeds))} on {task.device}")
     for r in rows:
-        bad = [s for s in r["status"] if s != "ok"]
-        print(f"  {100 * r['mean']:6.2f} ± {100 * r['std']:.2f}  {r['loss']}" + (f"  ({', '.join(bad)})" if bad else ""))
+        bad = [f"{s}: {why}" if why else s for s, why in zip(r["status"], r["reasons"]) if s != "ok"]
+        print(f"  {100 * r['mean']:6.2f} ± {100 * r['std']:.2f}  {r['loss']}" + (f"  ({'; '.join(bad)})" if bad else ""))
     return 0

@@ -32,5 +32,11 @@ def image_folder_tensors(root: str | Path, image_size: int = 32, grayscale: bool
         raise GpLossError(f"cannot read images under {root}: {err}") from None
     if len(dataset.classes) < 2:
         raise GpLossError(f"{root} has {len(dataset.classes)} class folder(s); classification needs at least 2")
-    images, labels = zip(*(dataset[i] for i in range(len(dataset))))
+    items = []
+    for i in range(len(dataset)):
+        try:
+            items.append(dataset[i])
+        except (OSError, ValueError) as err:  # PIL: UnidentifiedImageError (an OSError), truncated files
+            raise GpLossError(f"cannot read image {dataset.samples[i][0]}: {err}; fix or remove it") from None
+    images, labels = zip(*items)
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), list(dataset.classes)

@@ -40,6 +40,8 @@ MAX_SEED = 2**32 - 1
 # Koza (1992) that DEAP's ``staticLimit`` examples use. A full random tree of depth D
 # has up to 2**D leaves, so a much deeper one exhausts memory before it is drawn.
 MAX_TREE_HEIGHT = 17
+# Threads per evaluation beyond any machine's cores: more only fail to start (or crash BLAS).
+MAX_TORCH_THREADS = 256
 
 
 @dataclass
@@ -133,6 +135,17 @@ class SearchConfig:
             v = getattr(self, name)
             if v is not None and v <= 0:
                 raise GpLossError(f"{name} must be positive, got {v}")
+        if self.torch_threads > MAX_TORCH_THREADS:
+            raise GpLossError(f"torch_threads must be at most {MAX_TORCH_THREADS}, got {self.torch_threads}")
+        for name in ("branches", "start"):
+            mapping = getattr(self, name)
+            for key, value in mapping.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise GpLossError(f"{name} must map branch names to text, got {key!r}: {value!r}")
+        for name in ("search", "baselines"):
+            for value in getattr(self, name):
+                if not isinstance(value, str):
+                    raise GpLossError(f"{name} must be a list of names, got an entry {value!r}")
         if not isinstance(self.branches, dict) or not self.branches:
             raise GpLossError("branches must map at least one branch name to a kind, e.g. {\"cls\": \"cls\"}")
         for name, kind in self.branches.items():
@@ -154,7 +167,14 @@ class SearchConfig:
         extra = [n for n in self.start if n not in self.branches]
         if extra:
             raise GpLossError(f"start formula for unknown branch(es) {', '.join(extra)}")
-        self.start_genome()  # parse errors name the branch and position
+        start = self.start_genome()  # parse errors name the branch and position
+        for branch in start or ():
+            # Start formulas are bred like any genome: beyond these limits every mutation and
+            # crossover is refused, and formatting a huge tree each generation costs minutes.
+            if branch.tree.height > self.max_height or len(branch.tree) > self.max_size:
+                raise GpLossError(f"start formula of branch {branch.name!r} has height {branch.tree.height} and "
+                                  f"{len(branch.tree)} nodes; the search's limits are max_height "
+                                  f"{self.max_height} and max_size {self.max_size}: shorten it or raise them")
         check_device(self.device)
         # The registry's metadata and the options' own checks: no data is loaded here.
         task = task_info(self.task)

@@ -231,6 +231,24 @@ def signature_of(job: SignatureJob) -> tuple:
     return tuple(ctx.signature(kind, tree) for kind, tree in zip(ctx.layout.values(), trees))
 
 
+def start_rejections(job: SignatureJob) -> dict[str, str]:
+    """``{branch: "stage: reason"}`` for each searched branch of ``job.formulas`` that the filters reject.
+
+    The CSE-Autoloss scheme evolves from its start formulas: one the filters reject
+    would leave every generation without children, so the search refuses it up front.
+    """
+    ctx = context_for(job.config)
+    set_torch_threads(ctx.config.torch_threads)
+    trees = individual_from_formulas(ctx.layout, job.formulas)
+    rejected = {}
+    for (name, kind), tree in zip(ctx.layout.items(), trees):
+        if name in ctx.searched:
+            verdict = ctx.pipeline.check(get_kind(kind), tree)
+            if not verdict.passed:
+                rejected[name] = f"{verdict.rejection.stage}: {verdict.rejection.reason}"
+    return rejected
+
+
 # -- one child: breed, then train ---------------------------------------------------
 
 def make_child(job: ChildJob) -> ChildResult:

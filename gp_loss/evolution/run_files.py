@@ -30,8 +30,8 @@ FINAL = "final.json"
 PLOT = "fitness.png"
 # The files whose presence means a run was made here (a new run refuses such a directory
 # when it has no config.json to check them against).
-RUN_FILES = (CONFIG, EVALUATIONS, LOGBOOK, HALL_OF_FAME_JSON, BASELINES, FINAL, "checkpoint.json",
-             "checkpoint.prev.json")
+RUN_FILES = (CONFIG, EVALUATIONS, SET_ASIDE, LOGBOOK, HALL_OF_FAME_JSON, BASELINES, FINAL, "checkpoint.json",
+             "checkpoint.prev.json", "checkpoint.corrupt.json")
 
 
 def read_stored_config(run: RunDir) -> dict | None:

@@ -72,14 +72,18 @@ def _load_file(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise GpLossError(f"cannot read --config {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise GpLossError(f"--config {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        if path.suffix in (".yaml", ".yml"):
+        if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
             data = yaml.safe_load(text) or {}
         else:
             data = json.loads(text)
-    except Exception as err:  # yaml and json raise different types
-        raise GpLossError(f"--config {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}") from None
+    except Exception as err:  # yaml and json raise different types (and RecursionError when deeply nested)
+        detail = " ".join(str(err).split())  # one line: YAML's messages span several
+        raise GpLossError(f"--config {path} is not valid {path.suffix.lstrip('.').upper() or 'JSON'}: "
+                          f"{detail[:300]}") from None
     if not isinstance(data, dict):
         raise GpLossError(f"--config {path} must hold a mapping of configuration fields")
     return data

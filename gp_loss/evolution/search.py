@@ -148,8 +148,14 @@ class Search:
         """The start genome (CSE-Autoloss scheme), with its gradient-equivalence signature."""
         ind = individual_from_formulas(self.layout, self.config.start)
         ind.generation = self.generation
-        # A worker computes it: the parent builds no filter samples of its own.
-        (signature,) = self.toolbox.map(jobs.signature_of, [SignatureJob(self.config_dict, self.config.start)])
+        # Workers judge it: the parent builds no filter samples of its own.
+        job = SignatureJob(self.config_dict, self.config.start)
+        (rejected,) = self.toolbox.map(jobs.start_rejections, [job])
+        if rejected:
+            raise GpLossError("the cse scheme evolves from its start formulas, but the filters reject "
+                              + "; ".join(f"branch {name!r} ({why})" for name, why in rejected.items())
+                              + ": give a start formula that passes `gp-loss check`")
+        (signature,) = self.toolbox.map(jobs.signature_of, [job])
         ind.signature = signature
         return ind
 
@@ -202,6 +208,12 @@ class Search:
                 self._score(slot, child, result)
                 trained.append(child)
             children.append(child)
+        if not children and not self.population:
+            raise GpLossError(
+                f"no child passed the filters in generation {self.generation}: each of {len(plan)} slot(s) "
+                f"tried max_breed_tries ({self.config.max_breed_tries}) candidates. Raise max_breed_tries, "
+                f"loosen filter_time_limit_s, or search fewer branches at once (each branch must pass); "
+                f"then start a new run with another --out")
         self.hall_of_fame.update(trained)
         self.idle_generations = 0 if trained else self.idle_generations + 1
         if self.recovered:  # records of this generation that breeding did not make again

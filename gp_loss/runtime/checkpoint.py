@@ -63,7 +63,7 @@ def load_checkpoint(run_dir: str | os.PathLike, read_only: bool = False) -> tupl
         found = True
         try:
             return _read(path), warnings
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
             warnings.append(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); "
                             f"{'trying the previous checkpoint' if name == CHECKPOINT else 'no older one'}")
             if name == CHECKPOINT and not read_only and (run_dir / PREVIOUS).exists():

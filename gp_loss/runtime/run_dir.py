@@ -118,6 +118,8 @@ class RunDir:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise GpLossError(f"{path} is not readable JSON ({err})") from None
+        except RecursionError:
+            raise GpLossError(f"{path} is not readable JSON (nested too deeply to be one of gp-loss's files)") from None
 
     def write_json(self, name: str, data: Any) -> None:
         """Replace ``name`` with ``data`` as indented JSON, keys sorted."""
@@ -172,7 +174,7 @@ class RunDir:
         for i, piece in enumerate(pieces):
             try:
                 record = json.loads(piece)
-            except ValueError:  # JSONDecodeError, or a number too large to parse
+            except (ValueError, RecursionError):  # not JSON, a number too large, or nested too deeply
                 record = None
             lines.append(JsonlLine(i + 1, piece, record if isinstance(record, dict) else None,
                                    complete=last_complete or i < len(pieces) - 1))

@@ -31,6 +31,8 @@ from gp_loss.runtime.device import deterministic_error
 from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
 
 PRECISIONS = ("fp32", "bf16")
+# Upper bounds of the integer options: far above any proxy, far below what exhausts memory.
+LIMITS = {"image_size": 1024, "width": 1024, "batch_size": 65536, "proxy_epochs": 10_000, "final_epochs": 10_000}
 # Adam, as AutoLoss-Zero's and CSE-Autoloss's proxies train; plain SGD (no momentum) to check
 # that a loss trains where the gradient's scale sets the step.
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
@@ -61,9 +63,11 @@ class ClassificationOptions:
             v = getattr(self, f.name)
             if isinstance(v, float) and not np.isfinite(v):
                 raise GpLossError(f"task option {f.name} must be a finite number, got {v}")
-        for name in ("image_size", "width", "batch_size", "proxy_epochs", "final_epochs"):
-            if getattr(self, name) < 1:
-                raise GpLossError(f"task option {name} must be at least 1, got {getattr(self, name)}")
+        for name, most in LIMITS.items():
+            if not 1 <= getattr(self, name) <= most:
+                raise GpLossError(f"task option {name} must be in [1, {most}], got {getattr(self, name)}")
+        if not 0 <= self.split_seed <= 2**32 - 1:
+            raise GpLossError(f"task option split_seed must be in [0, 2**32 - 1], got {self.split_seed}")
         if not (0 < self.train_fraction < 1 and 0 < self.val_fraction < 1
                 and self.train_fraction + self.val_fraction < 1):
             raise GpLossError(f"task options train_fraction={self.train_fraction} and val_fraction="
@@ -134,6 +138,11 @@ class ClassificationTask:
         # indices move to the device once per epoch.
         self.splits = {"train": torch.as_tensor(train), "val": torch.as_tensor(val),
                        "test": torch.as_tensor(test)}
+        empty = [name for name, idx in self.splits.items() if len(idx) == 0]
+        if empty:
+            raise GpLossError(f"{options.data}: {len(labels)} images leave the {' and '.join(empty)} split(s) "
+                              f"empty (train_fraction {options.train_fraction}, val_fraction "
+                              f"{options.val_fraction}): give more images")
 
     # -- the loss adapter ---------------------------------------------------
     def loss_terms(self, genome: Genome):
