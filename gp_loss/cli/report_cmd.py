@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -74,10 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
-        print(json.dumps({"hall_of_fame": rows, "baselines": baselines, "final": final,
-                          "funnel": funnel.to_dict() if funnel else None,
-                          "evaluations": state.get("evaluations", 0) if state else 0,
-                          "plot": str(plot)}, indent=2))
+        report = {"hall_of_fame": rows, "baselines": baselines, "final": final,
+                  "funnel": funnel.to_dict() if funnel else None,
+                  "evaluations": state.get("evaluations", 0) if state else 0, "plot": str(plot)}
+        print(json.dumps(_finite(report), indent=2, allow_nan=False))
         return 0
     if state:
         print(f"run {rd.path}: {state.get('evaluations', 0)} evaluations, "
@@ -100,3 +101,14 @@ def run(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}")
     return 0
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite number as ``None``: JSON has no NaN (run files may be edited)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -162,3 +162,11 @@ def test_report_shows_the_hall_of_fame_when_both_checkpoints_are_bad(run_dir, tm
     hof = json.loads((run / "hall_of_fame.json").read_text())["hall_of_fame"]
     assert hof[0]["formulas"]["cls"] in out and "no readable checkpoint" in out
     assert out.count("warning:") == 2 and _files(run) == before
+
+
+def test_report_json_stays_json_when_a_run_file_holds_nan(run_dir, tmp_path, capsys):
+    target = _copy(run_dir, tmp_path)
+    (target / "baselines.json").write_text('{"ce": NaN}')
+    assert main(["report", "--json", str(target)]) == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"bare {c} in the JSON"))
+    assert report["baselines"] == {"ce": None}
