@@ -54,6 +54,20 @@ def _int_id(value, where: str) -> int:
     return value
 
 
+def _entries(path: Path, data: dict, key: str, what: str):
+    """``(index, where, id, entry)`` for each entry of ``data[key]``: objects with unique integer ids."""
+    seen: set[int] = set()
+    for i, entry in enumerate(data[key]):
+        where = f"{path}: {key}[{i}]"
+        if not isinstance(entry, dict):
+            raise GpLossError(f"{where} is not an object")
+        eid = _int_id(entry.get("id"), where)
+        if eid in seen:
+            raise GpLossError(f"{where}: {what} id {eid} appears twice")
+        seen.add(eid)
+        yield i, where, eid, entry
+
+
 def read_instances(path: str | Path) -> Instances:
     """Read and check a COCO instances JSON (see the module docstring)."""
     path = Path(path)
@@ -71,39 +85,17 @@ def read_instances(path: str | Path) -> Instances:
         if not isinstance(data.get(key), list):
             raise GpLossError(f"{path}: missing or malformed top-level key {key!r} (a list is needed); "
                               f"a COCO instances file has {', '.join(REQUIRED)}")
-    categories: dict[int, str] = {}
-    for i, c in enumerate(data["categories"]):
-        where = f"{path}: categories[{i}]"
-        if not isinstance(c, dict):
-            raise GpLossError(f"{where} is not an object")
-        cid = _int_id(c.get("id"), where)
-        if cid in categories:
-            raise GpLossError(f"{where}: category id {cid} appears twice")
-        categories[cid] = str(c.get("name", cid))
+    categories = {cid: c for _, _, cid, c in _entries(path, data, "categories", "category")}
     if not categories:
         raise GpLossError(f"{path}: no categories")
     images: dict[int, dict] = {}
-    for i, im in enumerate(data["images"]):
-        where = f"{path}: images[{i}]"
-        if not isinstance(im, dict):
-            raise GpLossError(f"{where} is not an object")
-        iid = _int_id(im.get("id"), where)
-        if iid in images:
-            raise GpLossError(f"{where}: image id {iid} appears twice")
+    for _, where, iid, im in _entries(path, data, "images", "image"):
         if not isinstance(im.get("file_name"), str) or not im["file_name"]:
             raise GpLossError(f"{where} (id {iid}) has no file_name")
         images[iid] = im
     dropped = DroppedBoxes()
     annotations = []
-    seen: set[int] = set()
-    for i, a in enumerate(data["annotations"]):
-        where = f"{path}: annotations[{i}]"
-        if not isinstance(a, dict):
-            raise GpLossError(f"{where} is not an object")
-        aid = _int_id(a.get("id"), where)
-        if aid in seen:
-            raise GpLossError(f"{where}: annotation id {aid} appears twice")
-        seen.add(aid)
+    for i, where, aid, a in _entries(path, data, "annotations", "annotation"):
         if a.get("image_id") not in images:
             raise GpLossError(f"{where} (id {aid}): image_id {a.get('image_id')!r} is not among the images")
         if a.get("category_id") not in categories:
