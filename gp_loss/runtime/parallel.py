@@ -5,14 +5,19 @@ result as soon as it (and those before it) are done. Jobs that carry their
 own seeds give the same results whichever backend runs them: the choice
 changes speed only. A job must be a top-level function of picklable data.
 
+Besides the ordered map, ``submit`` and ``wait_first`` give asynchronous jobs:
+submit one job at a time and take results as they finish, in whatever order
+(an optimiser that proposes the next point as soon as a worker is free).
+
 SCOOP: start the script under ``python -m scoop -n N script.py …`` (add
 ``--hostfile FILE`` for several machines); ``auto`` then picks SCOOP. SCOOP is
 no longer developed, hence the pluggable choice.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import multiprocessing
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 from gp_loss.errors import GpLossError
 
@@ -67,6 +72,42 @@ class Mapper:
             return self._pool.imap(fn, items)
         from scoop import futures
         return futures.map(fn, items)
+
+    def submit(self, fn: Callable[..., R], *args) -> Any:
+        """Start ``fn(*args)`` on a free worker (queued if none is free); a future of its result.
+
+        The future has ``done()`` and ``result()`` (which raises the job's
+        exception). Serial: the job runs now, inside this call, and its future
+        is already done. Multiprocessing: a ``concurrent.futures.Future`` set by
+        the pool's result thread. SCOOP: SCOOP's own future.
+        """
+        if self.kind == "serial":
+            future = concurrent.futures.Future()
+            try:
+                future.set_result(fn(*args))
+            except Exception as err:  # the job's error, raised again by result() like the other backends
+                future.set_exception(err)
+            return future
+        if self.kind == "multiprocessing":
+            future = concurrent.futures.Future()
+            self._pool.apply_async(fn, args, callback=future.set_result, error_callback=future.set_exception)
+            return future
+        from scoop import futures
+        return futures.submit(fn, *args)
+
+    def wait_first(self, pending: Collection[Any], timeout: float | None = None) -> tuple[set, set]:
+        """Block until at least one of the ``pending`` futures (from :meth:`submit`) is done, or ``timeout`` s.
+
+        Returns ``(done, not_done)`` as sets; ``done`` is empty only on a timeout.
+        """
+        if self.kind == "scoop":
+            from scoop import futures
+            done, not_done = futures.wait(list(pending), -1 if timeout is None else timeout,
+                                          return_when=futures.FIRST_COMPLETED)
+            return set(done), set(not_done)
+        done, not_done = concurrent.futures.wait(list(pending), timeout,
+                                                 return_when=concurrent.futures.FIRST_COMPLETED)
+        return set(done), set(not_done)
 
     def close(self) -> None:
         """Let the workers finish and stop them."""
