@@ -20,7 +20,7 @@ from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_files import read_stored_config
 from gp_loss.runtime.run_dir import RunDir
-from gp_loss.runtime.parallel import MAPS
+from gp_loss.runtime.parallel import MAPS, WorkerDied
 
 # flag -> (config field, type, help)
 FLAGS = {
@@ -190,6 +190,10 @@ def main(description: str, defaults: SearchConfig, default_out: str,
     except KeyboardInterrupt:
         print(f"interrupted: continue with --resume {out}", file=sys.stderr)
         return 130
+    except WorkerDied as err:
+        print(f"error: a worker process died while running a job (killed, or out of memory?): {str(err).rstrip('.')}. "
+              f"Finished work is kept: continue with --resume {out}", file=sys.stderr)
+        return 1
     print()
     print(final_table(result))
     print(f"\nrun directory: {out} (hall_of_fame.py, final.json, fitness.png; `gp-loss report {out}`)")

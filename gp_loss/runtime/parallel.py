@@ -16,6 +16,7 @@ no longer developed, hence the pluggable choice.
 from __future__ import annotations
 
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import multiprocessing
 from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
@@ -25,6 +26,18 @@ MAPS = ("auto", "serial", "multiprocessing", "scoop")
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died while running a job (killed, or out of memory): its job is lost."""
+
+
+def _reporting_death(results: Iterator[R]) -> Iterator[R]:
+    """``results``, with a broken process pool reported as :class:`WorkerDied`."""
+    try:
+        yield from results
+    except BrokenProcessPool as err:
+        raise WorkerDied(str(err)) from None
 
 
 def scoop_running() -> bool:
@@ -57,7 +70,9 @@ class Mapper:
         if kind == "multiprocessing":
             # spawn: the workers start clean instead of inheriting torch's thread pools by fork;
             # jobs set their own torch thread count.
-            self._pool = multiprocessing.get_context("spawn").Pool(workers)
+            # A process pool whose map fails (BrokenProcessPool -> WorkerDied) when a worker is
+            # killed, where multiprocessing.Pool would wait forever for the job it lost.
+            self._pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
         if kind == "scoop":
             import scoop
             self.workers = int(getattr(scoop, "SIZE", 1) or 1)
@@ -69,7 +84,7 @@ class Mapper:
         if self.kind == "serial":
             return map(fn, items)
         if self.kind == "multiprocessing":
-            return self._pool.imap(fn, items)
+            return _reporting_death(self._pool.map(fn, items))
         from scoop import futures
         return futures.map(fn, items)
 
@@ -89,9 +104,10 @@ class Mapper:
                 future.set_exception(err)
             return future
         if self.kind == "multiprocessing":
-            future = concurrent.futures.Future()
-            self._pool.apply_async(fn, args, callback=future.set_result, error_callback=future.set_exception)
-            return future
+            try:
+                return self._pool.submit(fn, *args)
+            except BrokenProcessPool as err:
+                raise WorkerDied(str(err)) from None
         from scoop import futures
         return futures.submit(fn, *args)
 
@@ -112,8 +128,7 @@ class Mapper:
     def close(self) -> None:
         """Let the workers finish and stop them."""
         if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
+            self._pool.shutdown(wait=True)
             self._pool = None
 
     def __enter__(self) -> "Mapper":
@@ -122,6 +137,11 @@ class Mapper:
     def __exit__(self, *exc) -> None:
         # Leaving by an exception (Ctrl-C included) must not wait for jobs still queued.
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            # (ProcessPoolExecutor.terminate_workers arrives in Python 3.14; until then its processes.)
+            processes = list((getattr(self._pool, "_processes", None) or {}).values())
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join()
             self._pool = None

@@ -97,3 +97,17 @@ def test_scoop_map_is_ordered(tmp_path):
                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"scoop 2 {EXPECTED[0]} {EXPECTED[1:]}" in proc.stdout
+
+
+def _dies(n):
+    import os
+    if n == 2:
+        os._exit(9)  # as if killed (kill -9, the OOM killer) in the middle of a job
+    return n
+
+
+def test_a_worker_that_dies_mid_job_stops_the_map_instead_of_hanging():
+    from gp_loss.runtime.parallel import WorkerDied
+    with Mapper("multiprocessing", 2) as mapper:
+        with pytest.raises(WorkerDied):
+            list(mapper(_dies, range(4)))
