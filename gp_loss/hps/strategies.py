@@ -31,6 +31,7 @@ it through a checkpoint.
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 
@@ -97,14 +98,14 @@ def perturbation_probability(box: Box, n_adaptive: int, adaptive_budget: int) ->
     return max(prob, floor)
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Proposes one new integer point at a time from a :class:`Context`."""
 
     name = ""
 
+    @abc.abstractmethod
     def propose(self, ctx: Context) -> np.ndarray | None:
         """The next point ``(d,)`` (never evaluated nor pending), or ``None`` when the grid is exhausted."""
-        raise NotImplementedError
 
     def observe(self, value: float | None, best_before: float | None) -> None:
         """A proposed point came back with ``value`` (``None``: failed); ``best_before``: the best until then."""
@@ -195,8 +196,9 @@ class _AcquisitionStrategy(Strategy):
         self.box = box
         self.n_candidates = CANDIDATES_PER_DIM * box.dim
 
+    @abc.abstractmethod
     def acquisition(self, mean: np.ndarray, std: np.ndarray, best: float) -> np.ndarray:
-        raise NotImplementedError
+        """The acquisition of each candidate (higher: proposed first)."""
 
     def propose(self, ctx: Context) -> np.ndarray | None:
         center = ctx.best_point()

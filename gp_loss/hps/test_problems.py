@@ -19,6 +19,7 @@ every process (and every rerun) sees the same value at the same point.
 """
 from __future__ import annotations
 
+import abc
 import hashlib
 import math
 import time
@@ -28,7 +29,7 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class GridProblem:
+class GridProblem(abc.ABC):
     """A function of reals, evaluated on the integer grid ``0..upper`` mapped onto ``[low, high]``."""
 
     name: str
@@ -45,8 +46,9 @@ class GridProblem:
     def to_real(self, x) -> np.ndarray:
         return self.low + (self.high - self.low) * np.asarray(x, dtype=float) / self.upper
 
+    @abc.abstractmethod
     def minimum_value(self, z: np.ndarray) -> float:
-        raise NotImplementedError
+        """The function to minimise at the real point ``z``."""
 
     def __call__(self, x: list[int]) -> float:
         return -float(self.minimum_value(self.to_real(x)))
