@@ -36,3 +36,20 @@ def check_field_types(obj, label: str = "") -> None:
         value = getattr(obj, f.name)
         if not _matches(value, str(f.type)):
             raise GpLossError(f"{label}{f.name} must be of type {f.type}, got {value!r}")
+
+
+def check_numbers(obj, limits: dict[str, int], label: str = "") -> None:
+    """Types (:func:`check_field_types`), then: every float field finite, each field of ``limits`` in [1, limit].
+
+    ``limits``: integer field -> its upper bound (far above any real use, below what exhausts memory).
+    """
+    import math
+
+    check_field_types(obj, label)
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise GpLossError(f"{label}{f.name} must be a finite number, got {v}")
+    for name, most in limits.items():
+        if not 1 <= getattr(obj, name) <= most:
+            raise GpLossError(f"{label}{name} must be in [1, {most}], got {getattr(obj, name)}")

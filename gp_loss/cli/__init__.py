@@ -5,11 +5,11 @@ import argparse
 import sys
 
 from gp_loss import __version__
-from gp_loss.cli import (bench_cmd, check_cmd, equiv_cmd, evaluate_cmd, export_cmd, primitives_cmd,
+from gp_loss.cli import (bench_cmd, check_cmd, data_cmd, equiv_cmd, evaluate_cmd, export_cmd, primitives_cmd,
                          report_cmd)
 from gp_loss.errors import GpLossError
 
-COMMANDS = (primitives_cmd, check_cmd, equiv_cmd, export_cmd, evaluate_cmd, report_cmd, bench_cmd)
+COMMANDS = (primitives_cmd, check_cmd, equiv_cmd, export_cmd, evaluate_cmd, report_cmd, bench_cmd, data_cmd)
 
 EXIT_USAGE = 2
 

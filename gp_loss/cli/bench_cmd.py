@@ -58,6 +58,7 @@ def register(sub) -> None:
     x.add_argument("--json", action="store_true")
     x.set_defaults(run=run_proxy)
     _register_hps(targets)
+    _register_detection_loss(targets)
 
 
 # --quick's settings where the option is not given; the full run's otherwise.
@@ -98,6 +99,40 @@ def _register_hps(targets) -> None:
                                                         "of 15)")
     h.add_argument("--json", action="store_true")
     h.set_defaults(run=run_hps)
+
+
+# --quick's settings where the option is not given; the full run's otherwise.
+DETECTION_FULL = {"backbone": "resnet18", "size": 128, "batch": 8, "steps": 20, "warmup": 3}
+DETECTION_QUICK = {"backbone": "small", "size": 64, "batch": 2, "steps": 3, "warmup": 1}
+
+
+def _register_detection_loss(targets) -> None:
+    # The names are checked by gp_loss.bench.detection (importing torchvision here would slow every command).
+    g = targets.add_parser("detection-loss", help="a training step with the genome focal + GIoU losses vs "
+                                                  "torchvision's own detection loss code",
+                           description="Build one detector, put one fixed batch of canvases on the device and "
+                                       "run SGD steps that alternate torchvision's loss code and the genome "
+                                       "(focal + GIoU; Faster R-CNN: BCE, GIoU, CE, GIoU) step by step from "
+                                       "the same weights; print the median ms of each, their ratio and the "
+                                       "largest relative difference of their loss terms. Target: genome "
+                                       "<= 1.05x torchvision.")
+    g.add_argument("--model", default="fcos", help="fcos, retinanet or fasterrcnn (default fcos)")
+    g.add_argument("--backbone", help=f"small, resnet18, resnet34 or resnet50 (default {DETECTION_FULL['backbone']}; "
+                                      f"--quick {DETECTION_QUICK['backbone']})")
+    g.add_argument("--size", type=int, help=f"image side in pixels (default {DETECTION_FULL['size']}; "
+                                            f"--quick {DETECTION_QUICK['size']})")
+    g.add_argument("--batch", type=int, help=f"images per step (default {DETECTION_FULL['batch']}; "
+                                             f"--quick {DETECTION_QUICK['batch']})")
+    g.add_argument("--steps", type=int, help=f"timed steps of each loss (default {DETECTION_FULL['steps']}; "
+                                             f"--quick {DETECTION_QUICK['steps']})")
+    g.add_argument("--warmup", type=int, help=f"untimed steps of each loss first (default "
+                                              f"{DETECTION_FULL['warmup']}; --quick {DETECTION_QUICK['warmup']})")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--seed", type=int, default=0, help="weights and canvases (default 0)")
+    g.add_argument("--quick", action="store_true", help="tiny sizes for CI: small backbone, 64 px, batch 2, "
+                                                        "3 steps")
+    g.add_argument("--json", action="store_true", help="print the figures as JSON")
+    g.set_defaults(run=run_detection_loss)
 
 
 PROBLEM_NAMES = ("ackley", "levy", "rastrigin", "ap-like", "ackley-small", "levy-small", "rastrigin-small")
@@ -225,6 +260,23 @@ def run_hps(args: argparse.Namespace) -> int:
                        tpe=not args.no_tpe, jobs=args.jobs, parallel=not args.no_parallel,
                        parallel_evaluations=args.parallel_evaluations, parallel_seeds=args.parallel_seeds,
                        sleep=args.sleep)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print("\n".join(format_report(result)))
+    return 0
+
+
+def run_detection_loss(args: argparse.Namespace) -> int:
+    from gp_loss.bench.detection import bench_detection_loss, check_options, format_report
+
+    defaults = DETECTION_QUICK if args.quick else DETECTION_FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    check_options(args.model, args.backbone, args.size, args.batch, args.steps, args.warmup)
+    result = bench_detection_loss(args.model, args.backbone, args.size, args.batch, args.steps, args.warmup,
+                                  device=args.device, seed=args.seed)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -4,36 +4,108 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import fields
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.tasks import TASKS
 
+# flag -> the task option it sets (a flag applies to the tasks that have that option).
+OPTION_FLAGS = {
+    "--data": ("data", str, "the task's data: 'digits' (built in), an ImageFolder directory (classification) "
+                            "or a COCO instances JSON (detection)"),
+    "--val-data": ("val_data", str, "detection: a validation instances JSON (default: a seeded split of --data)"),
+    "--model": ("model", str, "detection: fcos, retinanet or fasterrcnn"),
+    "--backbone": ("backbone", str, "detection: small, resnet18, resnet34 or resnet50"),
+    "--weights": ("weights", str, "detection: a state dict for the detector or its ResNet"),
+    "--image-size": ("image_size", int, "images are resized / letterboxed to this square"),
+    "--epochs": ("final_epochs", int, "classification: training epochs (default: the task's final_epochs)"),
+    "--steps": ("final_steps", int, "detection: SGD steps (default: the task's final_steps)"),
+    "--optimizer": ("optimizer", str, "classification: adam (default) or sgd (plain): check a found loss where "
+                                      "the gradient's scale sets the step"),
+    "--lr": ("lr", float, "learning rate (default: the task's)"),
+    "--precision": ("precision", str, "fp32 (default) or bf16 (forward pass and loss under autocast)"),
+    "--metric": ("metric", str, "detection: the metric reported first (AP, AP50, ...)"),
+}
+
 
 def register(sub) -> None:
-    p = sub.add_parser("evaluate", help="train a task with a loss and report its test metric",
-                       description="Train the task's model with each --loss (a formula or a baseline name) "
-                                   "for the full schedule, once per seed, and report the test metric "
+    p = sub.add_parser("evaluate", help="train a task with a loss and report its metric",
+                       description="Train the task's model with each loss (a baseline name, or formulas by "
+                                   "branch) for the full schedule, once per seed, and report the task's metric "
                                    "(mean ± std). The seeds are those of a search's final retraining "
                                    "(--seed S: S+1000, S+1001, ...), so `--seed` of a run reproduces its "
                                    "final.json rows.")
     p.add_argument("--task", default="classification",
                    help="the task: " + "; ".join(f"{name}: {info.summary}" for name, info in TASKS.items()))
-    p.add_argument("--loss", action="append", required=True, metavar="KIND=FORMULA|BASELINE",
-                   help="e.g. cls='neg(dot(y, log(softmax(x))))' or a baseline name (ce, focal, "
-                        "label_smoothing_ce); repeat to compare")
+    p.add_argument("--loss", action="append", required=True, metavar="BASELINE|BRANCH=FORMULA",
+                   help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ...) or one branch's "
+                        "formula, e.g. cls='neg(dot(y, log(softmax(x))))'. Consecutive BRANCH=FORMULA flags "
+                        "make one loss (detection: --loss cls=F --loss reg=G); a branch given again starts "
+                        "the next loss. A detector's branches left out keep Focal + GIoU (fl_giou).")
     p.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
     p.add_argument("--seed", type=int, default=0, help="the search seed whose final protocol to follow (default 0)")
-    p.add_argument("--data", default=None, help="'digits' or an ImageFolder directory")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the task's final_epochs)")
-    p.add_argument("--optimizer", default=None,
-                   help="adam (the task's default) or sgd (plain): check a found loss where the gradient's "
-                        "scale sets the step")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the task's)")
-    p.add_argument("--precision", default=None, help="fp32 (default) or bf16 (forward pass and loss under autocast)")
+    for flag, (_, type_, help_) in OPTION_FLAGS.items():
+        p.add_argument(flag, type=type_, default=None, help=help_)
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
+
+
+def task_options_from(args: argparse.Namespace, info) -> dict:
+    """The task options the flags set; a flag for an option the task lacks is an error naming the task."""
+    known = {f.name for f in fields(info.options)}
+    options = {}
+    for flag, (name, _, _) in OPTION_FLAGS.items():
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if name not in known:
+            raise GpLossError(f"{flag} does not apply to the {info.name} task (it has no option {name})")
+        options[name] = value
+    return options
+
+
+def losses_from(specs: list[str], info, options) -> list[tuple[str, object]]:
+    """``(name, loss)`` per loss of the ``--loss`` flags: a baseline's name, or a genome of branch formulas."""
+    layout = info.layout(options)
+    baselines = info.baselines_for(options)
+    losses: list[tuple[str, object]] = []
+    group: list[str] = []
+
+    def close() -> None:
+        if not group:
+            return
+        given = dict(spec.partition("=")[::2] for spec in group)
+        given = {name.strip(): formula for name, formula in given.items()}
+        unknown = [n for n in given if n not in layout]
+        if unknown:
+            raise GpLossError(f"--loss names branch {unknown[0]!r}; the {info.name} task trains the branches "
+                              f"{', '.join(f'{n} ({k})' for n, k in layout.items())}")
+        missing = [n for n in layout if n not in given]
+        fill = info.reference_baseline
+        if missing and fill is None:
+            raise GpLossError(f"--loss gives no formula for branch(es) {', '.join(missing)}")
+        reference = baselines.get(fill, {}) if fill else {}
+        formulas = {n: given.get(n, reference.get(n)) for n in layout}
+        genome = Genome.from_formulas((n, layout[n], f) for n, f in formulas.items())
+        losses.append((" ".join(group) + (f" (+ {fill} for {', '.join(missing)})" if missing else ""), genome))
+        group.clear()
+
+    for spec in specs:
+        if "=" not in spec:
+            close()
+            if spec not in baselines:
+                raise GpLossError(f"--loss {spec!r} is neither BRANCH=FORMULA nor a baseline "
+                                  f"({', '.join(baselines)})")
+            losses.append((spec, spec))
+            continue
+        branch = spec.partition("=")[0].strip()
+        if any(s.partition("=")[0].strip() == branch for s in group):
+            close()
+        group.append(spec)
+    close()
+    return losses
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,40 +120,51 @@ def run(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise GpLossError(f"--seed must be 0 or more, got {args.seed}")
     check_device(args.device)
-    options = {}
-    if args.data is not None:
-        options["data"] = args.data
-    if args.epochs is not None:
-        options["final_epochs"] = args.epochs
-    for name in ("optimizer", "lr", "precision"):
-        if getattr(args, name) is not None:
-            options[name] = getattr(args, name)
-    losses = []
-    for spec in args.loss:
-        if "=" not in spec:
-            if spec not in info.baselines:
-                raise GpLossError(f"--loss {spec!r} is neither KIND=FORMULA nor a baseline "
-                                  f"({', '.join(info.baselines)})")
-            genome = Genome.from_formulas((n, info.branches[n], f) for n, f in info.baselines[spec].items())
-            losses.append((spec, genome))
-        else:
-            losses.append((spec, Genome.from_specs([spec])))
+    options = task_options_from(args, info)
+    checked = info.make_options(options)
+    losses = losses_from(args.loss, info, checked)
     task = make_task(args.task, options, resolve_device(args.device))
     seeds = retrain_seeds(args.seed, args.seeds)
+    metric = getattr(checked, "metric", info.metric)
     rows = []
     with torch_threads(1):
-        for name, genome in losses:
-            outcomes = [task.final_score(genome, seed) for seed in seeds]
+        for name, loss in losses:
+            outcomes = [task.final_score(task.baseline(loss) if isinstance(loss, str) else loss, seed)
+                        for seed in seeds]
             scores = [o.score for o in outcomes]
-            rows.append({"loss": name, "formulas": genome.formulas(), "seeds": seeds, "scores": scores,
-                         "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
-                         "status": [o.status for o in outcomes], "reasons": [o.reason for o in outcomes]})
+            formulas = (info.baselines_for(checked)[loss] if isinstance(loss, str) else loss.formulas())
+            row = {"loss": name, "formulas": formulas, "seeds": seeds, "scores": scores,
+                   "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
+                   "status": [o.status for o in outcomes], "reasons": [o.reason for o in outcomes]}
+            names = list(outcomes[0].metrics)
+            if names:  # every metric the task measured: mean over the seeds where it is defined
+                row["metrics"] = {m: _mean([o.metrics.get(m) for o in outcomes]) for m in names}
+                row["metrics_std"] = {m: _std([o.metrics.get(m) for o in outcomes]) for m in names}
+            rows.append(row)
     if args.json:
-        print(json.dumps({"task": info.name, "metric": f"test {info.metric}", "device": str(task.device),
-                          "rows": rows}, indent=2))
+        print(json.dumps({"task": info.name, "metric": f"test {metric}" if not rows or "metrics" not in rows[0]
+                          else metric, "device": str(task.device), "rows": rows,
+                          "losses": {r["loss"]: r.get("metrics", {metric: r["mean"]}) for r in rows}}, indent=2))
         return 0
-    print(f"{info.name}: test {info.metric} over seeds {', '.join(map(str, seeds))} on {task.device}")
+    print(f"{info.name}: {metric} over seeds {', '.join(map(str, seeds))} on {task.device}")
     for r in rows:
         bad = [f"{s}: {why}" if why else s for s, why in zip(r["status"], r["reasons"]) if s != "ok"]
-        print(f"  {100 * r['mean']:6.2f} ± {100 * r['std']:.2f}  {r['loss']}" + (f"  ({'; '.join(bad)})" if bad else ""))
+        line = f"  {100 * r['mean']:6.2f} ± {100 * r['std']:.2f}  {r['loss']}"
+        if "metrics" in r:
+            line += "  [" + ", ".join(f"{m} {_pct(v)}" for m, v in r["metrics"].items()) + "]"
+        print(line + (f"  ({'; '.join(bad)})" if bad else ""))
     return 0
+
+
+def _mean(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
+
+
+def _std(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.pstdev(present) if present else None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"

@@ -53,6 +53,13 @@ class Canvases:
     coco: dict
 
 
+def square_spec(count: int, size: int, max_digits: int, seed: int) -> CanvasSpec:
+    """Square canvases of ``size`` pixels whose digit sizes scale with them (128 px: 16 to 48 px, the defaults)."""
+    min_size = max(4, size // 8)
+    return CanvasSpec(count=count, height=size, width=size, max_digits=max_digits, min_size=min_size,
+                      max_size=max(min_size, 3 * size // 8), seed=seed)
+
+
 def category_list() -> list[dict]:
     """COCO categories of the ten digits: id ``d + 1`` named ``"d"``."""
     return [{"id": d + 1, "name": str(d), "supercategory": "digit"} for d in range(NUM_CLASSES)]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -32,6 +32,8 @@ class TrainOutcome:
     ``losses``: each branch's loss value at the last step checked (the terms
     by branch name, before they are summed; ``None`` where not finite, so the
     record stays strict JSON).
+    ``metrics``: every metric the task measured (e.g. detection's ``AP``, ``AP50``, ...;
+    ``None`` where undefined), of which ``score`` is the one searched for.
     """
 
     score: float
@@ -40,6 +42,7 @@ class TrainOutcome:
     steps: int = 0
     seconds: float = 0.0
     losses: dict[str, float | None] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +62,13 @@ class TaskInfo:
         metric: what the fitness measures (higher is better).
         baseline_losses: baseline name -> branch -> a loss of
             :data:`~gp_loss.paper_losses.PAPER_LOSSES` (the one table of paper losses).
+        layout_of: for a task whose layout depends on its options (a detector's branches):
+            options -> branch name -> kind.
+        baseline_texts_of: for a task whose baselines depend on its options, or are not all
+            formulas (a detector's own loss code): options -> name -> branch -> text shown.
+            Baselines are trained by name (the task's ``baseline(name)``).
+        reference_baseline: the baseline whose formulas fill the branches a user leaves out
+            (``gp-loss evaluate --loss cls=F`` on a detector), or ``None``.
     """
 
     name: str
@@ -69,12 +79,25 @@ class TaskInfo:
     kinds: tuple[str, ...]
     metric: str
     baseline_losses: dict[str, dict[str, str]] = field(default_factory=dict)
+    layout_of: Callable[[Any], dict[str, str]] | None = None
+    baseline_texts_of: Callable[[Any], dict[str, dict[str, str]]] | None = None
+    reference_baseline: str | None = None
 
     @cached_property
     def baselines(self) -> dict[str, dict[str, str]]:
-        """Baseline name -> branch -> formula text."""
+        """Baseline name -> branch -> formula text (the default options' baselines)."""
+        return self.baselines_for(self.options())
+
+    def baselines_for(self, options) -> dict[str, dict[str, str]]:
+        """Baseline name -> branch -> formula text (or what trains it) under the checked ``options``."""
+        if self.baseline_texts_of is not None:
+            return self.baseline_texts_of(options)
         return {name: {branch: PAPER_LOSSES[loss].formula for branch, loss in losses.items()}
                 for name, losses in self.baseline_losses.items()}
+
+    def layout(self, options) -> dict[str, str]:
+        """The default branch layout (name -> kind) under the checked ``options``."""
+        return dict(self.branches) if self.layout_of is None else self.layout_of(options)
 
     def make_options(self, options: dict | None = None):
         """The checked options object from a dict of option fields."""
@@ -152,11 +175,11 @@ class Task(Protocol):
     info: TaskInfo
     device: torch.device
 
-    def loss_terms(self, genome: Genome):
-        """``terms(prediction, target) -> {branch name: scalar loss}``: the genome's losses by branch."""
+    def baseline(self, name: str) -> Any:
+        """The loss of the baseline ``name``, as :meth:`proxy_fitness` and :meth:`final_score` take it."""
 
     def proxy_fitness(self, genome: Genome, seed: int, time_limit_s: float | None = None) -> TrainOutcome:
-        """Validation metric after proxy training with ``genome``'s losses."""
+        """Validation metric after proxy training with ``genome``'s losses (or a :meth:`baseline`'s)."""
 
     def final_score(self, genome: Genome, seed: int) -> TrainOutcome:
-        """Test metric after the full training with ``genome``'s losses."""
+        """Test metric after the full training with ``genome``'s losses (or a :meth:`baseline`'s)."""

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from gp_loss.data.digits import digits_tensors, split_indices
 from gp_loss.errors import GpLossError
-from gp_loss.field_types import check_field_types
+from gp_loss.field_types import check_numbers
 from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
@@ -58,14 +58,7 @@ class ClassificationOptions:
 
     def check(self) -> None:
         """Raise :class:`GpLossError` naming the first bad value."""
-        check_field_types(self, "task option ")
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if isinstance(v, float) and not np.isfinite(v):
-                raise GpLossError(f"task option {f.name} must be a finite number, got {v}")
-        for name, most in LIMITS.items():
-            if not 1 <= getattr(self, name) <= most:
-                raise GpLossError(f"task option {name} must be in [1, {most}], got {getattr(self, name)}")
+        check_numbers(self, LIMITS, "task option ")
         if not 0 <= self.split_seed <= 2**32 - 1:
             raise GpLossError(f"task option split_seed must be in [0, 2**32 - 1], got {self.split_seed}")
         if not (0 < self.train_fraction < 1 and 0 < self.val_fraction < 1
@@ -158,6 +151,13 @@ class ClassificationTask:
             y = F.one_hot(labels, logits.shape[1]).to(logits.dtype)
             return {name: fn(*inputs(logits, y)) for name, inputs, fn in parts}
         return terms
+
+    def baseline(self, name: str) -> Genome:
+        """The genome of the baseline ``name`` (its paper losses, on the task's branch)."""
+        formulas = self.info.baselines.get(name)
+        if formulas is None:
+            raise GpLossError(f"unknown baseline {name!r}; known: {', '.join(self.info.baselines)}")
+        return Genome.from_formulas((b, self.info.branches[b], f) for b, f in formulas.items())
 
     # -- training -------------------------------------------------------------
     def train(self, genome: Genome, seed: int, epochs: int, eval_split: str,

@@ -21,7 +21,8 @@ from gp_loss.tasks.base import TaskInfo
 
 def _tasks() -> dict[str, TaskInfo]:
     from gp_loss.tasks import classification
-    return {info.name: info for info in (classification.INFO,)}
+    from gp_loss.tasks.detection import task as detection
+    return {info.name: info for info in (classification.INFO, detection.INFO)}
 
 
 TASKS: dict[str, TaskInfo] = _tasks()

@@ -9,13 +9,17 @@ from gp_loss.tasks import classification
 
 
 def test_every_task_is_registered_with_complete_metadata():
-    assert set(TASKS) == {"classification"}
+    assert set(TASKS) == {"classification", "detection"}
     for name, info in TASKS.items():
         assert info.name == name and info.metric and info.summary
         assert set(info.branches.values()) <= set(info.kinds)
+        options = info.make_options({})
+        assert info.layout(options) == info.branches  # the default options' layout
         for losses in info.baseline_losses.values():
             assert set(losses) == set(info.branches)
             assert all(PAPER_LOSSES[loss].kind == info.branches[b] for b, loss in losses.items())
+        for texts in info.baselines_for(options).values():  # every baseline names every branch
+            assert set(texts) == set(info.branches)
 
 
 def test_baselines_come_from_the_paper_losses_table():
@@ -25,7 +29,7 @@ def test_baselines_come_from_the_paper_losses_table():
 
 @pytest.mark.parametrize("name", ["segmentation", "", None, 3])
 def test_unknown_task_is_one_line(name):
-    with pytest.raises(GpLossError, match=r"unknown task .*; known: classification$"):
+    with pytest.raises(GpLossError, match=r"unknown task .*; known: classification, detection$"):
         task_info(name)
 
 

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from torchvision.models.detection.fcos import FCOSHead
 
 from gp_loss.language.genome import Genome
-from gp_loss.tasks.detection._utils import (bcls_inputs, compile_branches, normalised_sum, paired_iou,
-                                            reg_inputs)
+from gp_loss.tasks.detection._utils import (bcls_inputs, box_loss_rows, check_box_loss, compile_branches,
+                                            normalised_sum, paired_iou, reg_inputs)
 
 BRANCHES: dict[str, str] = {"cls": "bcls", "reg": "reg"}
 # The loss term each branch yields (``None``: a term the genome does not touch).
@@ -34,18 +34,22 @@ class GenomeFCOSHead(FCOSHead):
             (``num_classes`` = foreground classes, labels 0..C-1).
         genome: branches ``cls`` (``bcls``) and ``reg`` (``reg``); ``None`` keeps
             torchvision's loss code untouched (the "torchvision" baseline).
+        box_loss: ``"l1"`` or ``"smooth_l1"`` on the encoded ltrb deltas in place of the ``reg``
+            branch (baselines such as Focal + L1), or ``None``.
 
     Parameter names are :class:`FCOSHead`'s, so state dicts load either way.
     """
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4,
-                 genome: Genome | None = None) -> None:
+                 genome: Genome | None = None, box_loss: str | None = None) -> None:
         super().__init__(in_channels, num_anchors, num_classes, num_convs)
-        self.set_genome(genome)
+        self.set_genome(genome, box_loss)
 
-    def set_genome(self, genome: Genome | None) -> None:
-        """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
+    def set_genome(self, genome: Genome | None, box_loss: str | None = None) -> None:
+        """Use ``genome``'s losses from now on (``None``: torchvision's own), ``box_loss`` for ``reg`` if given."""
+        check_box_loss(box_loss)
         self.branches = compile_branches(genome, BRANCHES, "fcos")
+        self.box_loss = box_loss if genome is not None else None
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
                      anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
@@ -94,7 +98,12 @@ class GenomeFCOSHead(FCOSHead):
         loss_cls = normalised_sum(self.branches["cls"](x, y, w), num_foreground)
 
         # reg: on the foreground locations' decoded boxes vs their ground truth.
-        loss_reg = normalised_sum(self.branches["reg"](*reg_inputs(pred_fg, gt_fg)), num_foreground)
+        if self.box_loss is None:
+            loss_reg = normalised_sum(self.branches["reg"](*reg_inputs(pred_fg, gt_fg)), num_foreground)
+        else:  # torchvision's coordinate loss on the ltrb deltas (BoxLinearCoder.encode(anchors, boxes))
+            target = self.box_coder.encode(all_anchors[foreground], gt_fg)
+            loss_reg = normalised_sum(box_loss_rows(self.box_loss, bbox_regression[foreground], target),
+                                      num_foreground)
 
         return {
             "classification": loss_cls,

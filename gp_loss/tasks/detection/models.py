@@ -229,13 +229,23 @@ def build_detector(name: str, num_classes: int, *, backbone: str, image_size: in
     return model
 
 
-def set_genome(model: nn.Module, genome: Genome | None) -> None:
-    """Switch a built detector's searchable heads to ``genome``'s losses (``None``: torchvision's)."""
+def set_genome(model: nn.Module, genome: Genome | None, box_loss: str | None = None) -> None:
+    """Switch a built detector's searchable heads to ``genome``'s losses (``None``: torchvision's).
+
+    ``box_loss`` (``"l1"``, ``"smooth_l1"``; FCOS and RetinaNet): torchvision's coordinate loss on the
+    encoded deltas trains the boxes instead of the genome's ``reg`` branch.
+    """
     modules = [m for m in model.modules() if isinstance(m, _GENOME_MODULES)]
     if not modules:
         raise GpLossError(f"{type(model).__name__} has no searchable loss head (build it with build_detector)")
+    if box_loss is not None and not isinstance(modules[0], (fcos.GenomeFCOSHead, retinanet.GenomeRetinaNetHead)):
+        raise GpLossError(f"a box loss ({box_loss}) in place of the reg branch is offered for FCOS and RetinaNet, "
+                          f"not {type(model).__name__}")
     for m in modules:
-        m.set_genome(genome)
+        if box_loss is None:
+            m.set_genome(genome)
+        else:
+            m.set_genome(genome, box_loss)
 
 
 # ----------------------------------------------------------------------------- weights

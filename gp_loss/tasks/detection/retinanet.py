@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from torchvision.models.detection.retinanet import RetinaNetHead
 
 from gp_loss.language.genome import Genome
-from gp_loss.tasks.detection._utils import (bcls_inputs, compile_branches, paired_iou, per_image_mean,
-                                            reg_inputs, row_sums)
+from gp_loss.tasks.detection._utils import (bcls_inputs, box_loss_rows, check_box_loss, compile_branches,
+                                            paired_iou, per_image_mean, reg_inputs, row_sums)
 
 BRANCHES: dict[str, str] = {"cls": "bcls", "reg": "reg"}
 LOSS_TERMS: dict[str, str | None] = {"classification": "cls", "bbox_regression": "reg"}
@@ -40,16 +40,21 @@ class GenomeRetinaNetHead(RetinaNetHead):
             (``num_classes`` = foreground classes, labels 0..C-1).
         genome: branches ``cls`` (``bcls``) and ``reg`` (``reg``); ``None`` keeps torchvision's
             loss code untouched (the "torchvision" baseline).
+        box_loss: ``"l1"`` or ``"smooth_l1"`` on the encoded deltas in place of the ``reg`` branch
+            (baselines such as Focal + L1), or ``None``.
     """
 
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int,
-                 norm_layer: Callable[..., nn.Module] | None = None, genome: Genome | None = None) -> None:
+                 norm_layer: Callable[..., nn.Module] | None = None, genome: Genome | None = None,
+                 box_loss: str | None = None) -> None:
         super().__init__(in_channels, num_anchors, num_classes, norm_layer=norm_layer)
-        self.set_genome(genome)
+        self.set_genome(genome, box_loss)
 
-    def set_genome(self, genome: Genome | None) -> None:
-        """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
+    def set_genome(self, genome: Genome | None, box_loss: str | None = None) -> None:
+        """Use ``genome``'s losses from now on (``None``: torchvision's own), ``box_loss`` for ``reg`` if given."""
+        check_box_loss(box_loss)
         self.branches = compile_branches(genome, BRANCHES, "retinanet")
+        self.box_loss = box_loss if genome is not None else None
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
                      anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
@@ -90,6 +95,10 @@ class GenomeRetinaNetHead(RetinaNetHead):
         valid_image = valid.nonzero()[:, 0]
         loss_cls = per_image_mean(row_sums(o_cls, x.shape[0]), valid_image, fg_counts)
 
-        o_reg = self.branches["reg"](*reg_inputs(pred_fg, gt_fg))
+        if self.box_loss is None:
+            o_reg = self.branches["reg"](*reg_inputs(pred_fg, gt_fg))
+        else:  # torchvision's coordinate loss on the deltas, as its regression head's _loss_type
+            target = self.regression_head.box_coder.encode_single(gt_fg, torch.stack(anchors)[foreground])
+            o_reg = box_loss_rows(self.box_loss, bbox_regression[foreground], target)
         loss_reg = per_image_mean(row_sums(o_reg, pred_fg.shape[0]), fg_image, fg_counts)
         return {"classification": loss_cls, "bbox_regression": loss_reg}

@@ -1,0 +1,162 @@
+"""The detection task's data on its device: images, targets, and the COCO ground truth of the validation split.
+
+Two sources, read the same way:
+
+- ``"digits"`` (built in): :func:`~gp_loss.data.canvases.draw_canvases`, scikit-learn's
+  handwritten digits pasted on canvases of ``image_size`` pixels, from ``data_seed``;
+- a COCO instances JSON (``file_name`` relative to its folder), checked entry by entry
+  (:func:`~gp_loss.data.coco.read_instances`) and letterboxed to ``image_size``
+  (:func:`~gp_loss.data.coco.letterbox`: any aspect ratio, boxes scaled with the image).
+
+Validation is a second JSON (``val_data``) or a seeded ``val_fraction`` of the first.
+Images are kept on the device as uint8 (N×3×S×S: a quarter of float32's memory) and
+turned into floats one batch at a time; the validation metrics are computed by
+pycocotools on the original annotations, with predicted boxes mapped back by each
+image's scale, so AP is measured in the user's own coordinates.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from gp_loss.errors import GpLossError
+
+
+@dataclass
+class DetectionSplit:
+    """One split on its device.
+
+    Attributes:
+        images: N×3×S×S uint8.
+        boxes: per image G×4 float32 boxes (x1, y1, x2, y2) in letterboxed pixels (crowd boxes left out).
+        classes: per image G int64 category indices 0..C-1.
+        image_ids: the N COCO image ids.
+        scales: N letterbox scales (new / original).
+    """
+
+    images: torch.Tensor
+    boxes: list[torch.Tensor]
+    classes: list[torch.Tensor]
+    image_ids: list[int]
+    scales: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def batch(self, index: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Images as floats in [0, 1] (3×S×S each), boxes and classes of the images ``index``."""
+        images = self.images[index].float().div_(255.0)
+        return list(images), [self.boxes[i] for i in index], [self.classes[i] for i in index]
+
+
+@dataclass
+class DetectionData:
+    """Training and validation splits, the categories, and the validation ground truth (a ``COCO`` object)."""
+
+    train: DetectionSplit
+    val: DetectionSplit
+    category_ids: list[int]        # index k -> the dataset's category id
+    category_names: list[str]
+    ground_truth: object           # pycocotools COCO of the validation images
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.category_ids)
+
+
+def _split(dataset: dict, images: torch.Tensor, scales: torch.Tensor, rows: list[int],
+           category_index: dict[int, int]) -> tuple[torch.Tensor, list, list, list[int], torch.Tensor]:
+    """The images ``rows`` of ``dataset`` (in its ``images`` order) with their training targets."""
+    by_image: dict[int, list[dict]] = {}
+    for ann in dataset["annotations"]:
+        if not ann.get("iscrowd", 0):  # crowd regions are ignored by COCOeval, not trained on
+            by_image.setdefault(ann["image_id"], []).append(ann)
+    ids = [dataset["images"][r]["id"] for r in rows]
+    boxes, classes = [], []
+    for r, image_id in zip(rows, ids):
+        anns = by_image.get(image_id, [])
+        xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1) * float(scales[r])
+        boxes.append(xyxy)
+        classes.append(torch.tensor([category_index[a["category_id"]] for a in anns], dtype=torch.int64))
+    return images[rows], boxes, classes, ids, scales[rows]
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _read(path: str, image_size: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """A COCO JSON's checked dataset, its images (uint8, letterboxed) and their scales."""
+    from gp_loss.data.coco import load_images, read_instances
+
+    instances = read_instances(path)
+    if instances.dropped.count:
+        print(f"gp-loss: warning: {path}: {instances.dropped.count} annotation(s) with a box of no width or "
+              f"height left out (e.g. {instances.dropped.example})", file=sys.stderr)
+    loaded = load_images(instances, image_size)
+    return instances.dataset, _to_uint8(loaded.images), loaded.scales
+
+
+def _digits(canvases: int, image_size: int, max_digits: int, seed: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    from gp_loss.data.canvases import draw_canvases, square_spec
+
+    drawn = draw_canvases(square_spec(canvases, image_size, max_digits, seed))
+    return drawn.coco, _to_uint8(drawn.images), torch.ones(canvases)
+
+
+@lru_cache(maxsize=2)
+def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
+              split_seed: int, val_fraction: float) -> DetectionData:
+    """The splits on the CPU (cached: a worker builds the task once per configuration)."""
+    from gp_loss.metrics.detection import coco_ground_truth
+
+    if data == "digits":
+        dataset, images, scales = _digits(canvases, image_size, max_digits, data_seed)
+    else:
+        dataset, images, scales = _read(data, image_size)
+    categories = dataset["categories"]
+    category_ids = [c["id"] for c in categories]
+    index = {cid: k for k, cid in enumerate(category_ids)}
+    if val_data:
+        val_dataset, val_images, val_scales = _read(val_data, image_size)
+        val_ids = [c["id"] for c in val_dataset["categories"]]
+        if val_ids != category_ids:
+            raise GpLossError(f"{val_data}: its categories (ids {val_ids[:10]}) differ from those of {data} "
+                              f"(ids {category_ids[:10]}): give both files the same categories list")
+        train = _split(dataset, images, scales, list(range(len(dataset["images"]))), index)
+        val = _split(val_dataset, val_images, val_scales, list(range(len(val_dataset["images"]))), index)
+        ground_truth = coco_ground_truth(val_dataset)
+    else:
+        n = len(dataset["images"])
+        order = np.random.default_rng(split_seed).permutation(n).tolist()
+        n_val = int(round(val_fraction * n))
+        if n_val < 1 or n - n_val < 1:
+            raise GpLossError(f"{data}: {n} image(s) with val_fraction {val_fraction} leave the "
+                              f"{'validation' if n_val < 1 else 'training'} split empty: give more images, "
+                              f"another val_fraction, or a validation file (--val-data)")
+        train = _split(dataset, images, scales, sorted(order[n_val:]), index)
+        val = _split(dataset, images, scales, sorted(order[:n_val]), index)
+        ground_truth = coco_ground_truth(dataset)
+    if not any(len(b) for b in train[1]):
+        raise GpLossError(f"{data}: the training split has no (non-crowd) annotation: nothing to train on")
+    return DetectionData(DetectionSplit(*train), DetectionSplit(*val), category_ids,
+                         [str(c.get("name", c["id"])) for c in categories], ground_truth)
+
+
+def load_detection_data(data: str, val_data: str, image_size: int, canvases: int, max_digits: int,
+                        data_seed: int, split_seed: int, val_fraction: float,
+                        device: torch.device) -> DetectionData:
+    """The task's data on ``device`` (see the module docstring)."""
+    cpu = _load_cpu(data, val_data, image_size, canvases, max_digits, data_seed, split_seed, val_fraction)
+    if device.type == "cpu":
+        return cpu
+
+    def move(split: DetectionSplit) -> DetectionSplit:
+        return DetectionSplit(split.images.to(device), [b.to(device) for b in split.boxes],
+                              [c.to(device) for c in split.classes], split.image_ids, split.scales)
+    return DetectionData(move(cpu.train), move(cpu.val), cpu.category_ids, cpu.category_names, cpu.ground_truth)

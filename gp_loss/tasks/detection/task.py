@@ -1,0 +1,344 @@
+"""Object detection as a search task: train a torchvision detector under candidate losses; fitness = COCO AP.
+
+Data (:mod:`.data`): the built-in digit canvases or a COCO instances JSON, kept on the
+training device. Model: torchvision's FCOS, RetinaNet or Faster R-CNN with the
+searchable heads of :mod:`.models` (``small`` CPU-scale backbone by default, ResNet-18/34/50
+FPN for GPUs). Proxy training as CSE-Autoloss (Liu et al., ICLR 2021) and AutoLoss-Zero
+(Li et al., CVPR 2022) do it, scaled by the options: SGD with momentum, a linear warm-up,
+``proxy_steps`` steps on (a subset of) the training images, then pycocotools' COCOeval on
+the validation split; the fitness is ``metric`` (AP by default). Training stops at the first
+non-finite loss, naming the branch. The final score retrains for ``final_steps``.
+
+A loss is a :class:`~gp_loss.language.genome.Genome` whose branches fit the detector
+(:data:`~gp_loss.tasks.detection.BRANCH_LAYOUTS`), or a baseline's name
+(:data:`BASELINES`): ``torchvision`` trains with the detector's own loss code untouched.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+
+import torch
+
+from gp_loss.errors import GpLossError
+from gp_loss.field_types import check_numbers
+from gp_loss.language.genome import Genome
+from gp_loss.paper_losses import PAPER_LOSSES
+from gp_loss.runtime.device import deterministic_error
+from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
+from gp_loss.tasks.detection.data import DetectionData, load_detection_data
+from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
+                                            category_index, set_genome, target_labels)
+
+PRECISIONS = ("fp32", "bf16")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# Upper bounds of the integer options: far above any proxy, below what exhausts memory.
+LIMITS = {"image_size": 2048, "canvases": 100_000, "max_digits": 50, "batch_size": 4096, "eval_batch_size": 4096,
+          "proxy_steps": 10_000_000, "final_steps": 10_000_000, "detections_per_image": 10_000}
+
+
+@dataclass(frozen=True)
+class DetectionLoss:
+    """What trains the detector: a genome (``None``: torchvision's own losses), and optionally
+    torchvision's coordinate loss (``"l1"``, ``"smooth_l1"``) on the box deltas in place of ``reg``."""
+
+    genome: Genome | None
+    box_loss: str | None = None
+
+
+# Baselines by name: per detector, branch -> a loss of PAPER_LOSSES, plus an optional coordinate box loss.
+# ``torchvision``: the detector's own loss code. FCOS and RetinaNet use sigmoid focal losses; Faster
+# R-CNN's equivalents are cross-entropy based (BCE objectness, CE / IoU-weighted CE in the box head).
+_DENSE = {
+    "torchvision": None,
+    "fl_giou": ({"cls": "sigmoid_focal", "reg": "giou"}, None),
+    "fl_l1": ({"cls": "sigmoid_focal", "reg": "giou"}, "l1"),
+    "fl_smooth_l1": ({"cls": "sigmoid_focal", "reg": "giou"}, "smooth_l1"),
+    "cse_autoloss_a": ({"cls": "sigmoid_focal", "reg": "cse_autoloss_a_reg"}, None),
+    "cse_autoloss_b": ({"cls": "cse_autoloss_b_cls", "reg": "cse_autoloss_b_reg"}, None),
+}
+_RPN = {"rpn_cls": "bce", "rpn_reg": "giou"}
+BASELINES: dict[str, dict[str, tuple[dict[str, str], str | None] | None]] = {
+    "fcos": _DENSE,
+    "retinanet": _DENSE,
+    "fasterrcnn": {
+        "torchvision": None,
+        "fl_giou": ({**_RPN, "rcnn_cls": "ce", "rcnn_reg": "giou"}, None),
+        "cse_autoloss_a": ({**_RPN, "rcnn_cls": "cse_autoloss_a_cls", "rcnn_reg": "cse_autoloss_a_reg"}, None),
+        "cse_autoloss_b": ({**_RPN, "rcnn_cls": "cei", "rcnn_reg": "cse_autoloss_b_reg"}, None),
+    },
+}
+TORCHVISION_TEXT = "torchvision's own loss code"
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """Settings of the detection task (all JSON-able; part of the run's configuration)."""
+
+    data: str = "digits"            # "digits" (built in) or a COCO instances JSON
+    val_data: str = ""              # a validation instances JSON; "": a seeded val_fraction of data
+    model: str = "fcos"             # fcos, retinanet, fasterrcnn
+    backbone: str = "small"         # small (CPU scale), resnet18, resnet34, resnet50
+    weights: str = ""               # a state dict file for the detector or its ResNet ("": random init)
+    image_size: int = 96            # images are letterboxed to this square
+    canvases: int = 480             # built-in data: canvases drawn (training + validation)
+    max_digits: int = 3             # built-in data: digits per canvas, 1 to this
+    data_seed: int = 0              # built-in data: the canvases drawn
+    split_seed: int = 0             # the seeded validation split
+    val_fraction: float = 0.25
+    proxy_images: int = 0           # training images a proxy training draws from (0: all)
+    batch_size: int = 8
+    lr: float = 0.02                # SGD, momentum 0.9, weight decay 1e-4, linear warm-up
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    proxy_steps: int = 120          # search fitness: validation metric after these steps
+    final_steps: int = 480          # reported: validation metric after these steps
+    max_grad_norm: float = 0.0      # clip the gradient norm at this (0: no clipping)
+    precision: str = "fp32"         # "bf16": forward pass and loss under bf16 autocast
+    metric: str = "AP"              # the fitness: AP, AP50, AP75, APs, APm, APl
+    score_thresh: float = 0.05      # detections kept for evaluation
+    detections_per_image: int = 100
+    eval_batch_size: int = 16
+
+    def check(self) -> None:
+        """Raise :class:`GpLossError` naming the first bad value."""
+        from pathlib import Path
+
+        check_numbers(self, LIMITS, "task option ")
+        if self.image_size < 32:
+            raise GpLossError(f"task option image_size must be at least 32 pixels, got {self.image_size}")
+        for name in ("data_seed", "split_seed"):
+            if not 0 <= getattr(self, name) <= 2**32 - 1:
+                raise GpLossError(f"task option {name} must be in [0, 2**32 - 1], got {getattr(self, name)}")
+        for name in ("proxy_images", "warmup_steps"):
+            if getattr(self, name) < 0:
+                raise GpLossError(f"task option {name} must be 0 or more, got {getattr(self, name)}")
+        if not 0 < self.val_fraction < 1:
+            raise GpLossError(f"task option val_fraction must be in (0, 1), got {self.val_fraction}")
+        if not self.lr > 0:
+            raise GpLossError(f"task option lr must be positive, got {self.lr}")
+        for name in ("momentum", "score_thresh"):
+            if not 0 <= getattr(self, name) < 1:
+                raise GpLossError(f"task option {name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("weight_decay", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise GpLossError(f"task option {name} must be 0 or more, got {getattr(self, name)}")
+        for name, allowed in (("model", DETECTORS), ("backbone", BACKBONES), ("precision", PRECISIONS),
+                              ("metric", METRICS)):
+            if getattr(self, name) not in allowed:
+                raise GpLossError(f"task option {name} must be one of {', '.join(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+        for name in ("data", "val_data"):
+            value = getattr(self, name)
+            if value in ("", "digits") and (name == "data" or value == ""):
+                continue
+            if not Path(value).is_file():
+                raise GpLossError(f"{name} {value!r} is not a file: give a COCO instances JSON"
+                                  + (" or 'digits' (built in)" if name == "data" else ""))
+        if self.data == "digits" and self.val_data:
+            raise GpLossError("val_data is a COCO file for COCO data: the built-in digits split themselves "
+                              "(val_fraction)")
+        if self.weights and not Path(self.weights).is_file():
+            raise GpLossError(f"weights {self.weights!r} is not a file: give a PyTorch state dict or leave it empty")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DetectionOptions":
+        """From a dict of option fields (unknown names are an error naming the known ones)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise GpLossError(f"unknown detection task option(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def layout_of(options: DetectionOptions) -> dict[str, str]:
+    """The loss branches of ``options.model``, name -> kind."""
+    return dict(BRANCH_LAYOUTS[options.model])
+
+
+def baseline_texts(options: DetectionOptions) -> dict[str, dict[str, str]]:
+    """Baseline name -> branch -> formula (or what trains it, for torchvision's own code), for ``options.model``."""
+    texts = {}
+    for name, spec in BASELINES[options.model].items():
+        if spec is None:
+            texts[name] = {branch: TORCHVISION_TEXT for branch in BRANCH_LAYOUTS[options.model]}
+            continue
+        losses, box_loss = spec
+        texts[name] = {branch: (PAPER_LOSSES[loss].formula if not (box_loss and branch == "reg")
+                                else f"torchvision {box_loss} on the box deltas")
+                       for branch, loss in losses.items()}
+    return texts
+
+
+def baseline_loss(model: str, name: str) -> DetectionLoss:
+    """The loss of baseline ``name`` for detector ``model``."""
+    table = BASELINES[model]
+    if name not in table:
+        raise GpLossError(f"unknown baseline {name!r} for {model}; known: {', '.join(table)}")
+    spec = table[name]
+    if spec is None:
+        return DetectionLoss(None)
+    losses, box_loss = spec
+    layout = BRANCH_LAYOUTS[model]
+    return DetectionLoss(Genome.from_formulas((b, layout[b], PAPER_LOSSES[loss].formula) for b, loss in losses.items()),
+                         box_loss)
+
+
+class DetectionTask:
+    """Train a torchvision detector under a candidate loss on ``device``; metric = COCO ``options.metric``."""
+
+    def __init__(self, options: DetectionOptions = DetectionOptions(), device: torch.device = torch.device("cpu")):
+        options.check()
+        self.info = INFO
+        self.options = options
+        self.device = torch.device(device)
+        o = options
+        self.data: DetectionData = load_detection_data(o.data, o.val_data, o.image_size, o.canvases, o.max_digits,
+                                                       o.data_seed, o.split_seed, o.val_fraction, self.device)
+        self.layout = layout_of(options)
+
+    # -- losses ----------------------------------------------------------------------
+    def baseline(self, name: str) -> DetectionLoss:
+        """The loss of the baseline ``name`` (:data:`BASELINES`)."""
+        return baseline_loss(self.options.model, name)
+
+    def _loss(self, loss: Genome | DetectionLoss | str | None) -> DetectionLoss:
+        if isinstance(loss, str):
+            return self.baseline(loss)
+        if isinstance(loss, DetectionLoss):
+            return loss
+        return DetectionLoss(loss)
+
+    def build(self, loss: Genome | DetectionLoss | str | None, seed: int) -> torch.nn.Module:
+        """A fresh detector initialised from ``seed`` (on the CPU, then moved: the same weights on every device)."""
+        o = self.options
+        spec = self._loss(loss)
+        torch.manual_seed(seed)
+        model = build_detector(o.model, self.data.num_classes, backbone=o.backbone, image_size=o.image_size,
+                               genome=spec.genome, weights=o.weights or None, score_thresh=o.score_thresh,
+                               detections_per_img=o.detections_per_image)
+        if spec.box_loss is not None:
+            set_genome(model, spec.genome, spec.box_loss)
+        return model.to(self.device)
+
+    # -- training ----------------------------------------------------------------------
+    def train(self, loss: Genome | DetectionLoss | str | None, seed: int, steps: int,
+              time_limit_s: float | None = None) -> TrainOutcome:
+        """Train a fresh detector with ``seed`` for ``steps`` SGD steps; the validation metric.
+
+        The total loss is the sum of the detector's loss terms (FCOS's centerness term
+        included, as torchvision computes it). Training stops at the first non-finite term,
+        naming its branch (AutoLoss-Zero's early stop), at ``time_limit_s`` (evaluation
+        included), or when the loss raises; each scores 0 with its reason.
+        """
+        start = time.perf_counter()
+        o = self.options
+        watch = NonFiniteWatch(self.device)
+        steps_done = 0
+
+        def outcome(score: float, status: str = "ok", reason: str = "", metrics: dict | None = None) -> TrainOutcome:
+            return TrainOutcome(score, status, reason, steps_done, time.perf_counter() - start, watch.losses,
+                                metrics or {})
+
+        def stopped(bad: tuple[int, str], back: int) -> TrainOutcome:
+            nonlocal steps_done
+            steps_done -= bad[0] + back
+            return outcome(0.0, "non-finite", f"{bad[1]} at step {steps_done}")
+
+        train = self.data.train
+        pool = len(train) if o.proxy_images == 0 else min(o.proxy_images, len(train))
+        order = torch.Generator().manual_seed(seed)
+        names = LOSS_TERMS[o.model]
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=o.precision == "bf16")
+        try:
+            model = self.build(loss, seed)
+            model.train()
+            optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+            warmup = max(1, o.warmup_steps)
+            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+            queue: list[int] = []
+            for _ in range(steps):
+                if len(queue) < o.batch_size:  # epochs over the pool, reshuffled each time
+                    queue += torch.randperm(pool, generator=order).tolist()
+                index, queue = queue[:o.batch_size], queue[o.batch_size:]
+                images, boxes, classes = train.batch(index)
+                targets = [{"boxes": b, "labels": target_labels(o.model, c)} for b, c in zip(boxes, classes)]
+                with autocast:
+                    loss_dict = model(images, targets)
+                terms = {names.get(key) or key: value.float() for key, value in loss_dict.items()}
+                total = sum(terms.values())
+                bad = watch.add(total, terms)
+                if bad is not None:
+                    return stopped(bad, 0)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if o.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
+                optimizer.step()
+                schedule.step()
+                steps_done += 1
+                if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
+                    bad = watch.flush()
+                    return stopped(bad, 1) if bad else outcome(0.0, "too slow",
+                                                               f"over {time_limit_s:g} s at step {steps_done}")
+            bad = watch.flush()
+            if bad is not None:
+                return stopped(bad, 1)
+            metrics = self.evaluate(model)
+        except GpLossError:
+            raise
+        except Exception as err:  # a bad loss ends its own training, never the search
+            stop = deterministic_error(err)
+            if stop is not None:
+                raise stop from None
+            watch.flush()
+            return outcome(0.0, "error", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+        if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
+            return outcome(0.0, "too slow", f"over {time_limit_s:g} s with the evaluation", metrics)
+        value = metrics.get(o.metric)
+        return outcome(0.0 if value is None else value, metrics=metrics)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
+        """COCO metrics of ``model`` on the validation split (boxes mapped back to the original images)."""
+        from gp_loss.metrics.detection import coco_metrics, to_coco_detections
+
+        o = self.options
+        val = self.data.val
+        model.eval()
+        detections: list[dict] = []
+        for at in range(0, len(val), o.eval_batch_size):
+            index = list(range(at, min(at + o.eval_batch_size, len(val))))
+            images, _, _ = val.batch(index)
+            outputs = model(images)
+            for out in outputs:
+                if not torch.isfinite(out["boxes"]).all() or not torch.isfinite(out["scores"]).all():
+                    raise FloatingPointError("non-finite boxes or scores after training")
+                out["labels"] = category_index(o.model, out["labels"])
+            detections += to_coco_detections(outputs, [val.image_ids[i] for i in index], val.scales[index],
+                                             self.data.category_ids)
+        model.train()
+        return coco_metrics(self.data.ground_truth, detections, val.image_ids)
+
+    def proxy_fitness(self, loss, seed: int, time_limit_s: float | None = None) -> TrainOutcome:
+        return self.train(loss, seed, self.options.proxy_steps, time_limit_s)
+
+    def final_score(self, loss, seed: int) -> TrainOutcome:
+        return self.train(loss, seed, self.options.final_steps)
+
+
+INFO = TaskInfo(
+    name="detection",
+    summary="object detection with torchvision's FCOS, RetinaNet or Faster R-CNN (digit canvases built in, "
+            "or a COCO instances JSON); metric: COCO AP",
+    options=DetectionOptions,
+    task_class=DetectionTask,
+    branches=dict(BRANCH_LAYOUTS["fcos"]),
+    kinds=("bcls", "cls", "reg"),
+    metric="AP",
+    layout_of=layout_of,
+    baseline_texts_of=baseline_texts,
+    reference_baseline="fl_giou",
+)
