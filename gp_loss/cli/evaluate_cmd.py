@@ -142,11 +142,11 @@ def run(args: argparse.Namespace) -> int:
                 row["metrics_std"] = {m: _std([o.metrics.get(m) for o in outcomes]) for m in names}
             rows.append(row)
     if args.json:
-        print(json.dumps({"task": info.name, "metric": f"test {metric}" if not rows or "metrics" not in rows[0]
-                          else metric, "device": str(task.device), "rows": rows,
+        print(json.dumps({"task": info.name, "metric": f"{info.final_split} {metric}", "device": str(task.device),
+                          "rows": rows,
                           "losses": {r["loss"]: r.get("metrics", {metric: r["mean"]}) for r in rows}}, indent=2))
         return 0
-    print(f"{info.name}: {metric} over seeds {', '.join(map(str, seeds))} on {task.device}")
+    print(f"{info.name}: {info.final_split} {metric} over seeds {', '.join(map(str, seeds))} on {task.device}")
     for r in rows:
         bad = [f"{s}: {why}" if why else s for s, why in zip(r["status"], r["reasons"]) if s != "ok"]
         line = f"  {100 * r['mean']:6.2f} ± {100 * r['std']:.2f}  {r['loss']}"

@@ -49,21 +49,43 @@ def cse_evolution(search: Search) -> None:
     one-point crossover of one searched branch (height-limited like DEAP's
     ``staticLimit``), then mutated, repeated until it passes the filters.
     The best K of parents and children survive.
+
+    With ``search_in_turn`` the searched branches are searched one at a time, as
+    CSE-Autoloss searches a detector's classification branch with the regression
+    branch fixed, then the regression branch with the classification branch fixed
+    at the best found. The budget is split into equal consecutive phases, one per
+    searched branch in ``search`` order (phase p covers evaluations
+    ``[p*B//n, (p+1)*B//n)``; :meth:`SearchConfig.phase_at`); in each, children
+    vary only the phase's branch, and no generation crosses a phase's end. The
+    first phase starts from the start genome as above; each later one re-seeds
+    the population from the best genome found so far (the hall of fame's best),
+    kept as it is with its known score (it is not trained again), and K-1
+    mutants of it in the phase's branch. The logbook's ``phase`` column names
+    the branch of each generation.
     """
     cfg = search.config
     if search.generation == 0:
+        row, branches = search.phase_row(), search.phase_branches()
         start = search.start_individual()
-        # Like the zero scheme's, generation 0 never makes more children than the budget allows.
-        count = min(cfg.population, cfg.max_evaluations)
-        children = search.make_children([(GIVEN, [start])] + [(PAIR, [start, start])] * (count - 1))
+        # Like the zero scheme's, generation 0 never makes more children than the budget (or phase) allows.
+        count = min(cfg.population, search.evaluations_left())
+        children = search.make_children([(GIVEN, [start])] + [(PAIR, [start, start])] * (count - 1), branches)
         search.population.extend(children)
-        search.end_generation()
+        search.end_generation(**row)
 
     while search.budget_left():
-        pairs = [search.toolbox.select(search.population, 2) for _ in range(search.slots())]
-        children = search.make_children([(PAIR, pair) for pair in pairs])
-        search.population[:] = tools.selBest(search.population + children, cfg.population)
-        search.end_generation()
+        row, branches = search.phase_row(), search.phase_branches()
+        if search.phase_starts():
+            # A new phase: the best so far, kept with its score, and mutants of it in the phase's branch.
+            best = search.best_kept()
+            count = min(cfg.population - 1, search.evaluations_left())
+            children = search.make_children([(PAIR, [best, best])] * count, branches) if count > 0 else []
+            search.population[:] = [best] + children
+        else:
+            pairs = [search.toolbox.select(search.population, 2) for _ in range(search.slots())]
+            children = search.make_children([(PAIR, pair) for pair in pairs], branches)
+            search.population[:] = tools.selBest(search.population + children, cfg.population)
+        search.end_generation(**row)
 
 
 SCHEMES: dict[str, Callable[[Search], None]] = {AUTOLOSS_ZERO: aging_evolution, CSE_AUTOLOSS: cse_evolution}

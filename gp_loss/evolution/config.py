@@ -14,7 +14,16 @@ Schemes:
 * ``cse``: CSE-Autoloss (Liu et al., ICLR 2021): start from ``start`` formulas (e.g. CE),
   search ``search`` branches with the others fixed; one-point crossover
   (``p_crossover``) and typed mutation, staticLimit-style bound on tree height,
-  and the best ``population`` of parents and offspring survive.
+  and the best ``population`` of parents and offspring survive. With
+  ``search_in_turn`` the searched branches are searched one after another, as
+  CSE-Autoloss searches a detector's classification branch with the regression
+  branch fixed, then the regression branch with the classification branch fixed
+  at the best found: the budget is split into equal consecutive phases, one per
+  searched branch in ``search`` order (:meth:`SearchConfig.phase_at`).
+
+Whatever the scheme, a child that changes several branches at once (a random
+genome, a re-initialisation, an aging mutation) is bred one branch at a time:
+each branch is redrawn until it passes the filters, then the next.
 """
 from __future__ import annotations
 
@@ -46,7 +55,20 @@ MAX_TORCH_THREADS = 256
 
 @dataclass
 class SearchConfig:
-    """Everything that decides a search's result (workers and output paths do not)."""
+    """Everything that decides a search's result (workers and output paths do not).
+
+    ``search_in_turn`` (cse scheme, 2+ searched branches; CSE-Autoloss, Liu et al.,
+    ICLR 2021): the searched branches are searched one at a time, in ``search``
+    order, the others staying as they are. The budget ``max_evaluations`` is split
+    into equal consecutive phases (phase p covers evaluations ``[p*B//n, (p+1)*B//n)``,
+    :meth:`phase_at`), a function of the evaluation count alone, so a resumed run
+    continues in the same phase. The first phase starts from the start genome; each
+    later one from the best genome found so far, kept with its known score (no
+    training) beside ``population - 1`` mutants of it in the phase's branch. The
+    logbook's ``phase`` column names the branch of each generation. Raising the
+    budget on resume re-splits it, and the search moves to whatever phase the new
+    split puts its evaluation count in (a change of phase re-seeds the population).
+    """
 
     task: str = "classification"
     task_options: dict = field(default_factory=dict)
@@ -57,6 +79,9 @@ class SearchConfig:
     branches: dict = field(default_factory=lambda: {"cls": "cls"})
     start: dict = field(default_factory=lambda: {"cls": "neg(dot(y, log(softmax(x))))"})
     search: list = field(default_factory=list)
+    # cse scheme, 2+ searched branches: search them one at a time, in `search` order, each for an
+    # equal share of max_evaluations, every phase after the first starting from the best genome so far
+    search_in_turn: bool = False
     # AutoLoss-Zero constants (Li et al., CVPR 2022, Sections 3.2 and 4)
     population: int = 20                 # K
     max_population: int = 2500           # P
@@ -164,6 +189,17 @@ class SearchConfig:
             raise GpLossError(f"start formula missing for branch(es) {', '.join(missing)} "
                               f"({'the cse scheme starts from them' if self.scheme == 'cse' else 'they are fixed'}); "
                               f"give --start NAME=FORMULA")
+        if self.search_in_turn:
+            if self.scheme != "cse":
+                raise GpLossError(f"search_in_turn needs the cse scheme (it searches the branches one after "
+                                  f"another from the start formulas), got scheme {self.scheme!r}")
+            if len(self.searched) < 2:
+                raise GpLossError(f"search_in_turn searches the searched branches one after another, so it needs "
+                                  f"at least 2 of them; searched: {', '.join(self.searched)}")
+            if self.max_evaluations < len(self.searched):
+                raise GpLossError(f"search_in_turn gives each of the {len(self.searched)} searched branches an "
+                                  f"equal share of max_evaluations ({self.max_evaluations}): raise it to at least "
+                                  f"{len(self.searched)}")
         extra = [n for n in self.start if n not in self.branches]
         if extra:
             raise GpLossError(f"start formula for unknown branch(es) {', '.join(extra)}")
@@ -178,21 +214,46 @@ class SearchConfig:
         check_device(self.device)
         # The registry's metadata and the options' own checks: no data is loaded here.
         task = task_info(self.task)
-        task.make_options(self.task_options)
+        options = task.make_options(self.task_options)
         for name, kind in self.branches.items():
             if kind not in task.kinds:
                 raise GpLossError(f"branch {name!r} has kind {kind}, which the {self.task} task cannot train; "
                                   f"it takes {', '.join(task.kinds)}")
+        if task.layout_of is not None:  # a model with fixed loss branches (a detector)
+            layout = task.layout(options)
+            if dict(self.branches) != layout:
+                raise GpLossError(f"the {self.task} task's model trains the branches "
+                                  + ", ".join(f"{n} ({k})" for n, k in layout.items())
+                                  + "; branches gives " + ", ".join(f"{n} ({k})" for n, k in self.branches.items())
+                                  + ": give exactly those (or leave branches and start to the script's defaults)")
+        known = task.baselines_for(options)
         for name in self.baselines:
-            if name not in task.baselines:
+            if name not in known:
                 raise GpLossError(f"unknown baseline {name!r} for task {self.task}; "
-                                  f"known: {', '.join(task.baselines)}")
+                                  f"known: {', '.join(known)}")
         return self
 
     @property
     def searched(self) -> list[str]:
         """Branch names under search (all when ``search`` is empty)."""
         return list(self.search) or list(self.branches)
+
+    def phase_at(self, evaluations: int) -> int:
+        """With ``search_in_turn``: the phase (an index into :attr:`searched`) of a search that has made
+        ``evaluations`` proxy trainings.
+
+        Phase p covers the evaluations ``[p*B//n, (p+1)*B//n)``, where B is ``max_evaluations``
+        and n the number of searched branches; the last phase once the budget is spent.
+        """
+        n, budget = len(self.searched), self.max_evaluations
+        for p in range(n):
+            if evaluations < (p + 1) * budget // n:
+                return p
+        return n - 1
+
+    def phase_end(self, phase: int) -> int:
+        """The evaluation count at which ``phase`` ends (:meth:`phase_at`)."""
+        return (phase + 1) * self.max_evaluations // len(self.searched)
 
     @property
     def retrain_seeds(self) -> list[int]:
@@ -224,7 +285,7 @@ class SearchConfig:
 
 # Fields added after runs were already being made, with the value that reproduces what those
 # runs did: a config.json without them is read with these, so such runs resume unchanged.
-ADDED_FIELDS = {"device": "cpu", "deterministic": False, "range_bound": None}
+ADDED_FIELDS = {"device": "cpu", "deterministic": False, "range_bound": None, "search_in_turn": False}
 
 
 def with_added_fields(stored: dict) -> dict:

@@ -41,12 +41,17 @@ class BreedJob:
 
     ``mode`` (:mod:`~gp_loss.evolution.variation`) and ``parents``: none for
     ``init``, one for ``aging``, two for ``pair``; for ``given``, the genome itself.
+    ``branches``: the branches the child may differ in, in the order ``pair`` mode
+    draws from (the search sets it: the searched branches, or the one of the current
+    phase with ``search_in_turn``); ``None``: every searched branch. The other
+    branches are the parent's (for ``init``, the start formulas').
     """
 
     config: dict
     seed: int
     mode: Mode
     parents: list[Formulas]
+    branches: list[str] | None = None
 
 
 @dataclass
@@ -64,12 +69,14 @@ class BreedResult:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Train the task under ``formulas``: proxy fitness, or with ``final`` the test metric."""
+    """Train the task under ``formulas`` (or the task's ``baseline`` of that name): proxy fitness,
+    or with ``final`` the test metric."""
 
     config: dict
     formulas: Formulas
     seed: int
     final: bool = False
+    baseline: str | None = None
 
 
 @dataclass(frozen=True)
@@ -138,60 +145,99 @@ RANDOM_BATCH = 32
 def breed(job: BreedJob) -> BreedResult:
     """Make one child that passes the filters.
 
-    The variation is drawn once (copy / re-initialise / mutate / cross) and
-    repeated until every searched branch passes, up to ``max_breed_tries``;
-    a given genome skips the filters.
+    The variation is drawn once (copy / re-initialise / mutate / cross); a given
+    genome and a copy skip the filters. A variation that changes every varying
+    branch (``init``, ``reinit``, the aging ``mutation``) breeds them one at a
+    time, in layout order: the first is redrawn until it passes, then the second,
+    and so on, all from the job's one random stream (:func:`_breed_branch`).
+    Requiring every branch of one attempt to pass at once would need the
+    product of the branches' pass rates (about 1 in 620 each for random ``cls``
+    trees): with two branches no child would ever pass. ``pair`` mode changes one
+    branch per attempt (crossover, mutation), repeated until that branch passes;
+    the others are the parent's, which passed. Tries are counted over all
+    branches, up to ``max_breed_tries``; then the slot is dropped.
     """
     start = time.perf_counter()
     ctx = context_for(job.config)
     cfg = ctx.config
     set_torch_threads(cfg.torch_threads)
     rng = random.Random(job.seed)
-    layout, searched = ctx.layout, ctx.searched
+    layout = ctx.layout
+    allowed = job_branches(job, cfg)
     parents = [individual_from_formulas(layout, p) for p in job.parents]
     stage_names = [s.name for s in ctx.pipeline.stages]
     funnel = ctx.pipeline.funnel = Funnel(stage_names)
 
     how = variation.draw_variation(job.mode, cfg, rng)
-    formulas, signature = None, None
-    branches = [] if how == variation.COPY else [(i, name) for i, name in enumerate(layout) if name in searched]
-    # Random trees are drawn RANDOM_BATCH tries at a time and their first searched branch
-    # judged together (FilterPipeline.check_many): few of them pass, and one judgement
-    # of many costs little more than one of one. The trees are those that one try at a
-    # time would draw, and only the tries up to the first pass are counted.
-    batch = RANDOM_BATCH if how in (variation.INIT, variation.REINIT) else 1
-    tries = 0
-    while tries < cfg.max_breed_tries and formulas is None:
-        attempts = [variation.vary(ctx, job.mode, how, parents, rng)
-                    for _ in range(min(batch, cfg.max_breed_tries - tries))]
-        firsts = (ctx.pipeline.check_many(get_kind(layout[branches[0][1]]), [a[branches[0][0]] for a in attempts])
-                  if branches else [None] * len(attempts))
-        for child, first in zip(attempts, firsts):
-            tries += 1
-            candidates = _passes(ctx, branches, child, first)
-            if candidates is not None:
-                signature = tuple(ctx.signature(layout[name], tree, candidates.get(name))
-                                  for name, tree in zip(layout, child))
-                formulas = formulas_of(layout, child)
+    child, candidates, tries = None, {}, 0
+    if how == variation.COPY:
+        child, tries = list(parents[0]), 1
+    elif variation.per_branch(job.mode, how):
+        child = variation.base_child(ctx, job.mode, parents, allowed)
+        varying = [(i, name) for i, name in enumerate(layout) if name in allowed]
+        for n, (i, name) in enumerate(varying):
+            parent_tree = parents[0][i] if parents else None
+            tree, verdict, used = _breed_branch(ctx, how, layout[name], parent_tree, rng,
+                                                cfg.max_breed_tries - tries, rewind=n + 1 < len(varying))
+            tries += used
+            if tree is None:
+                child = None
                 break
+            child[i], candidates[name] = tree, verdict.candidate
+    else:  # pair: one branch per attempt
+        while tries < cfg.max_breed_tries:
+            attempt, i = variation.vary_pair(ctx, how, parents, rng, allowed)
+            tries += 1
+            name = list(layout)[i]
+            verdict = ctx.pipeline.check(get_kind(layout[name]), attempt[i])
+            if verdict.passed:
+                child, candidates = attempt, {name: verdict.candidate}
+                break
+    formulas, signature = None, None
+    if child is not None:
+        signature = tuple(ctx.signature(layout[name], tree, candidates.get(name))
+                          for name, tree in zip(layout, child))
+        formulas = formulas_of(layout, child)
     # The result keeps this funnel: what the pipeline checks next (another job, a warm-up) is not this child's.
     ctx.pipeline.funnel = Funnel(stage_names)
     return BreedResult(formulas=formulas, signature=signature, how=how, tries=tries, funnel=funnel,
                        seconds=time.perf_counter() - start)
 
 
-def _passes(ctx: WorkerContext, branches: list[tuple[int, str]], child: list, first) -> dict | None:
-    """The candidates of the searched ``branches`` of ``child`` if all pass the filters, else None.
+def job_branches(job: BreedJob, cfg: SearchConfig) -> list[str]:
+    """The branches ``job`` may vary: its own ``branches``, or every searched branch."""
+    return list(job.branches) if job.branches is not None else list(cfg.searched)
 
-    ``first``: the first searched branch's verdict, already given.
+
+def _breed_branch(ctx: WorkerContext, how: Variation, kind_name: str, parent_tree, rng: random.Random,
+                  tries_left: int, rewind: bool) -> tuple:
+    """``(tree, verdict, tries)``: one branch redrawn (:func:`variation.vary_branch`) until it passes,
+    within ``tries_left`` tries; ``(None, None, tries)`` if none passed.
+
+    Random trees are drawn RANDOM_BATCH tries at a time and judged together
+    (:meth:`FilterPipeline.check_many`): few of them pass, and one judgement of
+    many costs little more than one of one. The trees are those that one try at a
+    time would draw, and only the tries up to the first pass are counted. With
+    ``rewind`` (another branch is bred after this one from the same stream), the
+    stream is put back where one try at a time would have left it after the passing
+    tree, so the batch size changes no child.
     """
-    candidates = {}
-    for n, (i, name) in enumerate(branches):
-        verdict = first if n == 0 else ctx.pipeline.check(get_kind(ctx.layout[name]), child[i])
-        if not verdict.passed:
-            return None
-        candidates[name] = verdict.candidate
-    return candidates
+    kind = get_kind(kind_name)
+    batch = RANDOM_BATCH if how in (variation.INIT, variation.REINIT) else 1
+    tries = 0
+    while tries < tries_left:
+        state = rng.getstate() if rewind and batch > 1 else None
+        trees = [variation.vary_branch(ctx, how, kind_name, parent_tree, rng)
+                 for _ in range(min(batch, tries_left - tries))]
+        for k, (tree, verdict) in enumerate(zip(trees, ctx.pipeline.check_many(kind, trees))):
+            tries += 1
+            if verdict.passed:
+                if state is not None and k + 1 < len(trees):
+                    rng.setstate(state)
+                    for _ in range(k + 1):  # the same draws again: only the stream's position matters
+                        variation.vary_branch(ctx, how, kind_name, parent_tree, rng)
+                return tree, verdict, tries
+    return None, None, tries
 
 
 def cost_rank(job: ChildJob, cfg: SearchConfig) -> int:
@@ -206,7 +252,10 @@ def evaluate(job: TrainJob) -> TrainOutcome:
     ctx = context_for(job.config)
     cfg = ctx.config
     set_torch_threads(cfg.torch_threads)
-    genome = genome_of(ctx.layout, individual_from_formulas(ctx.layout, job.formulas))
+    if job.baseline is not None:  # by name: a baseline need not be formulas (a detector's own loss code)
+        genome = ctx.task.baseline(job.baseline)
+    else:
+        genome = genome_of(ctx.layout, individual_from_formulas(ctx.layout, job.formulas))
     if job.final:
         return ctx.task.final_score(genome, job.seed)
     return ctx.task.proxy_fitness(genome, job.seed, cfg.eval_time_limit_s)
@@ -214,10 +263,14 @@ def evaluate(job: TrainJob) -> TrainOutcome:
 
 @dataclass(frozen=True)
 class SignatureJob:
-    """The gradient-equivalence signature of the genome ``formulas``."""
+    """The gradient-equivalence signature of the genome ``formulas``.
+
+    ``branches``: for :func:`start_rejections`, the branches to check (``None``: every searched branch).
+    """
 
     config: dict
     formulas: Formulas
+    branches: list[str] | None = None
 
 
 def signature_of(job: SignatureJob) -> tuple:
@@ -232,7 +285,8 @@ def signature_of(job: SignatureJob) -> tuple:
 
 
 def start_rejections(job: SignatureJob) -> dict[str, str]:
-    """``{branch: "stage: reason"}`` for each searched branch of ``job.formulas`` that the filters reject.
+    """``{branch: "stage: reason"}`` for each of ``job.branches`` (default: the searched branches)
+    of ``job.formulas`` that the filters reject.
 
     The CSE-Autoloss scheme evolves from its start formulas: one the filters reject
     would leave every generation without children, so the search refuses it up front.
@@ -240,9 +294,10 @@ def start_rejections(job: SignatureJob) -> dict[str, str]:
     ctx = context_for(job.config)
     set_torch_threads(ctx.config.torch_threads)
     trees = individual_from_formulas(ctx.layout, job.formulas)
+    checked = set(job.branches if job.branches is not None else ctx.config.searched)
     rejected = {}
     for (name, kind), tree in zip(ctx.layout.items(), trees):
-        if name in ctx.searched:
+        if name in checked:
             verdict = ctx.pipeline.check(get_kind(kind), tree)
             if not verdict.passed:
                 rejected[name] = f"{verdict.rejection.stage}: {verdict.rejection.reason}"

@@ -114,26 +114,39 @@ def final_evaluation(search: Search) -> dict:
     info = search.task_info
     entries = [(f"top{rank}", formulas_of(search.layout, ind), ind.fitness.values[0])
                for rank, ind in enumerate(list(search.hall_of_fame)[:cfg.final_top], 1)]
-    entries += [(name, info.baselines[name], search.baseline_fitness.get(name)) for name in search.baseline_names()]
+    texts = search.baseline_texts()
+    entries += [(name, texts[name], search.baseline_fitness.get(name)) for name in search.baseline_names()]
     seeds = cfg.retrain_seeds
-    job_list = [TrainJob(config=search.config_dict, formulas=formulas, seed=seed, final=True)
-                for _, formulas, _ in entries for seed in seeds]
+    job_list = [TrainJob(config=search.config_dict, formulas=formulas, seed=seed, final=True,
+                         baseline=None if name.startswith("top") else name)
+                for name, formulas, _ in entries for seed in seeds]
     outcomes = list(search.toolbox.map(jobs.evaluate, job_list))
     rows = []
     for i, (name, formulas, proxy) in enumerate(entries):
-        scores = [o.score for o in outcomes[i * len(seeds):(i + 1) * len(seeds)]]
-        rows.append({"name": name, "baseline": not name.startswith("top"), "formulas": formulas,
-                     "proxy_fitness": proxy, "seeds": seeds, "scores": scores,
-                     "mean": statistics.fmean(scores), "std": statistics.pstdev(scores)})
-    return {"metric": f"test {info.metric}", "evaluations": search.evaluations, "rows": rows}
+        mine = outcomes[i * len(seeds):(i + 1) * len(seeds)]
+        scores = [o.score for o in mine]
+        row = {"name": name, "baseline": not name.startswith("top"), "formulas": formulas,
+               "proxy_fitness": proxy, "seeds": seeds, "scores": scores,
+               "mean": statistics.fmean(scores), "std": statistics.pstdev(scores)}
+        if mine[0].metrics:  # every metric the task measured (e.g. AP50), mean over the seeds where defined
+            row["metrics"] = {m: _mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
+        rows.append(row)
+    return {"metric": f"{info.final_split} {info.metric}", "evaluations": search.evaluations, "rows": rows}
+
+
+def _mean_defined(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
 
 
 def final_table(result: dict) -> str:
-    """The final comparison as text: one row per loss, mean ± std over seeds."""
+    """The final comparison as text: one row per loss, mean ± std over seeds (and the task's other metrics)."""
     lines = [f"{'loss':<22}{result['metric']:>22}  formula"]
     for r in result["rows"]:
         formula = " ".join(f"{n}={f}" for n, f in r["formulas"].items())
-        lines.append(f"{r['name']:<22}{100 * r['mean']:>15.2f} ± {100 * r['std']:.2f}  {formula}")
+        others = ", ".join(f"{m} {100 * v:.1f}" for m, v in r.get("metrics", {}).items() if v is not None)
+        lines.append(f"{r['name']:<22}{100 * r['mean']:>15.2f} ± {100 * r['std']:.2f}  "
+                     + (f"[{others}]  " if others else "") + formula)
     return "\n".join(lines)
 
 

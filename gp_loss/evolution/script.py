@@ -61,6 +61,9 @@ def build_parser(description: str, task_flags: dict[str, tuple[str, type, str]])
                    help="start / fixed formula of a branch (repeatable)")
     p.add_argument("--search", action="append", metavar="BRANCH", help="branch to search (repeatable; default all)")
     p.add_argument("--simulate", action="store_true", help="add the model-optimisation simulation filter")
+    p.add_argument("--search-in-turn", action=argparse.BooleanOptionalAction,
+                   help="cse scheme: search the branches one after the other (the budget split evenly), each "
+                        "with the others fixed at the best found so far, as CSE-Autoloss does for detectors")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag, (_, type_, help_) in {**FLAGS, **task_flags}.items():
         p.add_argument(flag, type=type_, help=help_)
@@ -89,9 +92,16 @@ def _load_file(path: Path) -> dict:
     return data
 
 
-def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: SearchConfig,
+Defaults = SearchConfig | Callable[[dict], SearchConfig]  # (or: the fields given -> the defaults)
+
+
+def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Defaults,
                      default_out: str) -> tuple[SearchConfig, str, bool]:
-    """(configuration, run directory, resume?) from parsed arguments."""
+    """(configuration, run directory, resume?) from parsed arguments.
+
+    ``defaults`` may depend on what is given (file and flags), e.g. a detector's branches on
+    its ``model`` option: then it is called with the given fields, ``task_options`` included.
+    """
     given = vars(args)
     for flag in ("out", "resume"):
         if flag in given and not str(given[flag]).strip():
@@ -130,6 +140,8 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
         overrides["search"] = list(given["search"])
     if given.get("simulate"):
         overrides["simulate"] = True
+    if "search_in_turn" in given:
+        overrides["search_in_turn"] = given["search_in_turn"]
     if given.get("deterministic"):
         overrides["deterministic"] = True
     if resume:
@@ -137,7 +149,8 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Searc
         if base is None:
             raise GpLossError(f"nothing to resume in {out}: it has no config.json")
     else:
-        base = defaults.to_dict()
+        given_fields = {**overrides, "task_options": task_options}
+        base = (defaults(given_fields) if callable(defaults) else defaults).to_dict()
     base["task_options"] = {**base.get("task_options", {}), **task_options}
     base.update(overrides)
     return SearchConfig.from_dict(base), out, resume
@@ -168,7 +181,7 @@ def worker_count(config: SearchConfig, workers: int | None, per_gpu: int | None,
     return per_gpu * gpus
 
 
-def main(description: str, defaults: SearchConfig, default_out: str,
+def main(description: str, defaults: Defaults, default_out: str,
          task_flags: dict[str, tuple[str, type, str]], argv: list[str] | None = None) -> int:
     """Parse, search, print the best formulas beside the baselines. Exit 2 on a user error."""
     from gp_loss.evolution.run_search import final_table, run_search

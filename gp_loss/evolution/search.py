@@ -140,8 +140,48 @@ class Search:
         return cfg.max_seconds is None or self.elapsed() < cfg.max_seconds
 
     def slots(self) -> int:
-        """Offspring to make this generation (never more than the evaluations left)."""
-        return max(1, min(self.config.offspring_per_generation, self.config.max_evaluations - self.evaluations))
+        """Offspring to make this generation (never more than the evaluations left in the budget, or in the
+        phase with ``search_in_turn``)."""
+        return max(1, min(self.config.offspring_per_generation, self.evaluations_left()))
+
+    def evaluations_left(self) -> int:
+        """Proxy trainings left in the budget, or with ``search_in_turn`` in the current phase."""
+        end = self.config.max_evaluations
+        if self.config.search_in_turn:
+            end = min(end, self.config.phase_end(self.phase()))
+        return end - self.evaluations
+
+    # -- phases (search_in_turn) -----------------------------------------------------------
+    def phase(self) -> int | None:
+        """With ``search_in_turn``, the current phase (index into ``config.searched``): a function of the
+        evaluation count (:meth:`SearchConfig.phase_at`); otherwise ``None``."""
+        return self.config.phase_at(self.evaluations) if self.config.search_in_turn else None
+
+    def phase_branches(self) -> list[str]:
+        """The branches children may vary now: the current phase's, or every searched branch."""
+        phase = self.phase()
+        return list(self.config.searched) if phase is None else [self.config.searched[phase]]
+
+    def phase_row(self) -> dict:
+        """What the logbook row says of the phase: ``{"phase": branch}`` with ``search_in_turn``, else nothing."""
+        phase = self.phase()
+        return {} if phase is None else {"phase": self.config.searched[phase]}
+
+    def phase_starts(self) -> bool:
+        """Whether the generation about to run is the first of a phase after another (``search_in_turn``).
+
+        Read from the logbook, which the checkpoint keeps: on resume the answer is the same.
+        """
+        phase = self.phase()
+        return (phase is not None and len(self.logbook) > 0
+                and self.logbook[-1].get("phase") != self.config.searched[phase])
+
+    def best_kept(self) -> Individual:
+        """A copy of the best genome trained so far, with its score (for re-seeding the population)."""
+        best = self.best()
+        if best is None:
+            raise GpLossError("no genome has been trained yet to start the next phase from")
+        return individual_from_dict(self.layout, individual_to_dict(self.layout, best))
 
     # -- children ----------------------------------------------------------------
     def start_individual(self) -> Individual:
@@ -149,7 +189,7 @@ class Search:
         ind = individual_from_formulas(self.layout, self.config.start)
         ind.generation = self.generation
         # Workers judge it: the parent builds no filter samples of its own.
-        job = SignatureJob(self.config_dict, self.config.start)
+        job = SignatureJob(self.config_dict, self.config.start, branches=list(self.config.searched))
         (rejected,) = self.toolbox.map(jobs.start_rejections, [job])
         if rejected:
             raise GpLossError("the cse scheme evolves from its start formulas, but the filters reject "
@@ -159,12 +199,14 @@ class Search:
         ind.signature = signature
         return ind
 
-    def make_children(self, plan: list[tuple[Mode, list[Individual]]]) -> list[Individual]:
+    def make_children(self, plan: list[tuple[Mode, list[Individual]]],
+                      branches: list[str] | None = None) -> list[Individual]:
         """One child per ``(mode, parents)`` of ``plan``, bred through the filters and scored.
 
         Modes (:mod:`~gp_loss.evolution.variation`): ``"init"`` (no parents),
         ``"aging"`` (one), ``"pair"`` (two), ``"given"`` (the parent itself, with
-        its ``signature`` set: see :meth:`start_individual`).
+        its ``signature`` set: see :meth:`start_individual`). ``branches``: those the
+        children may differ in (default: every searched branch; see :meth:`phase_branches`).
         All children are made in one ``toolbox.map`` (:func:`jobs.make_child`), so
         no worker waits for a breeding round to end. A child gradient-equivalent to
         a loss evaluated before this generation, or to a given genome, reuses its
@@ -181,9 +223,11 @@ class Search:
         known = (frozenset(sig for sig, _ in self.cache.items())
                  | {parents[0].signature for mode, parents in plan if mode == GIVEN})
         plan_id = f"{os.getpid()}:{next(_PLAN_IDS)}"
+        branches = list(self.config.searched if branches is None else branches)
         job_list = [ChildJob(breed=BreedJob(config=self.config_dict, mode=mode,
                                             seed=slot_seed(self.config.seed, self.generation, slot),
-                                            parents=[formulas_of(self.layout, p) for p in parents]),
+                                            parents=[formulas_of(self.layout, p) for p in parents],
+                                            branches=branches),
                              known=known, train_seed=self.config.seed,
                              recorded=self.recovered[slot].record["formulas"] if slot in self.recovered else None,
                              plan=plan_id, slot=slot)
@@ -260,29 +304,39 @@ class Search:
 
     def baseline_names(self) -> list[str]:
         """The configured baselines that can train this run's genome: only those written for its branch layout."""
-        return list(self.config.baselines) if self.layout == self.task_info.branches else []
+        options = self.task_info.make_options(self.config.task_options)
+        return list(self.config.baselines) if self.layout == self.task_info.layout(options) else []
+
+    def baseline_texts(self) -> dict[str, dict[str, str]]:
+        """Baseline name -> branch -> formula (or what trains it), for this run's task options."""
+        return self.task_info.baselines_for(self.task_info.make_options(self.config.task_options))
 
     def evaluate_baselines(self) -> None:
         """Proxy fitness of the named baselines, for the report and the plot (not in the budget).
 
-        A resumed search has them from its checkpoint.
+        A resumed search has them from its checkpoint. Baselines are trained by name (the task's
+        ``baseline``): a detector's own loss code is one, and is no formula.
         """
         if self.baseline_fitness:
             return
         names = self.baseline_names()
-        job_list = [TrainJob(config=self.config_dict, formulas=self.task_info.baselines[n], seed=self.config.seed)
+        texts = self.baseline_texts()
+        job_list = [TrainJob(config=self.config_dict, formulas=texts[n], seed=self.config.seed, baseline=n)
                     for n in names]
         for name, outcome in zip(names, self.toolbox.map(jobs.evaluate, job_list)):
             self.baseline_fitness[name] = outcome.score
 
     # -- end of a generation ---------------------------------------------------------
-    def end_generation(self) -> None:
-        """Log the generation and hand it to the recorder (run files, checkpoint, summary line)."""
+    def end_generation(self, **row) -> None:
+        """Log the generation and hand it to the recorder (run files, checkpoint, summary line).
+
+        ``row``: more columns of the logbook row, after ``gen`` (e.g. :meth:`phase_row`).
+        """
         wall = time.perf_counter() - self._generation_start
         record = self.stats.compile(self.population)
         best = self.best()
         self.logbook.record(
-            gen=self.generation, evaluations=self.evaluations, children=self.children, reused=self.reused,
+            gen=self.generation, **row, evaluations=self.evaluations, children=self.children, reused=self.reused,
             dropped=self.dropped, population=len(self.population),
             hof_best=best.fitness.values[0] if best else None, **record,
             candidates=self.funnel.candidates, filtered=self.funnel.candidates - self.funnel.passed,

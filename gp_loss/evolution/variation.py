@@ -11,6 +11,15 @@ and which variations it may draw. Each attempt at a child then applies the
   of one searched branch, as in CSE-Autoloss (Liu et al., ICLR 2021);
 * ``given`` (the genome itself): ``copy``, without the filters (CSE-Autoloss's
   start genome).
+
+A job also names the branches it may vary (``BreedJob.branches``: the searched
+branches, or one of them while the search takes them in turn); the others are
+copied from the parent (for ``init``, taken from the start formulas).
+``init``, ``reinit`` and the aging ``mutation`` change every one of those
+branches: :func:`vary_branch` makes one attempt at one branch, and breeding
+repeats it on each branch in turn until that branch passes the filters
+(:func:`per_branch`). ``crossover`` and the pair ``mutation`` change one branch
+per attempt (:func:`vary_pair`).
 """
 from __future__ import annotations
 
@@ -83,27 +92,41 @@ def random_tree(ctx: WorkerContext, kind_name: str, rng: random.Random) -> gp.Pr
     return random_tree_reading(kind, ctx.config.init_depth, rng, kind.prediction)
 
 
-def vary(ctx: WorkerContext, mode: Mode, how: Variation, parents: list, rng: random.Random) -> list:
-    """One attempt at a child: a list of trees in layout order."""
+def per_branch(mode: Mode, how: Variation) -> bool:
+    """Whether the variation redraws every branch it may vary (bred one branch at a time, see ``jobs.breed``)."""
+    return how in (INIT, REINIT) or (mode == AGING and how == MUTATION)
+
+
+def base_child(ctx: WorkerContext, mode: Mode, parents: list, branches: list[str]) -> list:
+    """The child before a per-branch variation: its trees in layout order, ``None`` where a branch will vary.
+
+    The branches outside ``branches`` are the parent's (for ``init``, the start formulas').
+    """
+    varying = set(branches)
+    if mode == INIT:
+        return [None if name in varying else ctx.start[name].tree for name in ctx.layout]
+    return [None if name in varying else tree for name, tree in zip(ctx.layout, parents[0])]
+
+
+def vary_branch(ctx: WorkerContext, how: Variation, kind_name: str, tree: gp.PrimitiveTree | None,
+                rng: random.Random) -> gp.PrimitiveTree:
+    """One attempt at one branch for ``init``, ``reinit`` (a random tree) or the aging ``mutation``
+    (AutoLoss-Zero's offspring rule applied to the parent's ``tree``)."""
+    if how in (INIT, REINIT):
+        return random_tree(ctx, kind_name, rng)
+    return make_offspring(get_kind(kind_name), tree, rng, ctx.offspring)
+
+
+def vary_pair(ctx: WorkerContext, how: Variation, parents: list, rng: random.Random,
+              branches: list[str]) -> tuple[list, int]:
+    """One attempt at a ``pair`` child: its trees in layout order, and the position of the branch that varied.
+
+    One of ``branches`` is drawn; it is crossed with the second parent's (``crossover``),
+    then mutated (always if the crossover changed nothing, else with ``p_mutation``).
+    """
     cfg, layout = ctx.config, ctx.layout
-    if how == COPY:
-        return list(parents[0])
-    if how == INIT:
-        return [random_tree(ctx, kind, rng) if name in ctx.searched
-                else ctx.start[name].tree for name, kind in layout.items()]
-    if mode == AGING:
-        child = []
-        for (name, kind), tree in zip(layout.items(), parents[0]):
-            if name not in ctx.searched:
-                child.append(tree)
-            elif how == REINIT:
-                child.append(random_tree(ctx, kind, rng))
-            else:
-                child.append(make_offspring(get_kind(kind), tree, rng, ctx.offspring))
-        return child
-    # pair: one searched branch varies; crossover with the second parent, then mutation
     child = list(parents[0])
-    i = list(layout).index(rng.choice(cfg.searched))
+    i = list(layout).index(rng.choice(branches))
     kind = get_kind(layout[list(layout)[i]])
     tree = child[i]
     crossed = False
@@ -116,4 +139,4 @@ def vary(ctx: WorkerContext, mode: Mode, how: Variation, parents: list, rng: ran
         if mutated.height <= cfg.max_height and len(mutated) <= cfg.max_size:
             tree = mutated
     child[i] = tree
-    return child
+    return child, i

@@ -67,6 +67,8 @@ class TaskInfo:
         baseline_texts_of: for a task whose baselines depend on its options, or are not all
             formulas (a detector's own loss code): options -> name -> branch -> text shown.
             Baselines are trained by name (the task's ``baseline(name)``).
+        final_split: where the final score is measured (``"test"``, or ``"validation"`` for a
+            task whose data has two splits).
         reference_baseline: the baseline whose formulas fill the branches a user leaves out
             (``gp-loss evaluate --loss cls=F`` on a detector), or ``None``.
     """
@@ -82,6 +84,7 @@ class TaskInfo:
     layout_of: Callable[[Any], dict[str, str]] | None = None
     baseline_texts_of: Callable[[Any], dict[str, dict[str, str]]] | None = None
     reference_baseline: str | None = None
+    final_split: str = "test"
 
     @cached_property
     def baselines(self) -> dict[str, dict[str, str]]:

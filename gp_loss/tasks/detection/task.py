@@ -92,7 +92,7 @@ class DetectionOptions:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 50
-    proxy_steps: int = 120          # search fitness: validation metric after these steps
+    proxy_steps: int = 240          # search fitness: validation metric after these steps
     final_steps: int = 480          # reported: validation metric after these steps
     max_grad_norm: float = 0.0      # clip the gradient norm at this (0: no clipping)
     precision: str = "fp32"         # "bf16": forward pass and loss under bf16 autocast
@@ -341,4 +341,5 @@ INFO = TaskInfo(
     layout_of=layout_of,
     baseline_texts_of=baseline_texts,
     reference_baseline="fl_giou",
+    final_split="validation",
 )
