@@ -10,6 +10,8 @@ budget:
   evaluations per minute;
 * with ``deterministic``, 1 worker again under ``--deterministic``, and the
   ratio of its evaluations per minute to the plain 1-worker run;
+* ``--task detection``: the same with ``runs/search_detection.py`` (its own flags through
+  ``--task-args``), the issue's "4 detection proxies on one GPU" figure;
 * whether the runs found the same hall of fame (on the CPU they must; on a GPU
   only deterministic mode promises it).
 """
@@ -24,16 +26,32 @@ from gp_loss.errors import GpLossError
 from gp_loss.runtime.device import check_device, gpu_count
 
 
+# The search script of each task (``runs/`` beside the package).
+SCRIPTS = {"classification": "search_classification.py", "detection": "search_detection.py"}
+
+
+def task_script(task: str) -> str:
+    """The path of ``runs/`` script that searches ``task``."""
+    if task not in SCRIPTS:
+        raise GpLossError(f"--task must be one of {', '.join(SCRIPTS)}, got {task!r}")
+    return str(Path(__file__).resolve().parents[2] / "runs" / SCRIPTS[task])
+
+
 def bench_device(evaluations: int, device: str = "auto", workers: int = 4, deterministic: bool = True,
-                 script: str = "runs/search_classification.py") -> dict:
-    """Run the search with 1 and ``workers`` workers on ``device`` (one GPU when it has several)."""
+                 script: str | None = None, script_args: list[str] | None = None) -> dict:
+    """Run the search with 1 and ``workers`` workers on ``device`` (one GPU when it has several).
+
+    ``script``: the search script (default: the classification one); ``script_args``: more of its
+    flags, the same in every run (e.g. a detection proxy's ``--proxy-steps``).
+    """
+    script = script or task_script("classification")
     check_device(device)
     if workers < 2:
         raise GpLossError(f"--workers must be at least 2 to compare with 1 worker, got {workers}")
     gpus = gpu_count(device)
     one_device = "cuda:0" if gpus > 1 and device in ("auto", "cuda") else device
     common = ["--evaluations", str(evaluations), "--final-top", "1", "--final-seeds", "1", "--no-progress",
-              "--device", one_device]
+              "--device", one_device, *(script_args or [])]
     many = (["--workers-per-gpu", str(workers)] if gpus else ["--workers", str(workers)])
     plan = {"1 worker": ["--map", "serial"], f"{workers} workers": many}
     if deterministic:

@@ -44,6 +44,10 @@ def register(sub) -> None:
     d.add_argument("--workers", type=int, default=4, help="K, workers sharing the device (default 4)")
     d.add_argument("--evaluations", type=int, default=60, help="budget of each run (default 60)")
     d.add_argument("--no-deterministic", action="store_true", help="skip the --deterministic run")
+    d.add_argument("--task", default="classification",
+                   help="whose search script to run: classification (default) or detection")
+    d.add_argument("--task-args", default="", metavar="FLAGS",
+                   help="more flags for the search script, quoted, e.g. '--proxy-steps 100 --image-size 128'")
     d.add_argument("--json", action="store_true")
     d.set_defaults(run=run_device)
     x = targets.add_parser("proxy", help="how well proxy trainings of several lengths rank a run's losses",
@@ -191,7 +195,15 @@ def run_device(args: argparse.Namespace) -> int:
 
     if args.evaluations < 1:
         raise GpLossError(f"--evaluations must be at least 1, got {args.evaluations}")
-    result = bench_device(args.evaluations, args.device, args.workers, deterministic=not args.no_deterministic)
+    import shlex
+
+    from gp_loss.bench.device import task_script
+    try:
+        extra = shlex.split(args.task_args)
+    except ValueError as err:
+        raise GpLossError(f"--task-args {args.task_args!r} cannot be split into flags: {err}") from None
+    result = bench_device(args.evaluations, args.device, args.workers, deterministic=not args.no_deterministic,
+                          script=task_script(args.task), script_args=extra)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

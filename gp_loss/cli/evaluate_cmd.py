@@ -110,6 +110,7 @@ def losses_from(specs: list[str], info, options) -> list[tuple[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     from gp_loss.evolution.config import retrain_seeds
+    from gp_loss.metrics import mean_defined, std_defined
     from gp_loss.runtime.device import check_device, resolve_device
     from gp_loss.runtime.threads import torch_threads
     from gp_loss.tasks import make_task, task_info
@@ -138,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
                    "status": [o.status for o in outcomes], "reasons": [o.reason for o in outcomes]}
             names = list(outcomes[0].metrics)
             if names:  # every metric the task measured: mean over the seeds where it is defined
-                row["metrics"] = {m: _mean([o.metrics.get(m) for o in outcomes]) for m in names}
-                row["metrics_std"] = {m: _std([o.metrics.get(m) for o in outcomes]) for m in names}
+                row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in outcomes]) for m in names}
+                row["metrics_std"] = {m: std_defined([o.metrics.get(m) for o in outcomes]) for m in names}
             rows.append(row)
     if args.json:
         print(json.dumps({"task": info.name, "metric": f"{info.final_split} {metric}", "device": str(task.device),
@@ -154,16 +155,6 @@ def run(args: argparse.Namespace) -> int:
             line += "  [" + ", ".join(f"{m} {_pct(v)}" for m, v in r["metrics"].items()) + "]"
         print(line + (f"  ({'; '.join(bad)})" if bad else ""))
     return 0
-
-
-def _mean(values: list) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
-
-
-def _std(values: list) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.pstdev(present) if present else None
 
 
 def _pct(value: float | None) -> str:

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 PLOT_EVERY_S = 120.0
 
 
+SUMMARY_FORMULA_CHARS = 160
+
+
 class Recorder:
     """Writes one search's run directory ``run`` and shows its progress."""
 
@@ -107,8 +110,10 @@ class Recorder:
                 f"| reused {search.reused} | candidates {funnel.candidates} "
                 f"({100 * funnel.rejection_rate:.1f}% filtered) | {search.elapsed():.0f} s")
         if best is not None:
-            line += f" | best {best.fitness.values[0]:.4f} " + " ".join(
-                f"{n}={f}" for n, f in formulas_of(search.layout, best).items())
+            formulas = " ".join(f"{n}={f}" for n, f in formulas_of(search.layout, best).items())
+            # One line per generation: a long genome (a detector's branches) is cut; the files hold it whole.
+            line += f" | best {best.fitness.values[0]:.4f} " + (
+                formulas if len(formulas) <= SUMMARY_FORMULA_CHARS else formulas[:SUMMARY_FORMULA_CHARS - 1] + "…")
         tqdm.write(line, file=sys.stdout)
 
     def write_results(self, search: Search, plot: bool = True) -> None:

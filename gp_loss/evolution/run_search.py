@@ -13,6 +13,7 @@ from gp_loss.evolution.jobs import TrainJob
 from gp_loss.evolution.recorder import Recorder
 from gp_loss.evolution.run_files import CONFIG, EVALUATIONS, RUN_FILES, read_stored_config
 from gp_loss.evolution.search import Search
+from gp_loss.metrics import mean_defined
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.parallel import Mapper
 from gp_loss.runtime.run_dir import JsonlLine, RunDir, jsonl_digest
@@ -129,14 +130,9 @@ def final_evaluation(search: Search) -> dict:
                "proxy_fitness": proxy, "seeds": seeds, "scores": scores,
                "mean": statistics.fmean(scores), "std": statistics.pstdev(scores)}
         if mine[0].metrics:  # every metric the task measured (e.g. AP50), mean over the seeds where defined
-            row["metrics"] = {m: _mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
+            row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
         rows.append(row)
     return {"metric": f"{info.final_split} {info.metric}", "evaluations": search.evaluations, "rows": rows}
-
-
-def _mean_defined(values: list) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
 
 
 def final_table(result: dict) -> str:

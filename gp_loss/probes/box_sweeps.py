@@ -1,8 +1,9 @@
 """Convergence probe of box regression (``reg``): distance–loss consistency.
 
-Predicted boxes move away from their target (translations in 8 directions,
-rescaling, stretching) and the loss must grow as the IoU falls, be lowest at
-perfect overlap, and rank the boxes in the opposite order to their IoU.
+Predicted boxes move away from their target (translations in 8 directions, up to
+past the point of no overlap; rescaling, stretching) and the loss must grow as the
+IoU falls, be lowest at perfect overlap, and rank the boxes in the opposite order
+to their IoU, on targets of every scale a detector regresses (4 to 300 px a side).
 """
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ class BoxSweep:
     iou_ranks: np.ndarray
     shape: tuple[int, int, int]
     varying: frozenset[str] = frozenset({"i", "u", "e"})
+
+
+# The target boxes (x1, y1, x2, y2, pixels): three of a few tens of pixels at different aspect
+# ratios, and one each at the small and the large end of what a detector regresses (4 to 300 px
+# a side). A loss that mixes areas with constants or with each other at the wrong power can be
+# consistent at one scale and not at another, so every scale must pass; and the tolerances are
+# relative to the loss's range over all of them, so a loss whose change on a small box is lost
+# against its range on a large one (raw areas) does not grow on the small one.
+SWEEP_TARGETS = ((10, 10, 30, 30), (0, 0, 36, 12), (5, 5, 13, 29), (2, 2, 6, 8), (0, 0, 300, 220))
 
 
 def centred_ranks(v: np.ndarray) -> np.ndarray:
@@ -60,8 +70,8 @@ def _spearman(a: np.ndarray, rb: np.ndarray) -> np.ndarray:
 
 
 def box_sweep(s: ConvergenceSettings) -> BoxSweep:
-    """Box pairs moving away from their targets along several trajectories."""
-    targets = torch.tensor([[10, 10, 30, 30], [0, 0, 36, 12], [5, 5, 13, 29]], dtype=DTYPE)
+    """Box pairs moving away from their targets (:data:`SWEEP_TARGETS`) along several trajectories."""
+    targets = torch.tensor(SWEEP_TARGETS, dtype=DTYPE)
     d = torch.linspace(0, 1, s.reg_grid, dtype=DTYPE)  # distance along a trajectory
     one = torch.ones_like(d)
     # Per trajectory: centre shift (in box widths/heights) and width/height factors, each G.

@@ -6,9 +6,15 @@ respect to it, and can rebuild its inputs for another target. A builder takes a
 seeded generator, the device and the sizes ``n`` (rows), ``classes`` and ``size``
 (pixels a side), ignoring those its kind has not (boxes have no classes);
 :meth:`gp_loss.kinds.KindSpec.sample_batch` seeds and calls it.
+
+The ``bcls`` and ``reg`` batches are shaped as a detector's branches see them
+(:mod:`gp_loss.tasks.detection`): ``bcls`` many anchors, nearly all background,
+logits around the focal-loss prior; ``reg`` decoded boxes of 4 to 300 px, some
+missing their target entirely (``i = 0``), some partly on it, some nearly on it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,8 +49,19 @@ class SampleBatch:
 # Logits this many times the sample's (standard deviation 2): softmax probabilities within
 # e**-40 of 0 or 1, as a model reaches on easy samples late in training.
 CONFIDENT_SCALE = 8.0
-# Predicted boxes this fraction of their sample offset away from their targets (IoU about 0.99).
+# Predicted boxes this fraction of their sample offset away from their targets (IoU 0.9 or more,
+# about 0.99 for the boxes that overlap their targets in the sample).
 CONFIDENT_BOX_OFFSET = 0.01
+
+# ``bcls``: rows (anchors) per n, one row in this many foreground (the rest background), and
+# the initial logit of a focal-loss detector head (bias -log((1 - 0.01) / 0.01): sigmoid 0.01).
+ANCHORS_PER_SAMPLE = 8
+FOREGROUND_EVERY = 16
+PRIOR_LOGIT = -math.log(99)
+# The IoU weight of a foreground anchor whose box misses its ground truth (detectors clamp at it).
+IOU_FLOOR = 1e-7
+# ``reg``: the smallest and largest box scale (square root of the area, pixels).
+BOX_SCALES = (4.0, 300.0)
 
 # (generator, device, n, classes, size) -> batch
 SampleBuilder = Callable[[torch.Generator, str | torch.device, int, int, int], SampleBatch]
@@ -69,14 +86,39 @@ def softmax_batch(g: torch.Generator, device: str | torch.device, n: int, classe
 
 
 def sigmoid_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:
-    """``bcls``: logits ``x`` n×classes, binary ``y``; label ``classes`` is background (an all-zero row).
+    """``bcls``: a dense detector's classification branch: logits ``x`` (A×classes), binary ``y``, ``w``.
 
-    ``w`` is the IoU at the target class, 0 elsewhere.
+    A = :data:`ANCHORS_PER_SAMPLE` × n anchors (rows), as a dense head scores many
+    locations per object. Label ``classes`` is background (an all-zero row of ``y``);
+    one row in :data:`FOREGROUND_EVERY` (at least 2 rows) is foreground, at random
+    places, and as many background rows carry a false positive. ``w`` is the IoU of a foreground anchor's decoded box with its ground
+    truth at the target class (uniform, the first foreground row at the floor 1e-7:
+    a box that misses its object), 0 elsewhere.
+
+    The logits are those of a head whose bias starts at the focal-loss prior
+    (:data:`PRIOR_LOGIT`, sigmoid 0.01, as FCOS and RetinaNet initialise it) early in
+    training: every logit the prior plus noise (sd 1.5), except a foreground row's
+    target logit, anywhere from missed to found (uniform in [-6, 6]), and one class
+    of some background rows, false positives (uniform in [-2, 6]). All within ±10,
+    so the confident prediction (× :data:`CONFIDENT_SCALE`) stays within ±80, where
+    float32 and bfloat16 still resolve a sigmoid: background confidently right
+    (about -37), false positives and missed objects confidently wrong.
     """
     c = classes
-    labels = torch.randint(0, c + 1, (n,), generator=g).to(device)
-    iou = iou_like((n,), g).to(device)
-    x = (2 * torch.randn(n, c, generator=g)).to(device).requires_grad_()
+    rows = ANCHORS_PER_SAMPLE * n
+    fg = max(2, rows // FOREGROUND_EVERY)
+    places = torch.randperm(rows, generator=g)
+    labels = torch.full((rows,), c, dtype=torch.long)
+    labels[places[:fg]] = torch.randint(0, c, (fg,), generator=g)
+    iou = iou_like((rows,), g, low=IOU_FLOOR)
+    iou[places[0]] = IOU_FLOOR
+    x = PRIOR_LOGIT + 1.5 * torch.randn(rows, c, generator=g)
+    x[places[:fg], labels[places[:fg]]] = -6 + 12 * torch.rand(fg, generator=g)
+    false_positives = places[fg:fg + max(1, rows // FOREGROUND_EVERY)]
+    x[false_positives, torch.randint(0, c, (len(false_positives),), generator=g)] = (
+        -2 + 8 * torch.rand(len(false_positives), generator=g))
+    x = x.clamp(-10, 10).to(device).requires_grad_()
+    labels, iou = labels.to(device), iou.to(device)
 
     def make(pred, lab):
         y = F.one_hot(lab, c + 1)[:, :c].to(pred.dtype)
@@ -86,15 +128,57 @@ def sigmoid_batch(g: torch.Generator, device: str | torch.device, n: int, classe
 
 
 def box_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:
-    """``reg``: n predicted boxes around their targets (pixel scale); inputs ``i, u, e`` (each n)."""
-    xy = 50 * torch.rand(n, 2, generator=g)
-    wh = 5 + 30 * torch.rand(n, 2, generator=g)
-    target = convert(torch.cat([xy, wh], 1), "xywh", "xyxy").to(device)
-    pred = (target + 0.25 * wh.repeat(1, 2).to(device) * torch.randn(n, 4, generator=g).to(device))
-    pred = torch.cat([pred[:, :2], torch.max(pred[:, 2:], pred[:, :2] + 1)], 1).detach().requires_grad_()
-    shifted = target + torch.cat([wh, wh], 1).to(device) * 0.3
-    near = target + CONFIDENT_BOX_OFFSET * (pred.detach() - target)
-    return SampleBatch(pred, target, paired_areas, shifted, near)
+    """``reg``: n decoded predicted boxes and their ground truth; inputs ``i, u, e`` (each n).
+
+    As a detector's regression branch sees them over training: the targets' scales
+    (square root of the area) log-spaced from :data:`BOX_SCALES` [0] to [1] px, at
+    random aspect ratios (1:√2 to √2:1) and shuffled over three groups of pairs:
+
+    * the first n/4: predicted boxes that miss their target (``i = 0``, as early in
+      training), up to about two box sizes away, their own size off by up to e^±0.5;
+    * the last n/4: boxes nearly on their targets (corners off by 2% of the box
+      size, standard deviation: IoU about 0.9 to 0.97), as late in training;
+    * the rest: partly overlapping (centres up to 0.6 box sizes away, sizes off by up
+      to e^±0.4: IoU from a few hundredths to about 0.9).
+
+    Targets lie within two box sizes of the origin: ``i, u, e`` do not depend on
+    where a pair is, and coordinates of the box's own scale keep bfloat16 (the range
+    stage's autocast pass rounds the prediction to 8 significant bits) from
+    rounding a small box away or making a missing pair touch.
+    """
+    scale = torch.logspace(math.log10(BOX_SCALES[0]), math.log10(BOX_SCALES[1]), n, dtype=torch.float32)
+    scale = scale[torch.randperm(n, generator=g)]
+    aspect = torch.exp(math.log(2) / 4 * (2 * torch.rand(n, generator=g) - 1))
+    wh = torch.stack([scale * aspect, scale / aspect], 1)
+    centre = wh * (0.5 + torch.rand(n, 2, generator=g))
+    target = convert(torch.cat([centre, wh], 1), "cxcywh", "xyxy")
+
+    missing = min(max(1, n // 4), n)
+    near = min(max(1, n // 4), n - missing)
+    partial = n - missing - near
+    # Missing: pred size off by e^±0.5, moved along a random direction until clear of the target.
+    pwh = wh[:missing] * torch.exp(torch.rand(missing, 2, generator=g) - 0.5)
+    angle = 2 * math.pi * torch.rand(missing, generator=g)
+    direction = torch.stack([torch.cos(angle), torch.sin(angle)], 1)
+    # The distance along ``direction`` at which the boxes stop overlapping on either axis, then beyond it.
+    clear = ((wh[:missing] + pwh) / 2 / direction.abs().clamp(min=1e-6)).min(1).values
+    shift = direction * (clear * (1.2 + 0.8 * torch.rand(missing, generator=g)))[:, None]
+    pred_missing = torch.cat([centre[:missing] + shift, pwh], 1)
+    # Partial: centre up to 0.6 sizes off on each axis, size off by e^±0.4.
+    k = slice(missing, missing + partial)
+    offset = wh[k] * 0.6 * (2 * torch.rand(partial, 2, generator=g) - 1)
+    pwh = wh[k] * torch.exp(0.4 * (2 * torch.rand(partial, 2, generator=g) - 1))
+    pred_partial = torch.cat([centre[k] + offset, pwh], 1)
+    pred = convert(torch.cat([pred_missing, pred_partial]), "cxcywh", "xyxy")
+    # Near: corners off by 2% of the size (standard deviation).
+    jitter = 0.02 * wh[missing + partial:].repeat(1, 2) * torch.randn(near, 4, generator=g)
+    pred = torch.cat([pred, target[missing + partial:] + jitter])
+
+    target, wh = target.to(device), wh.to(device)
+    pred = pred.to(device).requires_grad_()
+    shifted = target + 0.3 * wh.repeat(1, 2)
+    confident = target + CONFIDENT_BOX_OFFSET * (pred.detach() - target)
+    return SampleBatch(pred, target, paired_areas, shifted, confident)
 
 
 def dense_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:

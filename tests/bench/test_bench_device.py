@@ -33,3 +33,20 @@ def test_refusals_are_one_line(capsys):
 def test_a_real_cpu_run_finds_the_same_hall_of_fame_with_two_workers():
     result = bench.bench_device(2, device="cpu", workers=2, deterministic=False)
     assert result["same_hall_of_fame"] == {"2 workers": True} and result["speedup"] > 0
+
+
+def test_the_detection_search_script_gets_its_own_flags(monkeypatch, capsys):
+    commands = []
+
+    def fake_run(cmd, out):
+        commands.append(cmd)
+        return {"evaluations_per_minute": 10, "hall_of_fame": [], "evaluations": 4, "wall_s": 1.0,
+                "train_s": 1.0, "breed_s": 0.0}
+
+    monkeypatch.setattr(bench, "run_script", fake_run)
+    assert main(["bench", "device", "--device", "cpu", "--workers", "2", "--evaluations", "4", "--no-deterministic",
+                 "--task", "detection", "--task-args", "--proxy-steps 5 --image-size 64"]) == 0
+    assert all(c[1].endswith("runs/search_detection.py") for c in commands)
+    assert all(c[c.index("--proxy-steps") + 1] == "5" and "--image-size" in c for c in commands)
+    assert main(["bench", "device", "--task", "segmentation"]) == 2
+    assert "--task must be one of classification, detection" in capsys.readouterr().err

@@ -69,6 +69,8 @@ BASELINES: dict[str, dict[str, tuple[dict[str, str], str | None] | None]] = {
     },
 }
 TORCHVISION_TEXT = "torchvision's own loss code"
+# The branch a baseline's coordinate box loss replaces (FCOS and RetinaNet name their box branch so).
+BOX_BRANCH = "reg"
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,9 @@ def baseline_texts(options: DetectionOptions) -> dict[str, dict[str, str]]:
             texts[name] = {branch: TORCHVISION_TEXT for branch in BRANCH_LAYOUTS[options.model]}
             continue
         losses, box_loss = spec
-        texts[name] = {branch: (PAPER_LOSSES[loss].formula if not (box_loss and branch == "reg")
-                                else f"torchvision {box_loss} on the box deltas")
-                       for branch, loss in losses.items()}
+        texts[name] = {branch: PAPER_LOSSES[loss].formula for branch, loss in losses.items()}
+        if box_loss is not None:  # the box loss trains the boxes in place of the box branch's formula
+            texts[name][BOX_BRANCH] = f"torchvision {box_loss} on the box deltas"
     return texts
 
 
