@@ -155,3 +155,17 @@ def test_bad_options_are_one_line(options, message):
     with pytest.raises(GpLossError) as err:
         task_info("detection").make_options(options)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_the_searched_loss_is_what_trains_a_negated_loss_collapses_ap(det):
+    """Focal + GIoU learns the canvases; the same formulas negated train the detector away from them."""
+    options = {"image_size": 64, "canvases": 64, "max_digits": 1, "batch_size": 8, "proxy_steps": 150,
+               "warmup_steps": 20, "eval_batch_size": 16}
+    task = make_task("detection", options)
+    focal, giou = det.paper("sigmoid_focal"), det.paper("giou")
+    negated = Genome.from_formulas([("cls", "bcls", f"neg({focal})"), ("reg", "reg", f"neg({giou})")])
+    learnt = task.proxy_fitness("fl_giou", seed=0)
+    collapsed = task.proxy_fitness(negated, seed=0)
+    assert learnt.status == "ok" and learnt.metrics["AP50"] > 0.2, learnt
+    assert collapsed.score == 0.0 or (collapsed.metrics.get("AP50") or 0.0) < 0.02, collapsed
