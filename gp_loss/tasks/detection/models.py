@@ -54,6 +54,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.tasks.detection import faster_rcnn, fcos, retinanet
+from gp_loss.tasks.detection.assignment import DYNAMIC_CLASSES, DynamicAssigner
 from gp_loss.tasks.detection._utils import compile_branches
 
 DETECTORS = ("fcos", "retinanet", "fasterrcnn")
@@ -145,7 +146,7 @@ def _fcos(num_classes: int, backbone: str, genome: Genome | None, common: dict) 
         sizes, num_convs = ((8,), (16,), (32,), (64,), (128,)), 4  # torchvision's FCOS
     anchors = AnchorGenerator(sizes, ((1.0,),) * len(sizes))
     head = fcos.GenomeFCOSHead(body.out_channels, 1, num_classes, num_convs, genome=genome)
-    return FCOS(body, num_classes, anchor_generator=anchors, head=head, **common)
+    return _detector_class(FCOS, common)(body, num_classes, anchor_generator=anchors, head=head, **common)
 
 
 def _retinanet(num_classes: int, backbone: str, genome: Genome | None, common: dict) -> RetinaNet:
@@ -158,7 +159,7 @@ def _retinanet(num_classes: int, backbone: str, genome: Genome | None, common: d
     groups = 16 if body.out_channels < 256 else 32
     head = retinanet.GenomeRetinaNetHead(body.out_channels, anchors.num_anchors_per_location()[0], num_classes,
                                          norm_layer=partial(nn.GroupNorm, groups), genome=genome)
-    return RetinaNet(body, num_classes, anchor_generator=anchors, head=head, **common)
+    return _detector_class(RetinaNet, common)(body, num_classes, anchor_generator=anchors, head=head, **common)
 
 
 def _faster_rcnn(num_classes: int, backbone: str, genome: Genome | None, common: dict) -> FasterRCNN:
@@ -189,8 +190,20 @@ def _faster_rcnn(num_classes: int, backbone: str, genome: Genome | None, common:
 _BUILDERS = {"fcos": _fcos, "retinanet": _retinanet, "fasterrcnn": _faster_rcnn}
 
 
+# ----------------------------------------------------------------------------- HPS-Det's dynamic assignment
+
+def fpn_levels(backbone: str) -> int:
+    """FCOS's and RetinaNet's FPN levels on ``backbone``: 3 for ``small``, 5 for the ResNets (P3-P7)."""
+    return len(SMALL_STRIDES) if backbone == "small" else 5
+
+
+def _detector_class(base: type, common: dict) -> type:
+    """``base`` (FCOS, RetinaNet), or its dynamic-assignment subclass when ``common`` holds an ``assigner``."""
+    return DYNAMIC_CLASSES[base] if common.get("assigner") is not None else base
+
+
 def build_detector(name: str, num_classes: int, *, backbone: str, image_size: int, genome: Genome | None,
-                   weights: str | None = None, **options: Any) -> nn.Module:
+                   weights: str | None = None, assigner: DynamicAssigner | None = None, **options: Any) -> nn.Module:
     """torchvision's ``FCOS``, ``RetinaNet`` or ``FasterRCNN`` whose searchable losses come from ``genome``.
 
     Args:
@@ -202,6 +215,8 @@ def build_detector(name: str, num_classes: int, *, backbone: str, image_size: in
         genome: the loss branches (:data:`BRANCH_LAYOUTS`); ``None``: torchvision's own losses.
         weights: optional path to a state dict (``torch.load(..., weights_only=True)``): the whole
             detector's, or a torchvision ResNet's (loaded into the backbone body; ``fc`` is dropped).
+        assigner: HPS-Det's dynamic sample assignment (FCOS, RetinaNet;
+            :mod:`~gp_loss.tasks.detection.assignment`) in place of the detector's own; ``None``: its own.
         options: passed on to the detector class (e.g. ``score_thresh``, ``detections_per_img``,
             ``box_batch_size_per_image``), over this module's choices.
 
@@ -223,6 +238,10 @@ def build_detector(name: str, num_classes: int, *, backbone: str, image_size: in
         raise GpLossError(f"image_size must be an integer of at least 32 pixels, got {image_size!r}")
     compile_branches(genome, BRANCH_LAYOUTS[name], name)  # fail before building anything
     common = {"min_size": image_size, "max_size": image_size, **options}
+    if assigner is not None:  # HPS-Det
+        if name not in ("fcos", "retinanet"):
+            raise GpLossError(f"dynamic sample assignment is for fcos and retinanet, not {name}")
+        common["assigner"] = assigner
     model = _BUILDERS[name](num_classes, backbone, genome, common)
     if weights is not None:
         load_weights(model, weights)

@@ -16,7 +16,7 @@ A loss is a :class:`~gp_loss.language.genome.Genome` whose branches fit the dete
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -29,6 +29,8 @@ from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
 from gp_loss.tasks.detection.data import DetectionData, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
                                             category_index, set_genome, target_labels)
+from gp_loss.tasks.detection.assignment import DEFAULT_ALPHA, check_assignment, make_assigner
+from gp_loss.tasks.detection.models import fpn_levels
 
 PRECISIONS = ("fp32", "bf16")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -102,6 +104,11 @@ class DetectionOptions:
     score_thresh: float = 0.05      # detections kept for evaluation
     detections_per_image: int = 100
     eval_batch_size: int = 16
+    # HPS-Det's dynamic sample assignment (FCOS, RetinaNet; gp_loss/tasks/detection/assignment.py):
+    assignment: str = "default"     # "default" (the detector's own) or "dynamic"
+    positives: list = field(default_factory=list)  # dynamic: positives per bin (levels x aspect bins, or aspect bins)
+    aspect_bins: int = 3            # dynamic: aspect-ratio bins, 1, 3 or 5
+    assignment_alpha: float = DEFAULT_ALPHA  # dynamic: cost = focal + alpha * GIoU loss
 
     def check(self) -> None:
         """Raise :class:`GpLossError` naming the first bad value."""
@@ -143,6 +150,8 @@ class DetectionOptions:
                               "(val_fraction)")
         if self.weights and not Path(self.weights).is_file():
             raise GpLossError(f"weights {self.weights!r} is not a file: give a PyTorch state dict or leave it empty")
+        check_assignment(self.assignment, self.positives, self.aspect_bins, self.assignment_alpha, self.model,
+                         fpn_levels(self.backbone))
 
     @classmethod
     def from_dict(cls, data: dict) -> "DetectionOptions":
@@ -220,7 +229,9 @@ class DetectionTask:
         torch.manual_seed(seed)
         model = build_detector(o.model, self.data.num_classes, backbone=o.backbone, image_size=o.image_size,
                                genome=spec.genome, weights=o.weights or None, score_thresh=o.score_thresh,
-                               detections_per_img=o.detections_per_image)
+                               detections_per_img=o.detections_per_image,
+                               assigner=make_assigner(o.assignment, o.positives, o.aspect_bins, o.assignment_alpha,
+                                                      fpn_levels(o.backbone)))
         if spec.box_loss is not None:
             set_genome(model, spec.genome, spec.box_loss)
         return model.to(self.device)
