@@ -20,8 +20,12 @@ def register(sub) -> None:
                    help="e.g. cls='neg(dot(y, log(softmax(x))))' or rcnn_reg:reg='sub(1, div(i, u))', "
                         "or a run directory to export its hall of fame (branches top1_cls, top2_cls, ...)")
     p.add_argument("--top", type=int, default=None, help="with RUN_DIR: only the best N")
-    p.add_argument("--out", required=True, type=Path, help="the .py file to write")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the .py file to write (required unless --sympy is given)")
     p.add_argument("--latex", action="store_true", help="also print each branch as LaTeX")
+    p.add_argument("--sympy", action="store_true",
+                   help="also print each branch as a SymPy expression, simplified for reading "
+                        "(the guards of log, div and exp left out; the module keeps them)")
     p.set_defaults(run=run)
 
 
@@ -33,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
         genome = hall_of_fame_genome(load_hall_of_fame(args.branches[0]), args.top)
     else:
         genome = Genome.from_specs(args.branches)
+    if args.out is None:
+        if not args.sympy:
+            raise GpLossError("--out is required: the .py file to write (or --sympy to print the expressions only)")
+        _print_sympy(genome)
+        return 0
     if args.out.suffix != ".py":
         raise GpLossError(f"--out {args.out}: the module file must end in .py")
     if args.out.is_dir():
@@ -45,4 +54,12 @@ def run(args: argparse.Namespace) -> int:
     if args.latex:
         for b in genome:
             print(f"{b.name}: {to_latex(b.kind, b.tree)}")
+    if args.sympy:
+        _print_sympy(genome)
     return 0
+
+
+def _print_sympy(genome: Genome) -> None:
+    from gp_loss.export.sympy_expr import export_sympy, sympy_text
+    for name, b in export_sympy(genome).items():
+        print(f"{name} (sympy): {sympy_text(b.simple)}")

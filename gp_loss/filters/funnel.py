@@ -8,7 +8,7 @@ from functools import lru_cache
 
 from gp_loss.filters.base import StageResult
 
-_NUMBER = re.compile(r"-?\d+(\.\d+)?(e[-+]?\d+)?|nan|inf", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.])(?<!class )(?<!w=)(?<!bound )(?<!eta )(?<!chance )(-?\d+(\.\d+)?(e[-+]?\d+)?|nan|inf)(?!\w)", re.IGNORECASE)  # measured values only: class 0, w=0.5, bound 1e4, fp32 stay
 
 
 @lru_cache(maxsize=4096)  # the same few hundred reasons recur for every rejected candidate
