@@ -67,6 +67,8 @@ TASK_FLAGS = {
     "--metric": ("metric", str, "AP", "the objective: AP (default), AP50, AP75, APs, APm or APl"),
     "--precision": ("precision", str, "fp32", "fp32 (default) or bf16"),
     "--alpha": ("assignment_alpha", float, 1.0, "the cost's GIoU weight: focal + alpha * (1 - GIoU)"),
+    "--candidates": ("assignment_candidates", str, "centre", "FCOS candidates: centre (default: near the box "
+                                                             "centre, as torchvision's FCOS) or box (the whole box)"),
 }
 RUN_FLAGS = {
     "--bins": ("bins", str, "default", "layout: default (levels x 3 aspect bins), 3,3,3 / 1,1,1 (per level) "

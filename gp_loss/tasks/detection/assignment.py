@@ -13,8 +13,11 @@ Per image, on the device, without gradient (the loop is over images only):
    > 0.1 (:data:`RETINANET_CANDIDATE_IOU`); FCOS: the points inside g whose largest
    regression distance max(l, t, r, b) lies in their level's scale range, as torchvision's
    ``FCOS.compute_loss`` defines it ((4, 8) × the level's anchor size, the first level from 0,
-   the last to infinity), without FCOS's centre sampling: the candidates are FCOS's positives
-   over the box's entire region.
+   the last to infinity), by default (``"centre"``) also within torchvision's centre-sampling
+   radius (1.5 anchor sizes) of g's centre, where torchvision's FCOS samples its positives, so a
+   large s gives back FCOS's own assignment and a search can only start from it; ``"box"``:
+   the whole box, as the paper words it (at random initialisation the lowest-cost points can
+   then lie at the box's edges, which trained worse here).
 2. **Cost** of each (g, candidate): the sigmoid focal loss (alpha 0.25, gamma 2, torchvision's)
    of the candidate's class logits against g's one-hot class, summed over the classes as a
    classification loss, plus ``alpha`` × the GIoU loss (1 − GIoU) of the candidate's decoded
@@ -208,16 +211,23 @@ def select_positives(cost: Tensor, candidates: Tensor, quota: Tensor, max_quota:
     return torch.where(torch.isfinite(best), owner, torch.full_like(owner, -1))
 
 
+# Where FCOS's candidates are taken (task option ``assignment_candidates``).
+CANDIDATE_REGIONS = ("centre", "box")
+
+
 class DynamicAssigner:
     """Algorithm 2's selection for one detector: ``positives`` (one count per bin of ``layout``), ``alpha``."""
 
-    def __init__(self, positives: list[int] | tuple[int, ...], layout: BinLayout, alpha: float = DEFAULT_ALPHA):
+    def __init__(self, positives: list[int] | tuple[int, ...], layout: BinLayout, alpha: float = DEFAULT_ALPHA,
+                 centre_sampling: bool = True):
         if len(positives) != layout.size or any(int(s) < 1 for s in positives):
             raise GpLossError(f"{len(positives)} positive counts for the {layout.size} bins of layout "
                               f"{layout.notation()}: give one integer >= 1 per bin")
         self.positives = tuple(int(s) for s in positives)
         self.layout = layout
         self.alpha = float(alpha)
+        # FCOS: candidates only near the box's centre, where torchvision's FCOS samples its positives.
+        self.centre_sampling = bool(centre_sampling)
 
     def __repr__(self) -> str:
         return f"DynamicAssigner(positives={list(self.positives)}, layout={self.layout}, alpha={self.alpha})"
@@ -253,13 +263,15 @@ class DynamicAssigner:
 # ----------------------------------------------------------------------------- candidates per detector
 
 def fcos_candidates(points: Tensor, level_of_point: Tensor, level_sizes: Tensor,
-                    boxes: Tensor) -> tuple[Tensor, Tensor]:
+                    boxes: Tensor, centre_radius: float | None = None) -> tuple[Tensor, Tensor]:
     """FCOS's candidates (G×A bool) and each box's best level (G).
 
     Args:
         points: A×4 anchors (FCOS: one square of side = its level's size per location).
         level_of_point: A level indices; level_sizes: L anchor sizes (ascending).
         boxes: G×4 ground truths.
+        centre_radius: also keep only the points within this many anchor sizes of the box's
+            centre (torchvision's ``center_sampling_radius``); ``None``: the whole box.
     """
     levels = level_sizes.shape[0]
     lower = 4 * level_sizes.float()
@@ -272,6 +284,10 @@ def fcos_candidates(points: Tensor, level_of_point: Tensor, level_sizes: Tensor,
     dist = torch.stack([x - x0, y - y0, x1 - x, y1 - y], dim=2)  # G×A×4
     largest = dist.max(dim=2).values
     candidates = (dist.min(dim=2).values > 0) & (largest > lower[level_of_point]) & (largest < upper[level_of_point])
+    if centre_radius is not None:  # as torchvision's FCOS samples its positives: near the box's centre
+        box_centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # G×2
+        offset = (box_centres[:, None, :] - centres[None, :, :]).abs().max(dim=2).values  # G×A
+        candidates &= offset < centre_radius * level_sizes.float()[level_of_point][None, :]
     half_side = (boxes[:, 2:] - boxes[:, :2]).max(dim=1).values / 2  # max(w, h)/2: at the centre
     best = ((half_side[:, None] > lower[None, :]).sum(dim=1) - 1).clamp(0, levels - 1)
     return candidates, best
@@ -315,7 +331,8 @@ class DynamicAssignmentFCOS(FCOS):
                 level_of_point = _level_index(num_anchors_per_level, points.device)
                 starts = torch.tensor([0] + num_anchors_per_level[:-1], device=points.device).cumsum(0)
                 level_sizes = points[starts, 2] - points[starts, 0]
-            candidates, level = fcos_candidates(points, level_of_point, level_sizes, boxes)
+            radius = self.center_sampling_radius if self.assigner.centre_sampling else None
+            candidates, level = fcos_candidates(points, level_of_point, level_sizes, boxes, radius)
             pred = self.head.box_coder.decode(head_outputs["bbox_regression"][i].float(), points)
             matched.append(self.assigner.assign(boxes, target["labels"], level, candidates,
                                                 head_outputs["cls_logits"][i], pred))
@@ -378,9 +395,10 @@ class DynamicAssignmentRetinaNet(RetinaNet):
 DYNAMIC_CLASSES = {FCOS: DynamicAssignmentFCOS, RetinaNet: DynamicAssignmentRetinaNet}
 
 
-def make_assigner(assignment: str, positives: list, aspect_bins: int, alpha: float, model_levels: int
-                  ) -> DynamicAssigner | None:
+def make_assigner(assignment: str, positives: list, aspect_bins: int, alpha: float, model_levels: int,
+                  candidates: str = "centre") -> DynamicAssigner | None:
     """The assigner of checked task options (``None`` for the detector's default assignment)."""
     if assignment != "dynamic":
         return None
-    return DynamicAssigner(positives, layout_for(positives, aspect_bins, model_levels), alpha)
+    return DynamicAssigner(positives, layout_for(positives, aspect_bins, model_levels), alpha,
+                           centre_sampling=candidates == "centre")

@@ -29,7 +29,7 @@ from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
 from gp_loss.tasks.detection.data import DetectionData, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
                                             category_index, set_genome, target_labels)
-from gp_loss.tasks.detection.assignment import DEFAULT_ALPHA, check_assignment, make_assigner
+from gp_loss.tasks.detection.assignment import CANDIDATE_REGIONS, DEFAULT_ALPHA, check_assignment, make_assigner
 from gp_loss.tasks.detection.models import fpn_levels
 
 PRECISIONS = ("fp32", "bf16")
@@ -109,6 +109,7 @@ class DetectionOptions:
     positives: list = field(default_factory=list)  # dynamic: positives per bin (levels x aspect bins, or aspect bins)
     aspect_bins: int = 3            # dynamic: aspect-ratio bins, 1, 3 or 5
     assignment_alpha: float = DEFAULT_ALPHA  # dynamic: cost = focal + alpha * GIoU loss
+    assignment_candidates: str = "centre"  # dynamic FCOS: points near the box centre ("centre") or in it ("box")
 
     def check(self) -> None:
         """Raise :class:`GpLossError` naming the first bad value."""
@@ -150,6 +151,9 @@ class DetectionOptions:
                               "(val_fraction)")
         if self.weights and not Path(self.weights).is_file():
             raise GpLossError(f"weights {self.weights!r} is not a file: give a PyTorch state dict or leave it empty")
+        if self.assignment_candidates not in CANDIDATE_REGIONS:
+            raise GpLossError(f"task option assignment_candidates must be one of {', '.join(CANDIDATE_REGIONS)}, "
+                              f"got {self.assignment_candidates!r}")
         check_assignment(self.assignment, self.positives, self.aspect_bins, self.assignment_alpha, self.model,
                          fpn_levels(self.backbone))
 
@@ -231,7 +235,7 @@ class DetectionTask:
                                genome=spec.genome, weights=o.weights or None, score_thresh=o.score_thresh,
                                detections_per_img=o.detections_per_image,
                                assigner=make_assigner(o.assignment, o.positives, o.aspect_bins, o.assignment_alpha,
-                                                      fpn_levels(o.backbone)))
+                                                      fpn_levels(o.backbone), o.assignment_candidates))
         if spec.box_loss is not None:
             set_genome(model, spec.genome, spec.box_loss)
         return model.to(self.device)

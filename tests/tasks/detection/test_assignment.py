@@ -111,20 +111,32 @@ def test_layouts_parse_as_the_paper_writes_them():
 
 # ----------------------------------------------------------------------------- the detectors
 
-def test_fcos_candidates_are_fcos_positives_without_centre_sampling(det):
-    """With s above every ground truth's candidate count, dynamic assignment is FCOS's own
-    (centre sampling off) on ground truths that share no point."""
-    model = det.small_model("fcos", assigner=DynamicAssigner([100] * 9, BinLayout(3, 3)))
+@pytest.mark.parametrize("candidates, radius", [("box", 1e9), ("centre", None)])
+def test_fcos_candidates_are_fcos_positives(det, candidates, radius):
+    """With s above every ground truth's candidate count, dynamic assignment is FCOS's own on ground
+    truths that share no point: with centre sampling off ("box") and with torchvision's radius ("centre")."""
+    assigner = DynamicAssigner([100] * 9, BinLayout(3, 3), centre_sampling=candidates == "centre")
+    model = det.small_model("fcos", assigner=assigner)
     assert isinstance(model, DynamicAssignmentFCOS)
+    if radius is not None:
+        model.center_sampling_radius = radius
     images, _ = det.make_batch("fcos", images=1)
     targets = [{"boxes": APART, "labels": torch.tensor([0, 2])}]
     args = _capture(model, images, targets)
     dynamic = model.assign(*args)[0]
-    model.center_sampling_radius = 1e9
     own = []
     model.head.compute_loss = lambda t, h, a, m: own.append(m[0]) or {}
     FCOS.compute_loss(model, *args)  # torchvision's own matching
     assert torch.equal(dynamic, own[0]) and (dynamic >= 0).sum() > 0
+
+
+def test_centre_candidates_are_fewer_than_the_whole_box(det):
+    model = det.small_model("fcos", assigner=DynamicAssigner([100] * 9, BinLayout(3, 3)))
+    images, _ = det.make_batch("fcos", images=1)
+    args = _capture(model, images, [{"boxes": APART, "labels": torch.tensor([0, 2])}])
+    centre = (model.assign(*args)[0] >= 0).sum()
+    model.assigner.centre_sampling = False
+    assert centre < (model.assign(*args)[0] >= 0).sum()
 
 
 @pytest.mark.parametrize("detector,s", [("fcos", 3), ("retinanet", 7)])

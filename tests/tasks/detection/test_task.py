@@ -150,6 +150,7 @@ def test_categories_of_the_validation_file_must_match(tmp_path):
     ({"val_fraction": 1.0}, "val_fraction must be in (0, 1)"),
     ({"proxy_steps": 0}, "task option proxy_steps must be in [1,"),
     ({"batch": 4}, "unknown detection task option(s) batch"),
+    ({"assignment_candidates": "edge"}, "task option assignment_candidates must be one of centre, box, got 'edge'"),
 ])
 def test_bad_options_are_one_line(options, message):
     with pytest.raises(GpLossError) as err:
