@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
-from gp_loss.tasks import TASKS
+from gp_loss.tasks.registry import TASK_SUMMARIES
 
 # flag -> the task option it sets (a flag applies to the tasks that have that option).
 OPTION_FLAGS = {
@@ -37,7 +37,7 @@ def register(sub) -> None:
                                    "(--seed S: S+1000, S+1001, ...), so `--seed` of a run reproduces its "
                                    "final.json rows.")
     p.add_argument("--task", default="classification",
-                   help="the task: " + "; ".join(f"{name}: {info.summary}" for name, info in TASKS.items()))
+                   help="the task: " + "; ".join(f"{name}: {summary}" for name, summary in TASK_SUMMARIES.items()))
     p.add_argument("--loss", action="append", required=True, metavar="BASELINE|BRANCH=FORMULA",
                    help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ...) or one branch's "
                         "formula, e.g. cls='neg(dot(y, log(softmax(x))))'. Consecutive BRANCH=FORMULA flags "

@@ -9,9 +9,12 @@ itself under the serial map).
 
 A new task: a module in ``gp_loss/tasks/`` with an options dataclass
 (``from_dict``, ``check``), a class implementing :class:`~gp_loss.tasks.base.Task`
-and its ``INFO``; one line in :data:`TASKS`; a script in ``runs/``.
+and its ``INFO``; one line in :data:`_MODULES` (its module and its summary); a script in ``runs/``.
 """
 from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping
 
 import torch
 
@@ -19,14 +22,36 @@ from gp_loss.errors import GpLossError
 from gp_loss.tasks.base import TaskInfo
 
 
-def _tasks() -> dict[str, TaskInfo]:
-    from gp_loss.tasks import classification
-    from gp_loss.tasks.detection import task as detection
-    return {info.name: info for info in (classification.INFO, detection.INFO)}
+# Task name -> (the module whose ``INFO`` registers it, one line for help texts). A task's module is
+# imported only when the task is asked for: the detection task imports torchvision's detection
+# models, which every other command (and every classification worker) would otherwise pay for.
+_MODULES: dict[str, tuple[str, str]] = {
+    "classification": ("gp_loss.tasks.classification",
+                       "image classification (digits built in, or an ImageFolder); metric: accuracy"),
+    "detection": ("gp_loss.tasks.detection.task",
+                  "object detection with torchvision's FCOS, RetinaNet or Faster R-CNN (digit canvases built "
+                  "in, or a COCO instances JSON); metric: COCO AP"),
+}
+TASK_NAMES: tuple[str, ...] = tuple(_MODULES)
+TASK_SUMMARIES: dict[str, str] = {name: summary for name, (_, summary) in _MODULES.items()}
 
 
-TASKS: dict[str, TaskInfo] = _tasks()
-TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+class _LazyTasks(Mapping):
+    """Task name -> :class:`TaskInfo`, each imported on first use."""
+
+    def __getitem__(self, name: str) -> TaskInfo:
+        if name not in _MODULES:
+            raise KeyError(name)
+        return importlib.import_module(_MODULES[name][0]).INFO
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_MODULES)
+
+    def __len__(self) -> int:
+        return len(_MODULES)
+
+
+TASKS: Mapping[str, TaskInfo] = _LazyTasks()
 
 
 def task_info(name: object) -> TaskInfo:

@@ -22,6 +22,20 @@ def test_every_task_is_registered_with_complete_metadata():
             assert set(texts) == set(info.branches)
 
 
+def test_a_task_module_is_imported_only_when_asked_for():
+    import subprocess
+    import sys
+    code = ("import sys, gp_loss.cli; from gp_loss.tasks import task_info; "
+            "print('torchvision' in sys.modules); task_info('detection'); print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]  # the CLI starts without torchvision's detection models
+
+
+def test_the_registry_summaries_are_the_tasks_own():
+    from gp_loss.tasks.registry import TASK_SUMMARIES
+    assert TASK_SUMMARIES == {name: info.summary for name, info in TASKS.items()}
+
+
 def test_baselines_come_from_the_paper_losses_table():
     assert task_info("classification").baselines["label_smoothing_ce"] == {
         "cls": PAPER_LOSSES["label_smoothing_ce"].formula}
