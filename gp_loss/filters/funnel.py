@@ -23,6 +23,8 @@ class StageStats:
     rejected: int = 0
     seconds: float = 0.0
     reasons: Counter = field(default_factory=Counter)
+    # reason key -> the first reason counted under it, with its measured numbers (for reports)
+    examples: dict = field(default_factory=dict)
 
 
 class Funnel:
@@ -41,7 +43,10 @@ class Funnel:
         s.seconds += result.seconds
         if not result.passed:
             s.rejected += 1
-            s.reasons[reason_key(result.reason)] += 1
+            key = reason_key(result.reason)
+            s.reasons[key] += 1
+            if key not in s.examples:
+                s.examples[key] = result.reason[:200]
 
     def merge(self, other: "Funnel") -> None:
         self.candidates += other.candidates
@@ -52,6 +57,8 @@ class Funnel:
             s.rejected += o.rejected
             s.seconds += o.seconds
             s.reasons.update(o.reasons)
+            for key, example in o.examples.items():
+                s.examples.setdefault(key, example)
 
     @property
     def rejection_rate(self) -> float:
@@ -65,7 +72,8 @@ class Funnel:
             # The stages in pipeline order: JSON files are written with sorted keys.
             "order": list(self.stages),
             "stages": {n: {"in": s.entered, "rejected": s.rejected, "seconds": s.seconds,
-                           "reasons": dict(s.reasons.most_common())} for n, s in self.stages.items()},
+                           "reasons": dict(s.reasons.most_common()), "examples": dict(s.examples)}
+                       for n, s in self.stages.items()},
         }
 
     @classmethod
@@ -74,7 +82,8 @@ class Funnel:
         f = cls(data.get("order") or list(stages))
         f.candidates, f.passed = data.get("candidates", 0), data.get("passed", 0)
         for n, s in stages.items():
-            f.stages[n] = StageStats(s["in"], s["rejected"], s["seconds"], Counter(s["reasons"]))
+            f.stages[n] = StageStats(s["in"], s["rejected"], s["seconds"], Counter(s["reasons"]),
+                                     dict(s.get("examples", {})))
         return f
 
     def table(self, top_reasons: int = 2) -> str:

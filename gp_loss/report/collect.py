@@ -65,7 +65,8 @@ def read_funnel(state: dict | None) -> tuple[Funnel | None, str | None]:
         funnel = Funnel.from_dict(state["funnel"])
         for s in funnel.stages.values():  # (a hand-edited file may hold anything)
             if not all(number(v) for v in (s.entered, s.rejected, s.seconds)) or not all(
-                    isinstance(r, str) and number(c) for r, c in s.reasons.items()):
+                    isinstance(r, str) and number(c) for r, c in s.reasons.items()) or not all(
+                    isinstance(k, str) and isinstance(v, str) for k, v in s.examples.items()):
                 raise ValueError("not numbers")
         if not number(funnel.candidates) or not number(funnel.passed):
             raise ValueError("not numbers")

@@ -382,7 +382,10 @@ class Page:
         rows = []
         for name, s in f.stages.items():
             ms = 1000 * s.seconds / s.entered if s.entered else 0.0
-            reasons = "".join(f"<li>{e(display_reason(r))} <b>({c:,})</b></li>"
+            reasons = "".join(f"<li>{e(display_reason(r))} <b>({c:,})</b>"
+                              + (f"<br><span class=note>e.g. {e(example)}</span>"
+                                 if (example := getattr(s, "examples", {}).get(r)) and example != r else "")
+                              + "</li>"
                               for r, c in s.reasons.most_common(REASONS_SHOWN))
             more = len(s.reasons) - REASONS_SHOWN
             if more > 0:

@@ -146,6 +146,7 @@ def test_classification_page_shows_everything_and_is_self_contained(cls_run, cap
     assert "positive class 0, w=1, its logit rising: …% of steps go the wrong way" in page
     funnel = page.split(">Filter funnel")[1].split(">How proxy trainings ended")[0]
     assert "loss is … at step …" in funnel and "#" not in funnel
+    assert "e.g. loss is 1.5e-3 at step 12" in funnel  # the first real reason of each group
     assert "Missing" not in page  # nothing lacking
 
 
