@@ -29,6 +29,8 @@ from gp_loss.evolution.individual import formulas_of, freeze, genome_of, individ
 from gp_loss.evolution.variation import Mode, Variation
 from gp_loss.evolution.worker import WorkerContext, context_for, freeze_warm_objects, warm_up_optimizer
 from gp_loss.filters.funnel import Funnel
+from gp_loss.runtime.device import claimed_slot, resolve_device
+from gp_loss.runtime.parallel import WorkerInfo, host_label
 from gp_loss.runtime.threads import set_torch_threads
 from gp_loss.tasks import TrainOutcome
 
@@ -118,13 +120,21 @@ class ChildResult:
 
 # -- warming a worker up ------------------------------------------------------------
 
-def prepare(config: dict) -> int:
-    """Build this worker's context ahead of its first child; return the process id.
+# A warm-up job holds its worker this long. SCOOP hands a job to another worker only when the
+# origin's queue holds more than 10 ms of work (by the median time of past jobs of the same
+# function): jobs of a warm worker's microseconds would all stay on the origin, and workers on
+# other hosts would never answer the warm-up.
+PREPARE_HOLD_S = 0.05
+
+
+def prepare(config: dict) -> WorkerInfo:
+    """Build this worker's context ahead of its first child; return who it is (process, host, device).
 
     Loads the task's data and runs the start formulas (if any) through the
     filters, which builds every stage's samples and networks. A worker that
     skipped this would spend its first child's job on it while the others
-    wait at the end of the generation.
+    wait at the end of the generation. Then it holds the worker for
+    ``PREPARE_HOLD_S``, so that a round of warm-up jobs spreads over the workers.
     """
     ctx = context_for(config)
     set_torch_threads(ctx.config.torch_threads)
@@ -134,7 +144,9 @@ def prepare(config: dict) -> int:
         for branch in ctx.start:
             ctx.pipeline.check(branch.kind, branch.tree)
     freeze_warm_objects()
-    return os.getpid()
+    time.sleep(PREPARE_HOLD_S)
+    device = resolve_device(ctx.config.device)  # the task's own: the slot is claimed once per process
+    return WorkerInfo(pid=os.getpid(), host=host_label(), device=str(device), slot=claimed_slot())
 
 
 # -- breeding -------------------------------------------------------------------

@@ -132,7 +132,10 @@ def final_evaluation(search: Search) -> dict:
         if mine[0].metrics:  # every metric the task measured (e.g. AP50), mean over the seeds where defined
             row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
         rows.append(row)
-    return {"metric": f"{info.final_split} {info.metric}", "evaluations": search.evaluations, "rows": rows}
+    from gp_loss.runtime.device import machine_facts
+    machine = {**machine_facts(), "workers": [f"{w.host}: {w.device}" for w in search.workers]}
+    return {"metric": f"{info.final_split} {info.metric}", "evaluations": search.evaluations, "rows": rows,
+            "machine": machine}
 
 
 def final_table(result: dict) -> str:
@@ -147,17 +150,21 @@ def final_table(result: dict) -> str:
 
 
 def run_search(config: SearchConfig, out: str, resume: bool = False, workers: int = 1,
-               map_kind: str = "auto", progress: bool | None = None) -> dict:
-    """Search, retrain the best, and return ``final.json``'s content. Writes everything under ``out``."""
+               map_kind: str = "auto", progress: bool | None = None, require_workers: bool = False) -> dict:
+    """Search, retrain the best, and return ``final.json``'s content. Writes everything under ``out``.
+
+    ``require_workers``: stop with a :class:`GpLossError` before any training if fewer
+    workers answer the warm-up than the map has (a SCOOP host down), instead of a warning.
+    """
     config.check()
     run = RunDir(out)
     run.prepare()
     with run.lock():
-        return _run_locked(config, run, resume, workers, map_kind, progress)
+        return _run_locked(config, run, resume, workers, map_kind, progress, require_workers)
 
 
 def _run_locked(config: SearchConfig, run: RunDir, resume: bool, workers: int, map_kind: str,
-                progress: bool | None) -> dict:
+                progress: bool | None, require_workers: bool = False) -> dict:
     state, warnings = open_run(config, run, resume)
     for w in warnings:
         print(f"gp-loss: warning: {w}", file=sys.stderr)
@@ -168,7 +175,7 @@ def _run_locked(config: SearchConfig, run: RunDir, resume: bool, workers: int, m
         print(f"search {config.task} ({config.scheme} scheme, seed {config.seed}) -> {run.path} "
               f"[{mapper.kind} map, {mapper.workers} worker(s)]"
               + (f", resumed at generation {search.generation}" if state else ""))
-        search.prepare_workers()
+        search.prepare_workers(require=require_workers)
         search.evaluate_baselines()
         recorder.baselines(search.baseline_fitness)
         search.start_clock()

@@ -57,6 +57,10 @@ def build_parser(description: str, task_flags: dict[str, tuple[str, type, str]])
                    help="deterministic torch kernels (torch.use_deterministic_algorithms; slower on CUDA)")
     p.add_argument("--map", choices=MAPS, help="auto (default): scoop under `python -m scoop`, "
                                                "multiprocessing if --workers > 1, else serial")
+    p.add_argument("--require-workers", action="store_true",
+                   help="stop (exit 2, before any training) if fewer workers answer than were started, e.g. a "
+                        "SCOOP host down or refusing SSH; without it that is one warning line and the search "
+                        "runs on the workers that answered")
     p.add_argument("--start", action="append", metavar="BRANCH=FORMULA",
                    help="start / fixed formula of a branch (repeatable)")
     p.add_argument("--search", action="append", metavar="BRANCH", help="branch to search (repeatable; default all)")
@@ -196,7 +200,8 @@ def main(description: str, defaults: Defaults, default_out: str,
                                getattr(args, "map", "auto"))
         result = run_search(config, out, resume=resume, workers=workers,
                             map_kind=getattr(args, "map", "auto"),
-                            progress=False if getattr(args, "no_progress", False) else None)
+                            progress=False if getattr(args, "no_progress", False) else None,
+                            require_workers=getattr(args, "require_workers", False))
     except GpLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ import itertools
 import os
 import random
 import statistics
+import sys
 import time
 from typing import Iterable, Iterator, Protocol, TypeVar
 
@@ -38,7 +39,7 @@ from gp_loss.evolution.variation import GIVEN, Mode
 from gp_loss.evolution.worker import breeding_stage_names
 from gp_loss.filters.equivalence import EquivalenceCache
 from gp_loss.filters.funnel import Funnel
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import Mapper, WorkerInfo, missing_workers, scoop_hosts
 from gp_loss.runtime.run_dir import JsonlLine
 from gp_loss.tasks import TaskInfo, task_info
 
@@ -48,6 +49,9 @@ STATE_VERSION = 2
 MAX_IDLE_GENERATIONS = 50
 _PLAN_IDS = itertools.count()  # ids of make_children calls, unique in this process
 WARM_UP_S = 60.0
+# Warm-up stops waiting for missing workers after this long without a new one (a host down is
+# reported within ~30 s of the start: SSH refuses at once, and joining takes seconds).
+JOIN_QUIET_S = 15.0
 
 T = TypeVar("T")
 
@@ -123,6 +127,7 @@ class Search:
         self.train_s = 0.0
         self.breed_s = 0.0
         self.baseline_fitness: dict[str, float] = {}
+        self.workers: list[WorkerInfo] = []  # who answered the warm-up: host, device (for the record)
         # slot -> the line of an evaluation that finished after the checkpoint (reused when bred again)
         self.recovered: dict[int, JsonlLine] = {}
         self._generation_start = time.perf_counter()
@@ -283,20 +288,49 @@ class Search:
         self.recorder.evaluation(record)
         self.evaluation_lines += 1
 
-    def prepare_workers(self) -> None:
-        """Warm every worker up (task data, filter samples, the training code path).
+    def prepare_workers(self, require: bool = False) -> list[WorkerInfo]:
+        """Warm every worker up (task data, filter samples, the training code path); who answered.
 
         Rounds of two jobs per worker until every worker has answered (SCOOP
-        workers may still be importing when the search starts) or
-        ``WARM_UP_S`` passed. The setup then happens before the first
-        generation, where it would leave the other workers waiting, and
-        outside the search's measured wall time (see :meth:`start_clock`), in
-        serial runs as in parallel ones.
+        workers may still be importing when the search starts), or no new one
+        has for ``JOIN_QUIET_S``, or ``WARM_UP_S`` passed. The setup then happens
+        before the first generation, where it would leave the other workers
+        waiting, and outside the search's measured wall time (see
+        :meth:`start_clock`), in serial runs as in parallel ones.
+
+        Fewer workers than the mapper's count (a SCOOP host down or refusing SSH:
+        SCOOP runs everything on the others and says nothing more) gives one
+        warning line on stderr naming the count and, where SCOOP's hostfile tells,
+        the silent hosts; with ``require`` it is a :class:`GpLossError` instead,
+        before any training. Parallel runs print one line per worker: host and device.
         """
-        seen: set[int] = set()
-        deadline = time.perf_counter() + WARM_UP_S
-        while len(seen) < self.mapper.workers and time.perf_counter() < deadline:
-            seen.update(self.toolbox.map(jobs.prepare, [self.config_dict] * (2 * self.mapper.workers)))
+        wanted = self.mapper.workers
+        seen: dict[tuple[str, int], WorkerInfo] = {}
+        start = last_join = time.perf_counter()
+        while True:
+            joined = False
+            for info in self.toolbox.map(jobs.prepare, [self.config_dict] * (2 * wanted)):
+                if info.key not in seen:
+                    seen[info.key] = info
+                    last_join, joined = time.perf_counter(), True
+            now = time.perf_counter()
+            if len(seen) >= wanted or now - start >= WARM_UP_S or now - last_join >= JOIN_QUIET_S:
+                break
+            if not joined:
+                time.sleep(0.2)  # waiting for a worker still starting: no need to spin
+        infos = sorted(seen.values(), key=lambda i: (i.host, i.slot if i.slot is not None else -1, i.pid))
+        self.workers = infos
+        if self.mapper.kind != "serial":
+            for info in infos:
+                slot = "" if info.slot is None else f" (slot {info.slot} of its host)"
+                print(f"worker {info.pid} on {info.host}: {info.device}{slot}")
+        line = missing_workers(infos, wanted, time.perf_counter() - start,
+                               scoop_hosts() if self.mapper.kind == "scoop" else None)
+        if line is not None:
+            if require:
+                raise GpLossError(f"--require-workers: {line}")
+            print(f"gp-loss: warning: {line}; --require-workers makes this an error", file=sys.stderr)
+        return infos
 
     def start_clock(self) -> None:
         """Start (or, on resume, continue) the search's wall clock: after the setup, before generation 0."""

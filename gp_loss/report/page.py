@@ -250,6 +250,9 @@ class Page:
     def machine(self) -> str:
         found = []
         for where in (self.config, self.run.state or {}, self.run.final or {}):
+            if isinstance(where.get("machine"), dict):  # final.json's record: its facts one by one
+                where = {**where, **where["machine"]}
+                where.pop("machine")
             for key in MACHINE_KEYS:
                 if key in where and where[key] not in (None, "", {}, []):
                     value = where[key]

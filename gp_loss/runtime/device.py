@@ -11,6 +11,12 @@ process exits (the operating system releases it even after ``kill -9``). The
 live workers of a host therefore hold distinct, consecutive slots and spread
 evenly over its GPUs; ``K`` workers per GPU put ``K`` proxy trainings on each.
 
+Across hosts (SCOOP with a hostfile) every worker resolves the setting on its
+own host: its slot is its local rank there (the slot directory is named after
+the host, so a temporary directory shared over the network still gives each
+host its own ranks), ``n`` is that host's GPU count, and ``cuda:N`` is checked
+against that host's GPUs, never the origin's.
+
 Only proxy training uses the device. The filters run on the CPU: their
 tensors are a few hundred numbers, where a GPU launch costs more than the work.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 from pathlib import Path
 
@@ -71,11 +78,27 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device("cuda", worker_slot() % n)
 
 
+def _host_tag() -> str:
+    """This host's name, safe in a file name (slots are per host even in a shared temporary directory)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
+
+
+def claimed_slot() -> int | None:
+    """The slot this process claimed in the default directory (:func:`resolve_device` on a GPU), or ``None``."""
+    root = _default_slot_root()
+    return _SLOTS[root][0] if root in _SLOTS else None
+
+
+def _default_slot_root() -> Path:
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return Path(tempfile.gettempdir()) / f"gp-loss-worker-slots-{uid}-{_host_tag()}"
+
+
 _SLOTS: dict[Path, tuple[int, object]] = {}  # directory -> (this process's slot, its open locked file)
 
 
 def worker_slot(directory: str | os.PathLike | None = None) -> int:
-    """This process's slot in ``directory`` (default: one per user in the temporary directory).
+    """This process's slot in ``directory`` (default: one per user and host in the temporary directory).
 
     The lowest slot no live process holds, claimed on the first call and kept
     for the life of the process.
@@ -84,7 +107,7 @@ def worker_slot(directory: str | os.PathLike | None = None) -> int:
         import fcntl
     except ImportError:  # no advisory locks (Windows): every process is slot 0
         return 0
-    root = Path(directory or Path(tempfile.gettempdir()) / f"gp-loss-worker-slots-{os.getuid()}")
+    root = Path(directory) if directory else _default_slot_root()
     if root not in _SLOTS:
         root.mkdir(parents=True, exist_ok=True)
         k = 0
@@ -119,3 +142,15 @@ def set_deterministic(on: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(on)
+
+
+def machine_facts() -> dict:
+    """What this machine is, for a run's record: host, platform, Python, torch, CPU cores, GPUs."""
+    import os
+    import platform
+    import socket
+
+    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            if torch.cuda.is_available() else [])
+    return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch_version": torch.__version__, "cpu": os.cpu_count(), "gpu": gpus}

@@ -10,14 +10,23 @@ submit one job at a time and take results as they finish, in whatever order
 (an optimiser that proposes the next point as soon as a worker is free).
 
 SCOOP: start the script under ``python -m scoop -n N script.py …`` (add
-``--hostfile FILE`` for several machines); ``auto`` then picks SCOOP. SCOOP is
-no longer developed, hence the pluggable choice.
+``--hostfile FILE --tunnel`` for several machines); ``auto`` then picks SCOOP.
+SCOOP is no longer developed, hence the pluggable choice.
+
+A worker SCOOP could not start (a host down, ssh refused) is not an error to
+SCOOP: its jobs run on the workers that did start. :class:`WorkerInfo` (what
+each worker answers to a warm-up job) and :func:`missing_workers` let a search
+say so, naming the hosts of the hostfile no worker answered from.
 """
 from __future__ import annotations
 
 import concurrent.futures
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 import multiprocessing
+import os
+from pathlib import Path
+import socket
 from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 from gp_loss.errors import GpLossError
@@ -47,6 +56,100 @@ def scoop_running() -> bool:
     except ImportError:  # pragma: no cover - scoop is a dependency
         return False
     return bool(getattr(scoop, "IS_RUNNING", False))
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Who answered a warm-up job: process id, host (see :func:`host_label`), training device, GPU slot."""
+
+    pid: int
+    host: str
+    device: str
+    slot: int | None = None
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Distinct per worker process (process ids repeat across hosts)."""
+        return self.host, self.pid
+
+
+def host_label() -> str:
+    """This host as the run's log names it: its name, and the address SSH reached it at (SCOOP's remote workers).
+
+    Over SSH the address tells hosts apart that share a name (or two addresses of one
+    machine, as in the loopback test), and it is what a hostfile usually lists.
+    """
+    name = socket.gethostname()
+    ssh = os.environ.get("SSH_CONNECTION", "").split()
+    return f"{name} ({ssh[2]})" if len(ssh) == 4 and ssh[2] != name else name
+
+
+def _host_names(label: str, origin: str) -> set[str]:
+    """The names a hostfile may give the host of ``label`` (``origin``: the label of the search's own host)."""
+    name, _, rest = label.partition(" (")
+    names = {name, name.split(".")[0]}
+    if rest:
+        names.add(rest.rstrip(")"))
+    if label == origin:  # a hostfile names the origin as localhost, 127.0.0.1 or by name
+        names |= {"localhost", "127.0.0.1", socket.getfqdn()}
+    return names
+
+
+def scoop_hosts() -> list[tuple[str, int]] | None:
+    """Hosts and worker counts the ``python -m scoop`` launcher of this process was given, or ``None``.
+
+    The ``--hostfile`` on the launcher's command line (a few processes up, Linux), else
+    the allocation of SLURM, PBS or SGE that SCOOP reads; ``None`` where neither is found.
+    """
+    if not scoop_running():
+        return None
+    try:
+        from scoop import utils
+    except ImportError:  # pragma: no cover - scoop is a dependency
+        return None
+    pid = os.getpid()
+    for _ in range(4):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[-1].split()[1])
+            argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except (OSError, ValueError, IndexError, UnicodeDecodeError):
+            break
+        if "scoop" in argv[1:3] and "--hostfile" in argv[:-1]:
+            try:
+                return [(h, int(n)) for h, n in utils.getHosts(str(cwd / argv[argv.index("--hostfile") + 1]))]
+            except Exception:  # noqa: BLE001 - SCOOP's own parsing errors; its launcher has reported them
+                return None
+    try:
+        return utils.getHosts() if utils.getEnv() in ("SLURM", "PBS", "SGE") else None
+    except Exception:  # noqa: BLE001 - a scheduler's list SCOOP cannot read
+        return None
+
+
+def missing_workers(infos: list[WorkerInfo], requested: int, waited_s: float,
+                    hosts: list[tuple[str, int]] | None = None) -> str | None:
+    """One line saying that fewer than ``requested`` workers answered, or ``None`` when all did.
+
+    ``hosts``: the hosts and counts asked of SCOOP (:func:`scoop_hosts`); those no
+    worker answered from are named.
+    """
+    if len(infos) >= requested:
+        return None
+    counts: dict[str, int] = {}
+    for info in infos:
+        counts[info.host] = counts.get(info.host, 0) + 1
+    answered = ", ".join(f"{n} on {host}" for host, n in sorted(counts.items()))
+    line = (f"only {len(infos)} of {requested} workers answered within {waited_s:.0f} s ({answered}); "
+            f"the search runs on those")
+    if hosts:
+        origin = host_label()
+        known = set().union(*(_host_names(label, origin) for label in counts)) if counts else set()
+        silent = [(h, n) for h, n in hosts if h not in known and h.split(".")[0] not in known]
+        if silent:
+            line += ". No worker answered from " + ", ".join(f"{h} ({n} asked)" for h, n in silent)
+    return line + (". A host down or refusing SSH shows as an 'ssh:' line in SCOOP's log above"
+                   if scoop_running() else "")
 
 
 class Mapper:

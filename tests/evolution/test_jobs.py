@@ -235,7 +235,7 @@ def test_make_child_given_genome_skips_the_filters_and_trains():
 
 def test_prepare_builds_the_worker_context():
     import os
-    assert jobs.prepare(CONFIG) == os.getpid()
+    assert jobs.prepare(CONFIG).pid == os.getpid()
     ctx = worker.context_for(CONFIG)
     assert ctx.task is ctx.task  # built once, kept
     # the start formula went through the filters: a repeat is replayed from the memo (no stage runs)

@@ -72,3 +72,14 @@ def test_deterministic_mode_switches_torch_and_back():
     finally:
         dev.set_deterministic(False)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_machine_facts_name_the_host_and_its_devices():
+    import json
+    import os
+
+    from gp_loss.runtime.device import machine_facts
+    facts = machine_facts()
+    assert {"host", "platform", "python", "torch_version", "cpu", "gpu"} <= set(facts)
+    assert facts["cpu"] == os.cpu_count() and isinstance(facts["gpu"], list)
+    json.dumps(facts)  # it goes into final.json
