@@ -11,10 +11,11 @@ from gp_loss.evolution.config import SearchConfig, config_diff, with_added_field
 from gp_loss.evolution.individual import formulas_of
 from gp_loss.evolution.jobs import TrainJob
 from gp_loss.evolution.recorder import Recorder
-from gp_loss.evolution.run_files import CONFIG, EVALUATIONS, RUN_FILES, read_stored_config
+from gp_loss.evolution.run_files import CONFIG, EVALUATIONS, MACHINE, RUN_FILES, read_stored_config
 from gp_loss.evolution.search import Search
 from gp_loss.metrics import mean_defined
 from gp_loss.runtime.checkpoint import load_checkpoint
+from gp_loss.runtime.device import machine_facts
 from gp_loss.runtime.parallel import Mapper
 from gp_loss.runtime.run_dir import JsonlLine, RunDir, jsonl_digest
 
@@ -132,10 +133,7 @@ def final_evaluation(search: Search) -> dict:
         if mine[0].metrics:  # every metric the task measured (e.g. AP50), mean over the seeds where defined
             row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
         rows.append(row)
-    from gp_loss.runtime.device import machine_facts
-    machine = {**machine_facts(), "workers": [f"{w.host}: {w.device}" for w in search.workers]}
-    return {"metric": f"{info.final_split} {info.metric}", "evaluations": search.evaluations, "rows": rows,
-            "machine": machine}
+    return {"metric": f"{info.final_split} {info.metric}", "evaluations": search.evaluations, "rows": rows}
 
 
 def final_table(result: dict) -> str:
@@ -183,6 +181,9 @@ def _run_locked(config: SearchConfig, run: RunDir, resume: bool, workers: int, m
         SCHEMES[config.scheme](search)
         recorder.close()
         recorder.write_results(search)
+        # Where it ran (the origin and every worker's host and device): beside the results, not in them,
+        # so final.json is the same with 1 worker or N.
+        run.write_json(MACHINE, {**machine_facts(), "workers": [f"{w.host}: {w.device}" for w in search.workers]})
         result = recorder.read_final()
         if result is None or result.get("evaluations") != search.evaluations:
             result = final_evaluation(search)  # a resumed run that searched further retrains

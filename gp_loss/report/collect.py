@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gp_loss.errors import GpLossError
-from gp_loss.evolution.run_files import (BASELINES, CONFIG, EVALUATIONS, FINAL, HALL_OF_FAME_JSON, LOGBOOK,
+from gp_loss.evolution.run_files import (BASELINES, CONFIG, EVALUATIONS, FINAL, HALL_OF_FAME_JSON, LOGBOOK, MACHINE,
                                          read_stored_config)
 from gp_loss.filters.funnel import Funnel
 from gp_loss.runtime.checkpoint import load_checkpoint
@@ -85,6 +85,7 @@ class RunFiles:
     hall_of_fame: list[dict] = field(default_factory=list)
     baselines: dict[str, float] = field(default_factory=dict)
     final: dict | None = None
+    machine: dict | None = None  # machine.json: host, platform, devices, workers
     evaluations: list[dict] = field(default_factory=list)
     logbook: list[dict] = field(default_factory=list)
     funnel: Funnel | None = None
@@ -138,6 +139,12 @@ def collect(path: str | Path) -> RunFiles:
     out.baselines = attempt(BASELINES, lambda: read_baselines(rd), "no baseline fitness shown") or {}
     out.final = attempt(FINAL, lambda: read_final(rd),
                         "the final retraining has not run; no test metric shown")
+    try:  # optional (runs before it was recorded have none); a damaged one is only noted
+        machine = rd.read_json(MACHINE)
+    except GpLossError as err:
+        out.problems.append(f"{err}; the machine is not shown")
+        machine = None
+    out.machine = machine if isinstance(machine, dict) else None
 
     def evaluations():
         lines = rd.read_jsonl_lines(EVALUATIONS)

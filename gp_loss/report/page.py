@@ -33,7 +33,7 @@ from gp_loss.report.formulas import Formula, Formulas, kind_of
 CURVE_TOP = 3  # found losses drawn per branch
 REASONS_SHOWN = 6
 MACHINE_KEYS = ("machine", "host", "hostname", "platform", "device_name", "devices", "gpu", "cpu", "python",
-                "torch_version", "cuda")
+                "torch_version", "cuda", "workers")
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:0 auto;
@@ -249,10 +249,7 @@ class Page:
 
     def machine(self) -> str:
         found = []
-        for where in (self.config, self.run.state or {}, self.run.final or {}):
-            if isinstance(where.get("machine"), dict):  # final.json's record: its facts one by one
-                where = {**where, **where["machine"]}
-                where.pop("machine")
+        for where in (self.run.machine or {}, self.config, self.run.state or {}, self.run.final or {}):
             for key in MACHINE_KEYS:
                 if key in where and where[key] not in (None, "", {}, []):
                     value = where[key]

@@ -17,6 +17,15 @@ A worker SCOOP could not start (a host down, ssh refused) is not an error to
 SCOOP: its jobs run on the workers that did start. :class:`WorkerInfo` (what
 each worker answers to a warm-up job) and :func:`missing_workers` let a search
 say so, naming the hosts of the hostfile no worker answered from.
+
+A worker SCOOP 0.7 loses mid-run is worse: its broker (a thread of the
+``python -m scoop`` launcher) dies of ``ZMQError: Host unreachable`` the next
+time it hands that worker a job, and every later job then waits forever. Under
+SCOOP the origin therefore asks the broker for a status every few seconds
+(:class:`_BrokerWatchdog`); when it has not answered for
+``GP_LOSS_SCOOP_BROKER_TIMEOUT_S`` seconds (default 60) the search stops with
+exit status 1, like a dead multiprocessing worker: the checkpoint is kept and
+``--resume`` completes the run.
 """
 from __future__ import annotations
 
@@ -27,6 +36,9 @@ import multiprocessing
 import os
 from pathlib import Path
 import socket
+import sys
+import threading
+import time
 from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 from gp_loss.errors import GpLossError
@@ -152,6 +164,70 @@ def missing_workers(infos: list[WorkerInfo], requested: int, waited_s: float,
                    if scoop_running() else "")
 
 
+class _BrokerWatchdog:
+    """Ends this process (exit 1, the ``--resume`` hint on stderr) once SCOOP's broker stops answering.
+
+    Probes from a socket of its own: a status request for a job id no worker has,
+    which a live broker answers at once whatever else it is doing.
+    """
+
+    PROBE_S = 5.0
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gp-loss scoop broker watchdog", daemon=True)
+
+    @classmethod
+    def start_here(cls) -> "_BrokerWatchdog | None":
+        """Started on SCOOP's origin (where the search runs), else ``None``."""
+        import scoop
+        broker = getattr(scoop, "BROKER", None)
+        if not getattr(scoop, "IS_ORIGIN", False) or broker is None:
+            return None
+        timeout_s = float(os.environ.get("GP_LOSS_SCOOP_BROKER_TIMEOUT_S", "60"))
+        if timeout_s <= 0:  # 0: no watchdog
+            return None
+        watchdog = cls(timeout_s)
+        watchdog._address = f"tcp://{broker.hostname}:{broker.task_port}"
+        watchdog._thread.start()
+        return watchdog
+
+    def _run(self) -> None:
+        import zmq
+        context = zmq.Context()
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self._address)
+        last_answer = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                sock.send_multipart([b"SR", b"gp-loss-watchdog-probe"])  # STATUS_REQ
+                deadline = time.monotonic() + self.PROBE_S
+                while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+                    if sock.poll(int(min(left, 0.5) * 1000)):
+                        sock.recv_multipart()
+                        last_answer = time.monotonic()
+                silent = time.monotonic() - last_answer
+                if silent >= self.timeout_s and not self._stop.is_set():
+                    self._give_up(silent)
+                self._stop.wait(max(0.0, deadline - time.monotonic()))
+        finally:
+            sock.close()
+            context.term()
+
+    def _give_up(self, silent: float) -> None:
+        sys.stdout.flush()
+        print(f"error: SCOOP's broker has not answered for {silent:.0f} s: a worker process died "
+              f"(killed, or out of memory?) and SCOOP 0.7 cannot go on without it. "
+              f"Finished work is kept: continue with --resume RUN_DIR (the run directory named above)",
+              file=sys.stderr, flush=True)
+        os._exit(1)  # the search's own thread waits inside SCOOP for a job that will never come back
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class Mapper:
     """A lazy, ordered ``map(fn, items)`` over the chosen backend; ``close()`` when done.
 
@@ -170,6 +246,7 @@ class Mapper:
             raise GpLossError("--map scoop needs the script started as `python -m scoop -n N script.py ...`")
         self.kind = kind
         self._pool = None
+        self._watchdog = None
         if kind == "multiprocessing":
             # spawn: the workers start clean instead of inheriting torch's thread pools by fork;
             # jobs set their own torch thread count.
@@ -179,6 +256,7 @@ class Mapper:
         if kind == "scoop":
             import scoop
             self.workers = int(getattr(scoop, "SIZE", 1) or 1)
+            self._watchdog = _BrokerWatchdog.start_here()
         else:
             self.workers = workers if kind == "multiprocessing" else 1
 
@@ -230,6 +308,9 @@ class Mapper:
 
     def close(self) -> None:
         """Let the workers finish and stop them."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -238,6 +319,9 @@ class Mapper:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         # Leaving by an exception (Ctrl-C included) must not wait for jobs still queued.
         if self._pool is not None:
             # (ProcessPoolExecutor.terminate_workers arrives in Python 3.14; until then its processes.)

@@ -317,3 +317,10 @@ def test_make_children_wants_given_genomes_first(tmp_path):
     ce = search.start_individual()
     with pytest.raises(ValueError, match="given genomes must come first"):
         search.make_children([("aging", [ce]), ("given", [ce])])
+
+
+def test_the_run_records_where_it_ran_apart_from_its_results(run_a):
+    """machine.json names the host and each worker's device; final.json holds results only."""
+    machine = _json(run_a[0] / "machine.json")
+    assert machine["host"] and machine["workers"] == [f"{machine['host']}: cpu"]
+    assert "machine" not in _json(run_a[0] / "final.json")
