@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -20,7 +19,7 @@ from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_files import read_stored_config
 from gp_loss.runtime.run_dir import RunDir
-from gp_loss.runtime.parallel import MAPS, WorkerDied
+from gp_loss.runtime.parallel import MAPS, WorkerDied, fail_scoop_launch
 
 # flag -> (config field, type, help)
 FLAGS = {
@@ -245,7 +244,7 @@ def run_script(main_fn: Callable[[], int]) -> None:
     if status:
         sys.stdout.flush()
         sys.stderr.flush()
-        _fail_scoop_launch()
+        fail_scoop_launch()
         os._exit(status)
 
 
@@ -255,39 +254,3 @@ def _scoop_origin() -> bool:
     except ImportError:  # pragma: no cover - scoop is a dependency
         return False
     return bool(getattr(scoop, "IS_RUNNING", False) and getattr(scoop, "IS_ORIGIN", False))
-
-
-def _fail_scoop_launch() -> None:
-    """Terminate this SCOOP root's ``scoop.launch`` parent and its other workers (see :func:`run_script`)."""
-    parent = os.getppid()
-    try:
-        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
-    except OSError:  # not Linux, or gone: nothing to carry the status
-        return
-    if b"scoop.launch" not in cmdline:
-        return
-    for pid in _children(parent):
-        if pid != os.getpid():
-            _kill(pid)
-    _kill(parent)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields_after_name = stat.rsplit(")", 1)[-1].split()
-            if len(fields_after_name) > 1 and fields_after_name[1] == str(pid):
-                found.append(int(entry.name))
-    return found
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except OSError:
-        pass

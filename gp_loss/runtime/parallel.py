@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import multiprocessing
 import os
 from pathlib import Path
+import signal
 import socket
 import sys
 import threading
@@ -222,7 +223,10 @@ class _BrokerWatchdog:
               f"(killed, or out of memory?) and SCOOP 0.7 cannot go on without it. "
               f"Finished work is kept: continue with --resume RUN_DIR (the run directory named above)",
               file=sys.stderr, flush=True)
-        os._exit(1)  # the search's own thread waits inside SCOOP for a job that will never come back
+        # The search's own thread waits inside SCOOP for a job that will never come back: end the
+        # process, and its scoop.launch parent so that `python -m scoop` exits non-zero (see run_script).
+        fail_scoop_launch()
+        os._exit(1)
 
     def stop(self) -> None:
         self._stop.set()
@@ -332,3 +336,45 @@ class Mapper:
             for process in processes:
                 process.join()
             self._pool = None
+
+
+# -- ending a SCOOP run with a non-zero status ---------------------------------------
+
+def fail_scoop_launch() -> None:
+    """Terminate this SCOOP root's ``scoop.launch`` parent and its other workers.
+
+    SCOOP 0.7.2's launcher drops the root's exit status; ending the launcher makes
+    ``python -m scoop`` exit non-zero (241), so a failed search is not reported as a success.
+    """
+    parent = os.getppid()
+    try:
+        cmdline = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:  # not Linux, or gone: nothing to carry the status
+        return
+    if b"scoop.launch" not in cmdline:
+        return
+    for pid in _children(parent):
+        if pid != os.getpid():
+            _kill(pid)
+    _kill(parent)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields_after_name = stat.rsplit(")", 1)[-1].split()
+            if len(fields_after_name) > 1 and fields_after_name[1] == str(pid):
+                found.append(int(entry.name))
+    return found
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
