@@ -53,3 +53,15 @@ def check_numbers(obj, limits: dict[str, int], label: str = "") -> None:
     for name, most in limits.items():
         if not 1 <= getattr(obj, name) <= most:
             raise GpLossError(f"{label}{name} must be in [1, {most}], got {getattr(obj, name)}")
+
+
+def options_from_dict(cls, data: dict, label: str):
+    """``cls(**data)`` for an options dataclass; unknown names are one error naming the known ones.
+
+    ``label``: what the options are, for the message (e.g. ``"detection task option"``).
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise GpLossError(f"unknown {label}(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return cls(**data)

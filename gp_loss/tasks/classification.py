@@ -14,7 +14,7 @@ both N×C×1×1): :data:`BRANCH_INPUTS`. Several branches are summed.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from gp_loss.data.digits import digits_tensors, split_indices
 from gp_loss.errors import GpLossError
-from gp_loss.field_types import check_numbers
+from gp_loss.field_types import check_numbers, options_from_dict
 from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
@@ -82,12 +82,7 @@ class ClassificationOptions:
     @classmethod
     def from_dict(cls, data: dict) -> "ClassificationOptions":
         """From a dict of option fields (unknown names are an error naming the known ones)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GpLossError(f"unknown classification task option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return options_from_dict(cls, data, "classification task option")
 
 
 @lru_cache(maxsize=4)

@@ -2,7 +2,6 @@
 two-host SCOOP search over SSH (an sshd on 127.0.0.2) ends with the serial run's hall of fame."""
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,15 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "search_classification.py"
 ARGS = ["--population", "4", "--offspring", "3", "--evaluations", "9", "--final-seeds", "1",
         "--proxy-epochs", "1", "--final-epochs", "1", "--no-progress"]
-# CI sets this: there the two-host test must run, so an sshd that cannot start fails it instead of skipping.
-REQUIRED = os.environ.get("GP_LOSS_REQUIRE_SSHD") == "1"
-
-
-def _sshd_module():
-    spec = importlib.util.spec_from_file_location("loopback_sshd", Path(__file__).with_name("loopback_sshd.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- unit: the report -----------------------------------------------------------------------------
@@ -136,20 +126,6 @@ def _scoop(hostfile, ssh, out, extra=(), timeout=300):
 
 def _hall_of_fame(run):
     return json.loads((run / "hall_of_fame.json").read_text())["hall_of_fame"]
-
-
-@pytest.fixture
-def sshd(tmp_path_factory):
-    module = _sshd_module()
-    server = module.LoopbackSshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except (module.Unavailable, OSError, subprocess.SubprocessError) as err:
-        if REQUIRED:
-            pytest.fail(f"GP_LOSS_REQUIRE_SSHD=1 but sshd cannot be started on 127.0.0.2: {err}")
-        pytest.skip(f"sshd cannot be started on 127.0.0.2 ({err}); CI installs openssh-server")
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow

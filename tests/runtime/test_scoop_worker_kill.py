@@ -5,7 +5,6 @@ or it stops with exit status 1 and ``--resume`` completes it to the serial run's
 SCOOP 0.7's broker dies when it next hands the dead worker a job; gp-loss's watchdog
 (GP_LOSS_SCOOP_BROKER_TIMEOUT_S, shortened here) then stops the search. See gp_loss/runtime/parallel.py.
 """
-import importlib.util
 import json
 import os
 import signal
@@ -22,27 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "search_classification.py"
 ARGS = ["--population", "4", "--offspring", "3", "--evaluations", "30", "--final-seeds", "1",
         "--proxy-epochs", "1", "--final-epochs", "1", "--no-progress"]
-# CI sets this: there the test must run, so an sshd that cannot start fails it instead of skipping.
-REQUIRED = os.environ.get("GP_LOSS_REQUIRE_SSHD") == "1"
 KILL_AT_LINES = 8  # then kill a remote worker that waits for a job: SCOOP's worst case (its broker dies) ...
 KILL_ANY_AT_LINES = 20  # ... or, if none has waited by then, a busy one (SCOOP resends its job after ~60 s)
 HANG_S = 240  # no outcome within this: the search hung
-
-
-@pytest.fixture
-def sshd(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("loopback_sshd", Path(__file__).with_name("loopback_sshd.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    server = module.LoopbackSshd(tmp_path_factory.mktemp("sshd"))
-    try:
-        server.start()
-    except (module.Unavailable, OSError, subprocess.SubprocessError) as err:
-        if REQUIRED:
-            pytest.fail(f"GP_LOSS_REQUIRE_SSHD=1 but sshd cannot be started on 127.0.0.2: {err}")
-        pytest.skip(f"sshd cannot be started on 127.0.0.2 ({err}); CI installs openssh-server")
-    yield server
-    server.stop()
 
 
 def _procs(marker: str):

@@ -16,12 +16,12 @@ A loss is a :class:`~gp_loss.language.genome.Genome` whose branches fit the dete
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 
 from gp_loss.errors import GpLossError
-from gp_loss.field_types import check_numbers
+from gp_loss.field_types import check_numbers, options_from_dict
 from gp_loss.language.genome import Genome
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.runtime.device import deterministic_error
@@ -160,12 +160,7 @@ class DetectionOptions:
     @classmethod
     def from_dict(cls, data: dict) -> "DetectionOptions":
         """From a dict of option fields (unknown names are an error naming the known ones)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise GpLossError(f"unknown detection task option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return options_from_dict(cls, data, "detection task option")
 
 
 def layout_of(options: DetectionOptions) -> dict[str, str]:
