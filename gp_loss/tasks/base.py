@@ -11,6 +11,7 @@ loads a task's data unless it trains.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Protocol
@@ -20,6 +21,7 @@ import torch
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.paper_losses import PAPER_LOSSES
+from gp_loss.runtime.device import deterministic_error
 
 
 @dataclass
@@ -150,6 +152,62 @@ class NonFiniteWatch:
     def losses(self) -> dict[str, float | None]:
         values = {name: float(t) for name, t in self._last.items()}
         return {name: v if math.isfinite(v) else None for name, v in values.items()}
+
+
+class TrainingRun:
+    """The bookkeeping every task's training loop shares: steps, AutoLoss-Zero's early stop, the time limit.
+
+    The loop calls :meth:`checked` after each forward pass and :meth:`stepped` after each
+    optimizer step (each returns the outcome to end training with, or ``None``),
+    :meth:`finished` when its steps are done, and :meth:`failed` from its ``except
+    Exception``: a bad loss ends its own training, never the search.
+    """
+
+    def __init__(self, device: torch.device, time_limit_s: float | None = None):
+        self.start = time.perf_counter()
+        self.time_limit_s = time_limit_s
+        self.watch = NonFiniteWatch(device)
+        self.steps = 0  # optimizer steps taken
+
+    def outcome(self, score: float, status: str = "ok", reason: str = "",
+                metrics: dict | None = None) -> TrainOutcome:
+        return TrainOutcome(score, status, reason, self.steps, time.perf_counter() - self.start, self.watch.losses,
+                            metrics or {})
+
+    def over_time(self) -> bool:
+        return self.time_limit_s is not None and time.perf_counter() - self.start > self.time_limit_s
+
+    def _stopped(self, bad: tuple[int, str], back: int) -> TrainOutcome:
+        self.steps -= bad[0] + back  # the bad step's index: the optimizer steps before it
+        return self.outcome(0.0, "non-finite", f"{bad[1]} at step {self.steps}")
+
+    def checked(self, total: torch.Tensor, terms: dict[str, torch.Tensor]) -> TrainOutcome | None:
+        """After a forward pass (its optimizer step not taken yet): the outcome if a checked loss is not finite."""
+        bad = self.watch.add(total, terms)
+        return None if bad is None else self._stopped(bad, 0)
+
+    def stepped(self) -> TrainOutcome | None:
+        """After an optimizer step: the outcome if the time limit has passed (or a bad step shows then)."""
+        self.steps += 1
+        if not self.over_time():
+            return None
+        bad = self.watch.flush()
+        return self._stopped(bad, 1) if bad else self.outcome(
+            0.0, "too slow", f"over {self.time_limit_s:g} s at step {self.steps}")
+
+    def finished(self) -> TrainOutcome | None:
+        """When the steps are done: the outcome if a step not yet checked was not finite."""
+        bad = self.watch.flush()  # every step added has had its optimizer step
+        return None if bad is None else self._stopped(bad, 1)
+
+    def failed(self, err: Exception) -> TrainOutcome:
+        """The outcome of a training the loss made raise (the task's own kernels refusing stop the search)."""
+        stop = deterministic_error(err)
+        if stop is not None:  # every training would fail alike
+            raise stop from None
+        self.watch.flush()
+        text = str(err).strip().splitlines()
+        return self.outcome(0.0, "error", f"{type(err).__name__}: {text[0] if text else ''}")
 
 
 def first_non_finite(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[int, str] | None:

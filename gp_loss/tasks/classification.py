@@ -13,7 +13,6 @@ both N×C×1×1): :data:`BRANCH_INPUTS`. Several branches are summed.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,8 +26,7 @@ from gp_loss.field_types import check_numbers, options_from_dict
 from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.models.conv_net import ConvNet
-from gp_loss.runtime.device import deterministic_error
-from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
+from gp_loss.tasks.base import TaskInfo, TrainingRun, TrainOutcome
 
 PRECISIONS = ("fp32", "bf16")
 # Upper bounds of the integer options: far above any proxy, far below what exhausts memory.
@@ -165,25 +163,14 @@ class ClassificationTask:
         inside the loss ends training too. The model is initialised on the CPU
         from ``seed`` and then moved, so every device starts from the same weights.
         """
-        start = time.perf_counter()
         o = self.options
+        run = TrainingRun(self.device, time_limit_s)
         torch.manual_seed(seed)
         model = ConvNet(self.images.shape[1], self.classes, self.images.shape[-1], o.width).to(self.device)
         optimizer = OPTIMIZERS[o.optimizer](model.parameters(), lr=o.lr)
         order = torch.Generator().manual_seed(seed)
         train = self.splits["train"]
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=o.precision == "bf16")
-        watch = NonFiniteWatch(self.device)
-        steps = 0
-
-        def outcome(score: float, status: str = "ok", reason: str = "") -> TrainOutcome:
-            return TrainOutcome(score, status, reason, steps, time.perf_counter() - start, watch.losses)
-
-        def stopped(bad: tuple[int, str], back: int) -> TrainOutcome:
-            nonlocal steps
-            steps -= bad[0] + back  # the bad step's index: the optimizer steps before it
-            return outcome(0.0, "non-finite", f"{bad[1]} at step {steps}")
-
         try:
             terms_of = self.loss_terms(genome)
             for _ in range(epochs):
@@ -195,32 +182,23 @@ class ClassificationTask:
                     loss = self.images.new_zeros(())
                     for t in terms.values():
                         loss = loss + t
-                    bad = watch.add(loss, terms)
-                    if bad is not None:  # this step has no optimizer step yet
-                        return stopped(bad, 0)
+                    if (end := run.checked(loss, terms)) is not None:
+                        return end
                     optimizer.zero_grad()
                     loss.backward()
                     optimizer.step()
-                    steps += 1
-                    if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
-                        bad = watch.flush()
-                        return stopped(bad, 1) if bad else outcome(0.0, "too slow",
-                                                                   f"over {time_limit_s:g} s at step {steps}")
-            bad = watch.flush()  # every step added has had its optimizer step
-            if bad is not None:
-                return stopped(bad, 1)
+                    if (end := run.stepped()) is not None:
+                        return end
+            if (end := run.finished()) is not None:
+                return end
         except GpLossError:
             raise
-        except Exception as err:  # a bad loss ends its own training, never the search
-            stop = deterministic_error(err)
-            if stop is not None:  # the task's own kernels: every training would fail alike
-                raise stop from None
-            watch.flush()
-            return outcome(0.0, "error", f"{type(err).__name__}: {err}")
+        except Exception as err:
+            return run.failed(err)
         score = self.accuracy(model, eval_split)
         if not np.isfinite(score):
-            return outcome(0.0, "non-finite", "non-finite logits after training")
-        return outcome(score)
+            return run.outcome(0.0, "non-finite", "non-finite logits after training")
+        return run.outcome(score)
 
     @torch.no_grad()
     def accuracy(self, model: torch.nn.Module, split: str) -> float:

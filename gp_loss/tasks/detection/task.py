@@ -15,7 +15,6 @@ A loss is a :class:`~gp_loss.language.genome.Genome` whose branches fit the dete
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -24,8 +23,7 @@ from gp_loss.errors import GpLossError
 from gp_loss.field_types import check_numbers, options_from_dict
 from gp_loss.language.genome import Genome
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.runtime.device import deterministic_error
-from gp_loss.tasks.base import NonFiniteWatch, TaskInfo, TrainOutcome
+from gp_loss.tasks.base import TaskInfo, TrainingRun, TrainOutcome
 from gp_loss.tasks.detection.data import DetectionData, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
                                             category_index, set_genome, target_labels)
@@ -245,20 +243,8 @@ class DetectionTask:
         naming its branch (AutoLoss-Zero's early stop), at ``time_limit_s`` (evaluation
         included), or when the loss raises; each scores 0 with its reason.
         """
-        start = time.perf_counter()
         o = self.options
-        watch = NonFiniteWatch(self.device)
-        steps_done = 0
-
-        def outcome(score: float, status: str = "ok", reason: str = "", metrics: dict | None = None) -> TrainOutcome:
-            return TrainOutcome(score, status, reason, steps_done, time.perf_counter() - start, watch.losses,
-                                metrics or {})
-
-        def stopped(bad: tuple[int, str], back: int) -> TrainOutcome:
-            nonlocal steps_done
-            steps_done -= bad[0] + back
-            return outcome(0.0, "non-finite", f"{bad[1]} at step {steps_done}")
-
+        run = TrainingRun(self.device, time_limit_s)
         train = self.data.train
         pool = len(train) if o.proxy_images == 0 else min(o.proxy_images, len(train))
         order = torch.Generator().manual_seed(seed)
@@ -281,36 +267,27 @@ class DetectionTask:
                     loss_dict = model(images, targets)
                 terms = {names.get(key) or key: value.float() for key, value in loss_dict.items()}
                 total = sum(terms.values())
-                bad = watch.add(total, terms)
-                if bad is not None:
-                    return stopped(bad, 0)
+                if (end := run.checked(total, terms)) is not None:
+                    return end
                 optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 if o.max_grad_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
                 optimizer.step()
                 schedule.step()
-                steps_done += 1
-                if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
-                    bad = watch.flush()
-                    return stopped(bad, 1) if bad else outcome(0.0, "too slow",
-                                                               f"over {time_limit_s:g} s at step {steps_done}")
-            bad = watch.flush()
-            if bad is not None:
-                return stopped(bad, 1)
+                if (end := run.stepped()) is not None:
+                    return end
+            if (end := run.finished()) is not None:
+                return end
             metrics = self.evaluate(model)
         except GpLossError:
             raise
-        except Exception as err:  # a bad loss ends its own training, never the search
-            stop = deterministic_error(err)
-            if stop is not None:
-                raise stop from None
-            watch.flush()
-            return outcome(0.0, "error", f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-        if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
-            return outcome(0.0, "too slow", f"over {time_limit_s:g} s with the evaluation", metrics)
+        except Exception as err:
+            return run.failed(err)
+        if run.over_time():
+            return run.outcome(0.0, "too slow", f"over {time_limit_s:g} s with the evaluation", metrics)
         value = metrics.get(o.metric)
-        return outcome(0.0 if value is None else value, metrics=metrics)
+        return run.outcome(0.0 if value is None else value, metrics=metrics)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
