@@ -19,6 +19,12 @@ class PaperLoss:
 
 _P = "sigmoid(x)"
 _WY = "mul(w, y)"
+_SEG_CE = "neg(mul(y, log(yhat)))"
+_SEG_FOCAL = "neg(mul(mul(y, square(add(1, neg(yhat)))), log(yhat)))"
+# Per class c: dice_c = 2 sum(p_c y_c) / (sum(p_c) + sum(y_c)) (means over N, H, W: their ratio is the
+# sums'); mean_c averages 1 - dice_c over the classes, and mul(y, .) keeps it once per labelled pixel.
+_TWICE_PY = "add(mean_nhw(mul(yhat, y)), mean_nhw(mul(yhat, y)))"
+_SEG_DICE = f"mul(y, mean_c(add(1, neg(mul({_TWICE_PY}, inv(add(mean_nhw(yhat), mean_nhw(y))))))))"
 
 PAPER_LOSSES: dict[str, PaperLoss] = {
     "ce": PaperLoss("cls", "neg(dot(y, log(softmax(x))))", "cross-entropy"),
@@ -58,4 +64,12 @@ PAPER_LOSSES: dict[str, PaperLoss] = {
         "CSE-Autoloss-B regression"),
     "zero_ce": PaperLoss("zero", "add(neg(mul(y, yhat)), mul(y, log(mean_c(exp(yhat)))))",
                          "per-pixel cross-entropy minus ln C, in the AutoLoss-Zero set"),
+    # Segmentation losses on softmax probabilities ``yhat`` and one-hot ``y`` (N×C×H×W), reduced by
+    # sum / (N*H*W): a mean over pixels. The AutoLoss-Zero set has no constant but 1, so 2a is add(a, a).
+    "seg_ce": PaperLoss("zero", _SEG_CE, "per-pixel cross-entropy"),
+    "seg_focal": PaperLoss("zero", _SEG_FOCAL, "per-pixel softmax focal loss, gamma 2"),
+    "seg_dice": PaperLoss("zero", _SEG_DICE,
+                          "soft Dice loss: 1 - the mean over classes of 2 sum(p y) / (sum(p) + sum(y)), "
+                          "sums over the batch's pixels"),
+    "seg_ce_dice": PaperLoss("zero", f"add({_SEG_CE}, {_SEG_DICE})", "cross-entropy + soft Dice"),
 }
