@@ -118,7 +118,7 @@ class Recorder:
 
     def write_results(self, search: Search, plot: bool = True) -> None:
         """Logbook, hall of fame (JSON and PyTorch) and, with ``plot``, the fitness plot."""
-        metric = search.task_info.metric
+        metric = search.metric
         self.run.write_csv(LOGBOOK, list(search.logbook))
         rows = hall_of_fame_rows(search.layout, list(search.hall_of_fame))
         self.run.write_json(HALL_OF_FAME_JSON, {"metric": f"validation {metric}", "task": self.config.task,

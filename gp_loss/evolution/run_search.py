@@ -133,7 +133,7 @@ def final_evaluation(search: Search) -> dict:
         if mine[0].metrics:  # every metric the task measured (e.g. AP50), mean over the seeds where defined
             row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
         rows.append(row)
-    return {"metric": f"{info.final_split} {info.metric}", "evaluations": search.evaluations, "rows": rows}
+    return {"metric": f"{info.final_split} {search.metric}", "evaluations": search.evaluations, "rows": rows}
 
 
 def final_table(result: dict) -> str:

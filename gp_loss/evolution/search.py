@@ -341,6 +341,11 @@ class Search:
         options = self.task_info.make_options(self.config.task_options)
         return list(self.config.baselines) if self.layout == self.task_info.layout(options) else []
 
+    @property
+    def metric(self) -> str:
+        """The name of the metric the fitness measures (a task option may choose it, e.g. ``BF1``)."""
+        return self.task_info.metric_for(self.task_info.make_options(self.config.task_options))
+
     def baseline_texts(self) -> dict[str, dict[str, str]]:
         """Baseline name -> branch -> formula (or what trains it), for this run's task options."""
         return self.task_info.baselines_for(self.task_info.make_options(self.config.task_options))

@@ -73,6 +73,8 @@ class TaskInfo:
             task whose data has two splits).
         reference_baseline: the baseline whose formulas fill the branches a user leaves out
             (``gp-loss evaluate --loss cls=F`` on a detector), or ``None``.
+        metric_of: for a task whose fitness metric is an option (detection's AP50, segmentation's
+            BF1): options -> the metric's name. ``metric`` is then the default's.
     """
 
     name: str
@@ -87,6 +89,7 @@ class TaskInfo:
     baseline_texts_of: Callable[[Any], dict[str, dict[str, str]]] | None = None
     reference_baseline: str | None = None
     final_split: str = "test"
+    metric_of: Callable[[Any], str] | None = None
 
     @cached_property
     def baselines(self) -> dict[str, dict[str, str]]:
@@ -99,6 +102,10 @@ class TaskInfo:
             return self.baseline_texts_of(options)
         return {name: {branch: PAPER_LOSSES[loss].formula for branch, loss in losses.items()}
                 for name, losses in self.baseline_losses.items()}
+
+    def metric_for(self, options) -> str:
+        """The name of the metric the fitness measures under the checked ``options``."""
+        return self.metric if self.metric_of is None else self.metric_of(options)
 
     def layout(self, options) -> dict[str, str]:
         """The default branch layout (name -> kind) under the checked ``options``."""

@@ -37,10 +37,9 @@ convention (:func:`category_index` maps them back to 0..C-1).
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from functools import partial
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +52,7 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
+from gp_loss.models.weights import load_state, read_state_dict
 from gp_loss.tasks.detection import faster_rcnn, fcos, retinanet
 from gp_loss.tasks.detection.assignment import DYNAMIC_CLASSES, DynamicAssigner
 from gp_loss.tasks.detection._utils import compile_branches
@@ -269,36 +269,13 @@ def set_genome(model: nn.Module, genome: Genome | None, box_loss: str | None = N
 
 # ----------------------------------------------------------------------------- weights
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
-def _read_state_dict(path: str) -> Mapping[str, Tensor]:
-    if not os.path.isfile(path):
-        raise GpLossError(f"weights file {path}: no such file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for a file that is not a checkpoint
-        raise GpLossError(f"weights file {path}: not a PyTorch state dict ({_first_line(err)})") from None
-    # Training checkpoints often wrap the state dict.
-    for key in ("model", "state_dict"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-    if not isinstance(state, Mapping) or not state or not all(
-            isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise GpLossError(f"weights file {path}: expected a state dict (parameter name -> tensor), "
-                          f"got {type(state).__name__}")
-    return state
-
-
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a state dict file into a detector built by :func:`build_detector` (or a ResNet's into its body).
 
     Raises:
         GpLossError: one line naming the file and what does not fit.
     """
-    state = dict(_read_state_dict(path))
+    state = read_state_dict(path)
     target: nn.Module = model
     if "conv1.weight" in state and "layer1.0.conv1.weight" in state:  # a bare torchvision ResNet
         body = getattr(getattr(model, "backbone", None), "body", None)
@@ -306,23 +283,4 @@ def load_weights(model: nn.Module, path: str) -> None:
             raise GpLossError(f"weights file {path}: a ResNet's weights, but the detector's backbone is not a ResNet")
         target = body
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}  # the classifier is not used
-    own = target.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing (e.g. {missing[0]!r})")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
-        if wrong:
-            k = wrong[0]
-            problems.append(f"{len(wrong)} of another shape (e.g. {k!r}: {list(state[k].shape)} "
-                            f"in the file, {list(own[k].shape)} in the model)")
-        raise GpLossError(f"weights file {path} does not fit the {type(model).__name__} built: "
-                          + "; ".join(problems))
-    try:
-        target.load_state_dict(state)
-    except Exception as err:
-        raise GpLossError(f"weights file {path}: {_first_line(err)}") from None
+    load_state(target, state, path, f"the {type(model).__name__} built")

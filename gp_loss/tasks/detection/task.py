@@ -331,4 +331,5 @@ INFO = TaskInfo(
     baseline_texts_of=baseline_texts,
     reference_baseline="fl_giou",
     final_split="validation",
+    metric_of=lambda options: options.metric,
 )
