@@ -6,7 +6,15 @@ tasks train on by default as a COCO folder: ``DIR/images/canvas_NNNNN.png``
 categories; ``file_name`` relative to the JSON's folder). A user sees exactly
 what ``--data`` expects, and any COCO tool or task can read the same data.
 
-The folder is built in a hidden temporary sibling (``.DIR.XXXX.tmp``) and
+``gp-loss data digits-voc --out DIR`` writes the canvases the segmentation task
+trains on by default as a Pascal VOC folder: ``DIR/JPEGImages/canvas_NNNNN.jpg``
+(quality 95), ``DIR/SegmentationClass/canvas_NNNNN.png`` (palette PNGs with VOC's
+colour map: class 0 background, class d + 1 digit d) and
+``DIR/ImageSets/Segmentation/train.txt`` and ``val.txt`` (a seeded ``--val-fraction``,
+the same split the built-in data gets from the same seed). ``--height`` and
+``--width`` draw non-square canvases (digit sizes scale with the smaller side).
+
+Each folder is built in a hidden temporary sibling (``.DIR.XXXX.tmp``) and
 renamed into place only when complete, so an interrupted run leaves no half
 dataset at DIR; on an error or Ctrl-C the sibling is removed, and only a hard
 kill (SIGKILL, power loss) can leave it behind, to be deleted by hand.
@@ -19,6 +27,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -48,6 +57,26 @@ def register(sub) -> None:
     d.add_argument("--max-digits", type=int, default=4, help="digits per canvas at most (1..50; default 4)")
     d.add_argument("--seed", type=int, default=0, help="random seed (0..2**32-1; default 0)")
     d.set_defaults(run=run_digits_coco)
+    v = kinds.add_parser("digits-voc", help="the built-in digit canvases as a VOC segmentation folder",
+                         description="Write the digit canvases (1 to --max-digits handwritten digits per "
+                                     "image; class 0 background, class d + 1 digit d) as a Pascal VOC folder: "
+                                     "DIR/JPEGImages/*.jpg, DIR/SegmentationClass/*.png (palette PNGs) and "
+                                     "DIR/ImageSets/Segmentation/train.txt and val.txt.")
+    v.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="folder to create (must not exist, or be empty)")
+    v.add_argument("--images", type=int, default=600, help="number of canvases (2..100000; default 600)")
+    v.add_argument("--size", type=int, default=128,
+                   help="canvas side in pixels (32..2048; default 128); digit sizes scale with it")
+    v.add_argument("--height", type=int, default=None,
+                   help="canvas height in pixels (32..2048; default --size): with --width, non-square canvases "
+                        "whose digit sizes scale with the smaller side")
+    v.add_argument("--width", type=int, default=None, help="canvas width in pixels (32..2048; default --size)")
+    v.add_argument("--max-digits", type=int, default=4, help="digits per canvas at most (1..50; default 4)")
+    v.add_argument("--seed", type=int, default=0, help="random seed of the canvases and the split "
+                                                       "(0..2**32-1; default 0)")
+    v.add_argument("--val-fraction", type=float, default=0.25,
+                   help="share of the canvases listed in val.txt (between 0 and 1; default 0.25)")
+    v.set_defaults(run=run_digits_voc)
 
 
 def _check_range(option: str, value: int, low: int, high: int) -> None:
@@ -63,11 +92,8 @@ def _check_out(out: Path) -> None:
         raise GpLossError(f"--out {out} is not empty: give a new folder, or remove this one first")
 
 
-def write_coco_folder(out: Path, images, coco: dict) -> None:
-    """Write ``images`` (N×3×H×W in [0, 1]) and ``coco`` to ``out`` through a temporary sibling."""
-    import torch
-    from PIL import Image
-
+def _write_folder(out: Path, fill: Callable[[Path], None]) -> None:
+    """Build ``out`` whole: ``fill`` writes into a temporary sibling, renamed to ``out`` once complete."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -75,14 +101,7 @@ def write_coco_folder(out: Path, images, coco: dict) -> None:
         raise GpLossError(f"cannot create --out {out}: {err.strerror or err}") from None
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the dataset gets the usual permissions
-        (tmp / IMAGES).mkdir()
-        pixels = (images.clamp(0, 1) * 255).round().to(torch.uint8)
-        for entry, image in zip(coco["images"], pixels):
-            Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy()), "RGB").save(
-                tmp / IMAGES / entry["file_name"])
-        relative = {**coco, "images": [{**im, "file_name": f"{IMAGES}/{im['file_name']}"}
-                                       for im in coco["images"]]}
-        write_text_atomic(tmp / INSTANCES, json.dumps(relative, indent=1) + "\n")
+        fill(tmp)
         os.replace(tmp, out)  # POSIX: replaces DIR only if it is missing or still empty
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -90,6 +109,47 @@ def write_coco_folder(out: Path, images, coco: dict) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _pixels(images) -> np.ndarray:
+    """N×3×H×W floats in [0, 1] -> N×H×W×3 uint8."""
+    import torch
+
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def write_coco_folder(out: Path, images, coco: dict) -> None:
+    """Write ``images`` (N×3×H×W in [0, 1]) and ``coco`` to ``out`` through a temporary sibling."""
+    from PIL import Image
+
+    def fill(tmp: Path) -> None:
+        (tmp / IMAGES).mkdir()
+        for entry, image in zip(coco["images"], _pixels(images)):
+            Image.fromarray(np.ascontiguousarray(image), "RGB").save(tmp / IMAGES / entry["file_name"])
+        relative = {**coco, "images": [{**im, "file_name": f"{IMAGES}/{im['file_name']}"}
+                                       for im in coco["images"]]}
+        write_text_atomic(tmp / INSTANCES, json.dumps(relative, indent=1) + "\n")
+    _write_folder(out, fill)
+
+
+def write_voc_folder(out: Path, images, labels: np.ndarray, names: list[str],
+                     splits: dict[str, list[int]]) -> None:
+    """Write ``images`` (N×3×H×W in [0, 1]) and ``labels`` (N×H×W class indices) as a VOC folder at ``out``:
+    image n as ``JPEGImages/<names[n]>.jpg`` and ``SegmentationClass/<names[n]>.png``, and each split's
+    rows as ``ImageSets/Segmentation/<split>.txt`` (through a temporary sibling)."""
+    from PIL import Image
+
+    from gp_loss.data.voc import IMAGES as VOC_IMAGES, MASKS, SPLITS, write_label_png
+
+    def fill(tmp: Path) -> None:
+        for folder in (VOC_IMAGES, MASKS, str(Path(*SPLITS))):
+            (tmp / folder).mkdir(parents=True)
+        for name, image, label in zip(names, _pixels(images), labels):
+            Image.fromarray(np.ascontiguousarray(image)).save(tmp / VOC_IMAGES / f"{name}.jpg", quality=95)
+            write_label_png(tmp / MASKS / f"{name}.png", label)
+        for split, rows in splits.items():
+            write_text_atomic(tmp.joinpath(*SPLITS) / f"{split}.txt", "".join(f"{names[r]}\n" for r in rows))
+    _write_folder(out, fill)
 
 
 def run_digits_coco(args: argparse.Namespace) -> int:
@@ -110,4 +170,41 @@ def run_digits_coco(args: argparse.Namespace) -> int:
     print(f"wrote {len(drawn.coco['images'])} images and {len(drawn.coco['annotations'])} annotations, "
           f"COCO instances in {json_path}; search on them: "
           f"python runs/search_detection.py --data {json_path}")
+    return 0
+
+
+def _check_memory(images: int, height: int, width: int) -> None:
+    need = images * 3 * height * width * 4
+    if need > MAX_TENSOR_BYTES:
+        raise GpLossError(f"--images {images} at {height}×{width} pixels needs {need / 2**30:.0f} GiB of "
+                          f"memory to draw (at most {MAX_TENSOR_BYTES // 2**30}): lower --images or the size")
+
+
+def run_digits_voc(args: argparse.Namespace) -> int:
+    _check_range("--images", args.images, 2, 100_000)
+    _check_range("--size", args.size, 32, 2048)
+    height = args.size if args.height is None else args.height
+    width = args.size if args.width is None else args.width
+    _check_range("--height", height, 32, 2048)
+    _check_range("--width", width, 32, 2048)
+    _check_range("--max-digits", args.max_digits, 1, 50)
+    _check_range("--seed", args.seed, 0, 2**32 - 1)
+    if not 0 < args.val_fraction < 1:
+        raise GpLossError(f"--val-fraction must be between 0 and 1 (exclusive), got {args.val_fraction}")
+    _check_memory(args.images, height, width)
+    _check_out(args.out)
+    from gp_loss.data.canvases import CanvasSpec, draw_canvases
+    from gp_loss.tasks.segmentation.data import digit_label_maps, seeded_split
+
+    train, val = seeded_split(args.images, args.seed, args.val_fraction,
+                              f"--images {args.images} with --val-fraction {args.val_fraction}")
+    min_size = max(4, min(height, width) // 8)  # as square_spec: 128 px canvases hold 16 to 48 px digits
+    spec = CanvasSpec(count=args.images, height=height, width=width, max_digits=args.max_digits,
+                      min_size=min_size, max_size=max(min_size, 3 * min(height, width) // 8), seed=args.seed)
+    drawn = draw_canvases(spec)
+    names = [Path(im["file_name"]).stem for im in drawn.coco["images"]]
+    write_voc_folder(args.out, drawn.images, digit_label_maps(drawn.coco), names, {"train": train, "val": val})
+    print(f"wrote {args.images} images of {width}×{height} pixels ({len(train)} in train.txt, {len(val)} in "
+          f"val.txt) with their class masks (0 background, d + 1 digit d) as a VOC folder {args.out}; search on "
+          f"them: python runs/search_segmentation.py --data {args.out} --num-classes 11")
     return 0

@@ -128,13 +128,19 @@ class LoadedImages:
     sizes: list[tuple[int, int]]    # original (height, width)
 
 
+def letterbox_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """The (rows, cols) an image of ``height``×``width`` fills once letterboxed to ``size`` (see :func:`letterbox`)."""
+    scale = size / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 def letterbox(image: torch.Tensor, size: int) -> tuple[torch.Tensor, float]:
     """3×H×W -> 3×size×size: scaled so the longer side is ``size``, padded bottom and right with zeros."""
     import torch.nn.functional as F
 
     _, h, w = image.shape
     scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    nh, nw = letterbox_shape(h, w, size)
     resized = F.interpolate(image[None], size=(nh, nw), mode="bilinear", align_corners=False,
                             antialias=scale < 1)[0]
     out = image.new_zeros(3, size, size)
@@ -142,25 +148,33 @@ def letterbox(image: torch.Tensor, size: int) -> tuple[torch.Tensor, float]:
     return out, scale
 
 
-def load_images(instances: Instances, size: int) -> LoadedImages:
-    """Every image of ``instances``, in its ``images`` order, letterboxed to ``size`` (see :func:`letterbox`)."""
+def load_image(instances: Instances, i: int) -> np.ndarray:
+    """Image ``i`` of ``instances`` (``images`` order): H×W×3 float32 in [0, 1], checked against its entry's size."""
     from PIL import Image, UnidentifiedImageError
 
+    im = instances.dataset["images"][i]
+    file = instances.root / im["file_name"]
+    where = f"{instances.source}: images[{i}] (id {im['id']})"
+    try:
+        with Image.open(file) as pil:
+            array = np.asarray(pil.convert("RGB"), dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise GpLossError(f"{where}: image {file} is missing on disk (file_name is relative to "
+                          f"the JSON's folder)") from None
+    except (OSError, UnidentifiedImageError) as err:
+        raise GpLossError(f"{where}: cannot read image {file}: {err}") from None
+    h, w = array.shape[:2]
+    if "height" in im and "width" in im and (im["height"], im["width"]) != (h, w):
+        raise GpLossError(f"{where}: the file is {w}×{h} pixels but the entry says {im['width']}×{im['height']}")
+    return array
+
+
+def load_images(instances: Instances, size: int) -> LoadedImages:
+    """Every image of ``instances``, in its ``images`` order, letterboxed to ``size`` (see :func:`letterbox`)."""
     images, scales, sizes = [], [], []
-    for i, im in enumerate(instances.dataset["images"]):
-        file = instances.root / im["file_name"]
-        where = f"{instances.source}: images[{i}] (id {im['id']})"
-        try:
-            with Image.open(file) as pil:
-                array = np.asarray(pil.convert("RGB"), dtype=np.float32) / 255.0
-        except FileNotFoundError:
-            raise GpLossError(f"{where}: image {file} is missing on disk (file_name is relative to "
-                              f"the JSON's folder)") from None
-        except (OSError, UnidentifiedImageError) as err:
-            raise GpLossError(f"{where}: cannot read image {file}: {err}") from None
+    for i in range(len(instances.dataset["images"])):
+        array = load_image(instances, i)
         h, w = array.shape[:2]
-        if "height" in im and "width" in im and (im["height"], im["width"]) != (h, w):
-            raise GpLossError(f"{where}: the file is {w}×{h} pixels but the entry says {im['width']}×{im['height']}")
         boxed, scale = letterbox(torch.from_numpy(array).permute(2, 0, 1), size)
         images.append(boxed)
         scales.append(scale)

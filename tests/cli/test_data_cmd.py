@@ -114,3 +114,72 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert _write(tmp_path / "out") == 130
     assert "interrupted" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # neither DIR nor its temporary sibling
+
+
+# --- digits-voc -----------------------------------------------------------------------------------------
+
+def _write_voc(out, *extra: str) -> int:
+    return main(["data", "digits-voc", "--out", str(out), "--images", "6", "--size", "32", *extra])
+
+
+def _load(data: str, image_size: int = 32, data_seed: int = 0, split_seed: int = 0, val_fraction: float = 0.25):
+    from gp_loss.tasks.segmentation.data import load_segmentation_data
+
+    return load_segmentation_data(data, "", image_size, 0, 6, 4, data_seed, split_seed, val_fraction,
+                                  "train", "val", torch.device("cpu"))
+
+
+def test_voc_folder_loads_as_the_built_in_digits(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "voc"
+    assert _write_voc(out, "--seed", "5", "--val-fraction", "0.34") == 0
+    line = capsys.readouterr().out.strip()
+    assert len(line.splitlines()) == 1 and "2 in val.txt" in line
+    assert line.endswith(f"search on them: python runs/search_segmentation.py --data {out} --num-classes 11")
+    names = sorted(p.stem for p in (out / "JPEGImages").glob("*.jpg"))
+    assert names == [f"canvas_{n:05d}" for n in range(1, 7)]
+    assert sorted(p.stem for p in (out / "SegmentationClass").glob("*.png")) == names
+    with Image.open(out / "SegmentationClass" / "canvas_00001.png") as mask:
+        assert mask.mode == "P"
+    assert not list(tmp_path.glob(".*.tmp"))
+    from_disk = _load(str(out))
+    built_in = _load("digits", data_seed=5, split_seed=5, val_fraction=0.34)  # the same seeded split
+    assert from_disk.num_classes == 21  # a VOC folder: num_classes 0 means VOC's 21; the digits use 0..10
+    for disk, memory in ((from_disk.train, built_in.train), (from_disk.val, built_in.val)):
+        assert disk.names == [n.removesuffix(".png") for n in memory.names]
+        assert torch.equal(disk.labels, memory.labels)
+        assert all(torch.equal(a, b) for a, b in zip(disk.targets or [], memory.targets or []))
+        # JPEG (quality 95, over the canvases' pixel noise): close per pixel, equal on average.
+        assert (disk.images.float() - memory.images.float()).abs().mean() < 10
+        assert (disk.images.float().mean((1, 2, 3)) - memory.images.float().mean((1, 2, 3))).abs().max() < 1
+    assert len(from_disk.val) == 2 and len(from_disk.train) == 4
+
+
+def test_voc_non_square_canvases(tmp_path, capsys):
+    out = tmp_path / "voc"
+    assert _write_voc(out, "--height", "40", "--width", "64") == 0
+    assert "64×40 pixels" in capsys.readouterr().out
+    data = _load(str(out), image_size=32)
+    assert set(data.train.content + data.val.content) == {(20, 32)}
+    assert all(t.shape == (40, 64) for t in data.val.targets)
+    assert (data.train.labels[:, 20:] == 255).all() and data.train.labels[:, :20].max() >= 1
+    assert (out / "ImageSets" / "Segmentation" / "train.txt").read_text().count("\n") == len(data.train)
+
+
+def test_voc_refuses_non_empty_out_and_bad_numbers(tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    assert _write_voc(tmp_path / "full") == 2
+    err = capsys.readouterr().err
+    assert "is not empty" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+    for extra, fragment in [(["--width", "31"], "--width must be between 32 and 2048"),
+                            (["--height", "4096"], "--height must be between 32 and 2048"),
+                            (["--val-fraction", "1"], "--val-fraction must be between 0 and 1"),
+                            (["--val-fraction", "0.01"], "leave the validation split empty"),
+                            (["--images", "1"], "--images must be between 2 and 100000")]:
+        assert _write_voc(tmp_path / "out", *extra) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and len(err.strip().splitlines()) == 1
+        assert not (tmp_path / "out").exists()
