@@ -8,8 +8,8 @@ ZERO: Kind = build_kind(
     "zero",
     "generic dense prediction from scratch (AutoLoss-Zero), e.g. segmentation",
     {
-        "yhat": "network prediction, N×C×H×W",
-        "y": "training target (e.g. one-hot labels), N×C×H×W",
+        "yhat": "network prediction, N×C×H×W (gp-loss's tasks pass softmax probabilities over C)",
+        "y": "training target (gp-loss's tasks pass one-hot labels), N×C×H×W",
     },
     prediction="yhat",
     operators=dict(OPERATORS),

@@ -10,8 +10,8 @@ budget:
   evaluations per minute;
 * with ``deterministic``, 1 worker again under ``--deterministic``, and the
   ratio of its evaluations per minute to the plain 1-worker run;
-* ``--task detection``: the same with ``runs/search_detection.py`` (its own flags through
-  ``--task-args``), the issue's "4 detection proxies on one GPU" figure;
+* ``--task detection`` / ``--task segmentation``: the same with that task's search script
+  (its own flags through ``--task-args``): evaluations per hour with 1 and K proxies on one GPU;
 * whether the runs found the same hall of fame (on the CPU they must; on a GPU
   only deterministic mode promises it).
 """
@@ -27,7 +27,8 @@ from gp_loss.runtime.device import check_device, gpu_count
 
 
 # The search script of each task (``runs/`` beside the package).
-SCRIPTS = {"classification": "search_classification.py", "detection": "search_detection.py"}
+SCRIPTS = {"classification": "search_classification.py", "detection": "search_detection.py",
+           "segmentation": "search_segmentation.py"}
 
 
 def task_script(task: str) -> str:

@@ -17,7 +17,8 @@ def register(sub) -> None:
     targets = p.add_subparsers(dest="target", required=True, parser_class=type(p))
     f = targets.add_parser("filters", help="candidates per minute through filter stages 1-4, and the funnel",
                            description="Generate candidates as the search does (random depth-3 trees and "
-                                       "mutations) and push them through stages 1-4.")
+                                       "mutations) and push them through stages 1-4; then check that "
+                                       "every paper loss of the kind (the baselines) passes them.")
     f.add_argument("--kind", choices=list(KINDS), default="cls")
     f.add_argument("--seconds", type=float, default=30.0, help="wall time to run (default 30)")
     f.add_argument("--seed", type=int, default=0)
@@ -45,7 +46,7 @@ def register(sub) -> None:
     d.add_argument("--evaluations", type=int, default=60, help="budget of each run (default 60)")
     d.add_argument("--no-deterministic", action="store_true", help="skip the --deterministic run")
     d.add_argument("--task", default="classification",
-                   help="whose search script to run: classification (default) or detection")
+                   help="whose search script to run: classification (default), detection or segmentation")
     d.add_argument("--task-args", default="", metavar="FLAGS",
                    help="more flags for the search script, quoted, e.g. '--proxy-steps 100 --image-size 128'")
     d.add_argument("--json", action="store_true")
@@ -143,7 +144,7 @@ PROBLEM_NAMES = ("ackley", "levy", "rastrigin", "ap-like", "ackley-small", "levy
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from gp_loss.bench.filters import bench_filters
+    from gp_loss.bench.filters import bench_filters, format_baselines
 
     if not (math.isfinite(args.seconds) and args.seconds > 0):
         raise GpLossError(f"--seconds must be a positive finite number, got {args.seconds:g}")
@@ -164,6 +165,7 @@ def run_filters(args: argparse.Namespace) -> int:
         print("per stage (candidates/min while in that stage): " + ", ".join(
             f"{n} {v:.0f}" for n, v in part["stage_candidates_per_minute"].items()))
         print(part["funnel_table"])
+    print(format_baselines(result["baselines"]))
     return 0
 
 

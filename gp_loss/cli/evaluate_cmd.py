@@ -12,20 +12,24 @@ from gp_loss.tasks.registry import TASK_SUMMARIES
 
 # flag -> the task option it sets (a flag applies to the tasks that have that option).
 OPTION_FLAGS = {
-    "--data": ("data", str, "the task's data: 'digits' (built in), an ImageFolder directory (classification) "
-                            "or a COCO instances JSON (detection)"),
-    "--val-data": ("val_data", str, "detection: a validation instances JSON (default: a seeded split of --data)"),
-    "--model": ("model", str, "detection: fcos, retinanet or fasterrcnn"),
+    "--data": ("data", str, "the task's data: 'digits' (built in), an ImageFolder directory (classification), "
+                            "a COCO instances JSON (detection, segmentation) or a Pascal VOC folder (segmentation)"),
+    "--val-data": ("val_data", str, "detection, segmentation: a validation instances JSON (default: a seeded "
+                                    "split of --data)"),
+    "--model": ("model", str, "detection: fcos, retinanet or fasterrcnn; segmentation: small, "
+                              "lraspp_mobilenet_v3_large, deeplabv3_mobilenet_v3_large, deeplabv3_resnet50, "
+                              "fcn_resnet50"),
     "--backbone": ("backbone", str, "detection: small, resnet18, resnet34 or resnet50"),
-    "--weights": ("weights", str, "detection: a state dict for the detector or its ResNet"),
+    "--weights": ("weights", str, "detection, segmentation: a state dict for the model or its backbone"),
     "--image-size": ("image_size", int, "images are resized / letterboxed to this square"),
     "--epochs": ("final_epochs", int, "classification: training epochs (default: the task's final_epochs)"),
-    "--steps": ("final_steps", int, "detection: SGD steps (default: the task's final_steps)"),
+    "--steps": ("final_steps", int, "detection, segmentation: training steps (default: the task's final_steps)"),
     "--optimizer": ("optimizer", str, "classification: adam (default) or sgd (plain): check a found loss where "
                                       "the gradient's scale sets the step"),
     "--lr": ("lr", float, "learning rate (default: the task's)"),
     "--precision": ("precision", str, "fp32 (default) or bf16 (forward pass and loss under autocast)"),
-    "--metric": ("metric", str, "detection: the metric reported first (AP, AP50, ...)"),
+    "--metric": ("metric", str, "detection: the metric reported first (AP, AP50, ...); segmentation: mIoU, "
+                                "FWIoU, mAcc, aAcc, BIoU or BF1"),
 }
 
 
@@ -39,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("--task", default="classification",
                    help="the task: " + "; ".join(f"{name}: {summary}" for name, summary in TASK_SUMMARIES.items()))
     p.add_argument("--loss", action="append", required=True, metavar="BASELINE|BRANCH=FORMULA",
-                   help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ...) or one branch's "
+                   help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ...; segmentation: ce, dice, "
+                        "ce_dice, focal) or one branch's "
                         "formula, e.g. cls='neg(dot(y, log(softmax(x))))'. Consecutive BRANCH=FORMULA flags "
                         "make one loss (detection: --loss cls=F --loss reg=G); a branch given again starts "
                         "the next loss. A detector's branches left out keep Focal + GIoU (fl_giou).")
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     losses = losses_from(args.loss, info, checked)
     task = make_task(args.task, options, resolve_device(args.device))
     seeds = retrain_seeds(args.seed, args.seeds)
-    metric = getattr(checked, "metric", info.metric)
+    metric = info.metric_for(checked)
     rows = []
     with torch_threads(1):
         for name, loss in losses:

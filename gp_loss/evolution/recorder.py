@@ -127,7 +127,9 @@ class Recorder:
             self.run.write_text(HALL_OF_FAME_PY, export_torch(
                 hall_of_fame_genome(rows),
                 header=f"Hall of fame of the {self.config.task} search in {self.run.path} "
-                       f"(top1 is the best by validation {metric})."))
+                       f"(top1 is the best by validation {metric}; each of its branches is also "
+                       f"defined under the branch's own name).",
+                aliases={branch: f"top1_{branch}" for branch in rows[0]["formulas"]}))
         if plot:
             plot_fitness(self.read_evaluations(), search.baseline_fitness, self.run.file(PLOT), metric)
             self._last_plot = time.perf_counter()

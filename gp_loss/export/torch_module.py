@@ -62,15 +62,24 @@ def branch_body(kind: Kind, tree: gp.PrimitiveTree) -> tuple[list[str], dict[str
     return r.lines + [f"o = {r.expr}"], r.helpers
 
 
-def export_torch(genome: Genome, header: str = "") -> str:
+def export_torch(genome: Genome, header: str = "", aliases: dict[str, str] | None = None) -> str:
     """Python source of a module with the genome's losses.
 
     ``header``: any text for the module docstring (e.g. the run directory); it is escaped.
+    ``aliases``: more names for branch functions, alias -> branch (a hall of fame's ``seg``
+    for its ``top1_seg``); each is checked like a branch name.
     """
     doc = docstring_text
+    also = dict(aliases or {})
     for b in genome:  # (checked when the genome was made; a branch may have been renamed since)
         check_branch_name(b.name)
-    check_exported_names(b.name for b in genome)
+    for alias, target in also.items():
+        check_branch_name(alias)
+        if target not in genome.branches:
+            raise GpLossError(f"cannot export alias {alias!r}: the genome has no branch {target!r}")
+        if alias in genome.branches:
+            raise GpLossError(f"cannot export alias {alias!r}: a branch of the genome has that name")
+    check_exported_names([b.name for b in genome] + list(also))
     helpers: dict[str, str] = {}
     functions, classes = [], []
     for b in genome:
@@ -122,6 +131,7 @@ def export_torch(genome: Genome, header: str = "") -> str:
         "import math  # noqa: F401  (used by some helpers)\n\nimport torch",
         *(helpers[k] for k in sorted(helpers)),
         *functions,
+        *(f"{alias} = {target}  # the same loss under its branch's name" for alias, target in also.items()),
         aliases,
         *classes,
         total,

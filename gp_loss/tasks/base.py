@@ -202,6 +202,35 @@ class TrainingRun:
         return self._stopped(bad, 1) if bad else self.outcome(
             0.0, "too slow", f"over {self.time_limit_s:g} s at step {self.steps}")
 
+    def step(self, total: torch.Tensor, terms: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
+             max_grad_norm: float = 0.0, schedule: torch.optim.lr_scheduler.LRScheduler | None = None
+             ) -> TrainOutcome | None:
+        """One training step from a forward pass's ``total`` loss and its ``terms`` by branch.
+
+        The non-finite check (:meth:`checked`), backward, gradient-norm clipping (``max_grad_norm``
+        > 0), the optimizer's and the schedule's step, then the time limit (:meth:`stepped`).
+        Returns the outcome to end training with, or ``None``.
+        """
+        if (end := self.checked(total, terms)) is not None:
+            return end
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                           max_grad_norm)
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        return self.stepped()
+
+    def scored(self, metrics: dict[str, float | None], name: str) -> TrainOutcome:
+        """The outcome of a finished training evaluated to ``metrics``: its ``name`` metric (0 where undefined),
+        or "too slow" if the evaluation ran past the time limit."""
+        if self.over_time():
+            return self.outcome(0.0, "too slow", f"over {self.time_limit_s:g} s with the evaluation", metrics)
+        value = metrics.get(name)
+        return self.outcome(0.0 if value is None else value, metrics=metrics)
+
     def finished(self) -> TrainOutcome | None:
         """When the steps are done: the outcome if a step not yet checked was not finite."""
         bad = self.watch.flush()  # every step added has had its optimizer step

@@ -182,12 +182,7 @@ class ClassificationTask:
                     loss = self.images.new_zeros(())
                     for t in terms.values():
                         loss = loss + t
-                    if (end := run.checked(loss, terms)) is not None:
-                        return end
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    if (end := run.stepped()) is not None:
+                    if (end := run.step(loss, terms, optimizer)) is not None:
                         return end
             if (end := run.finished()) is not None:
                 return end

@@ -31,6 +31,9 @@ _MODULES: dict[str, tuple[str, str]] = {
     "detection": ("gp_loss.tasks.detection.task",
                   "object detection with torchvision's FCOS, RetinaNet or Faster R-CNN (digit canvases built "
                   "in, or a COCO instances JSON); metric: COCO AP"),
+    "segmentation": ("gp_loss.tasks.segmentation.task",
+                     "semantic segmentation with torchvision's segmentation models (digit canvases built in, a "
+                     "Pascal VOC folder or a COCO instances JSON); metric: mIoU (or BF1, boundary IoU, ...)"),
 }
 TASK_NAMES: tuple[str, ...] = tuple(_MODULES)
 TASK_SUMMARIES: dict[str, str] = {name: summary for name, (_, summary) in _MODULES.items()}

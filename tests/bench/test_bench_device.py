@@ -48,5 +48,5 @@ def test_the_detection_search_script_gets_its_own_flags(monkeypatch, capsys):
                  "--task", "detection", "--task-args", "--proxy-steps 5 --image-size 64"]) == 0
     assert all(c[1].endswith("runs/search_detection.py") for c in commands)
     assert all(c[c.index("--proxy-steps") + 1] == "5" and "--image-size" in c for c in commands)
-    assert main(["bench", "device", "--task", "segmentation"]) == 2
-    assert "--task must be one of classification, detection" in capsys.readouterr().err
+    assert main(["bench", "device", "--task", "segmentaton"]) == 2
+    assert "--task must be one of classification, detection, segmentation" in capsys.readouterr().err

@@ -107,3 +107,19 @@ def test_random_trees_export_and_agree(tmp_path_factory, kind, seed, depth):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
     else:
         assert not torch.isfinite(got)
+
+
+def test_an_alias_names_a_branch_function_again_and_is_checked(tmp_path):
+    import pytest
+    from gp_loss.errors import GpLossError
+    genome = Genome.from_formulas([("top1_seg", "zero", PAPER_LOSSES["seg_ce"].formula),
+                                   ("top2_seg", "zero", PAPER_LOSSES["seg_dice"].formula)])
+    path = tmp_path / "hof.py"
+    path.write_text(export_torch(genome, aliases={"seg": "top1_seg"}))
+    module = _load(path, "aliased")
+    assert module.seg is module.top1_seg and set(module.LOSSES) == {"top1_seg", "top2_seg"}
+    for alias in ("torch", "GenomeLoss", "top2_seg", "not a name"):
+        with pytest.raises(GpLossError):
+            export_torch(genome, aliases={alias: "top1_seg"})
+    with pytest.raises(GpLossError, match="has no branch 'top3_seg'"):
+        export_torch(genome, aliases={"seg": "top3_seg"})

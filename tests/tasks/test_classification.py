@@ -188,7 +188,7 @@ def test_baselines_parse_and_ce_is_one():
 
 
 def test_options():
-    assert TASK_NAMES == ("classification", "detection")
+    assert TASK_NAMES == ("classification", "detection", "segmentation")
     assert task_options("classification", {"proxy_epochs": 2}).proxy_epochs == 2
     with pytest.raises(GpLossError, match="unknown classification task option"):
         task_options("classification", {"epochs": 2})
@@ -203,7 +203,7 @@ def test_options():
     with pytest.raises(GpLossError, match="precision must be one of fp32, bf16, got 'fp16'"):
         task_options("classification", {"precision": "fp16"})
     with pytest.raises(GpLossError, match="unknown task"):
-        make_task("segmentation")
+        make_task("segmentaton")
 
 
 def _image_folder(root, classes=("cat", "dog"), per_class=6, size=8):

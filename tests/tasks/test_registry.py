@@ -9,7 +9,7 @@ from gp_loss.tasks import classification
 
 
 def test_every_task_is_registered_with_complete_metadata():
-    assert set(TASKS) == {"classification", "detection"}
+    assert set(TASKS) == {"classification", "detection", "segmentation"}
     for name, info in TASKS.items():
         assert info.name == name and info.metric and info.summary
         assert set(info.branches.values()) <= set(info.kinds)
@@ -41,9 +41,9 @@ def test_baselines_come_from_the_paper_losses_table():
         "cls": PAPER_LOSSES["label_smoothing_ce"].formula}
 
 
-@pytest.mark.parametrize("name", ["segmentation", "", None, 3])
+@pytest.mark.parametrize("name", ["segmentaton", "", None, 3])
 def test_unknown_task_is_one_line(name):
-    with pytest.raises(GpLossError, match=r"unknown task .*; known: classification, detection$"):
+    with pytest.raises(GpLossError, match=r"unknown task .*; known: classification, detection, segmentation$"):
         task_info(name)
 
 

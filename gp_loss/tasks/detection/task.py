@@ -266,16 +266,7 @@ class DetectionTask:
                 with autocast:
                     loss_dict = model(images, targets)
                 terms = {names.get(key) or key: value.float() for key, value in loss_dict.items()}
-                total = sum(terms.values())
-                if (end := run.checked(total, terms)) is not None:
-                    return end
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                if o.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
-                optimizer.step()
-                schedule.step()
-                if (end := run.stepped()) is not None:
+                if (end := run.step(sum(terms.values()), terms, optimizer, o.max_grad_norm, schedule)) is not None:
                     return end
             if (end := run.finished()) is not None:
                 return end
@@ -284,10 +275,7 @@ class DetectionTask:
             raise
         except Exception as err:
             return run.failed(err)
-        if run.over_time():
-            return run.outcome(0.0, "too slow", f"over {time_limit_s:g} s with the evaluation", metrics)
-        value = metrics.get(o.metric)
-        return run.outcome(0.0 if value is None else value, metrics=metrics)
+        return run.scored(metrics, o.metric)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
