@@ -64,3 +64,4 @@ def test_a_bad_voc_folder_is_one_line_before_anything_is_written(cli, tmp_path, 
     code = _run(cli, ["--out", str(tmp_path / "run"), "--data", str(voc)] + TINY)
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(voc) in err
+    assert not (tmp_path / "run").exists()

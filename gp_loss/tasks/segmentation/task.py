@@ -111,6 +111,12 @@ class SegmentationOptions:
         if self.data != "digits" and not Path(self.data).exists():
             raise GpLossError(f"data {self.data!r} does not exist: give a Pascal VOC folder, a COCO instances "
                               f"JSON or 'digits' (built in)")
+        if self.data != "digits" and Path(self.data).is_dir():
+            # A VOC folder's structure, split files and file names are checked here, before a run
+            # directory is made (every listed file is looked up; none is read).
+            from gp_loss.data.voc import VOC_CLASSES, open_voc_split
+            for split in (self.train_split, self.val_split):
+                open_voc_split(self.data, split, self.num_classes or len(VOC_CLASSES))
         if self.val_data and not Path(self.val_data).is_file():
             raise GpLossError(f"val_data {self.val_data!r} is not a file: give a COCO instances JSON")
         if self.weights and not Path(self.weights).is_file():
