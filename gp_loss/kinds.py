@@ -54,8 +54,14 @@ class KindSpec:
             the kind's candidates through.
         rejection_probe: makes the rejection protocol's default probe (B samples and a metric).
         simulation_problem: ``(seed, device) -> problem`` of the model-optimisation simulation.
-        mixes_batch: whether an operator aggregates over the batch dimension (``zero``'s
-            ``mean_nhw``): samples must then be evaluated one at a time, never as merged rows.
+        stacks_samples: how the filters evaluate a loss on B probe samples at once (the
+            rejection protocol, the gradient-equivalence signature:
+            :mod:`gp_loss.filters.probe_gradient`). ``True``: the kind's operators accept
+            leading sample dimensions (``...×N×C×H×W``) and aggregate within each sample
+            only, so the B samples are evaluated stacked (B×N×...) in one call, never
+            merged into rows: a kind whose operators aggregate over the batch (``zero``'s
+            ``mean_nhw``) must say ``True``. ``False``: the operators work row by row
+            (class-wise over dim 1), so the B samples are merged into one batch of B*N rows.
         simulation_steps, simulation_lr: the simulation's Adam steps and learning rate.
     """
 
@@ -65,7 +71,7 @@ class KindSpec:
     convergence: ConvergenceProbe | None
     rejection_probe: Callable[[], RejectionProbe]
     simulation_problem: Callable[[int, str | torch.device], SimulationProblem]
-    mixes_batch: bool
+    stacks_samples: bool
     simulation_steps: int
     simulation_lr: float
 
@@ -93,7 +99,7 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         convergence=ConvergenceProbe(softmax_sweep, judge_logit_sweeps),
         rejection_probe=ClassificationProbe,
         simulation_problem=softmax_problem,
-        mixes_batch=False,
+        stacks_samples=False,
         simulation_steps=30,
         simulation_lr=0.01,
     ),
@@ -104,7 +110,7 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         convergence=ConvergenceProbe(sigmoid_sweep, judge_logit_sweeps),
         rejection_probe=BinaryClassificationProbe,
         simulation_problem=sigmoid_problem,
-        mixes_batch=False,
+        stacks_samples=False,
         simulation_steps=80,
         simulation_lr=0.01,
     ),
@@ -115,13 +121,14 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         convergence=ConvergenceProbe(box_sweep, judge_box_sweeps),
         rejection_probe=BoxRegressionProbe,
         simulation_problem=box_problem,
-        mixes_batch=False,
+        stacks_samples=False,
         simulation_steps=30,
         simulation_lr=0.05,
     ),
     # AutoLoss-Zero's aggregation operators (mean_nhw, 3×3 pooling) couple pixels and
     # samples, so sweep points cannot share one batch: no convergence check, as AutoLoss-Zero
-    # itself relies on its rejection protocol instead.
+    # itself relies on its rejection protocol instead. They aggregate within each leading
+    # index of a ...×N×C×H×W tensor, so the protocol's B samples are stacked, not merged.
     KindSpec(
         name="zero",
         reduction=PER_PIXEL,
@@ -129,7 +136,7 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         convergence=None,
         rejection_probe=SegmentationProbe,
         simulation_problem=segmentation_problem,
-        mixes_batch=True,
+        stacks_samples=True,
         simulation_steps=30,
         simulation_lr=0.01,
     ),

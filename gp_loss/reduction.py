@@ -21,8 +21,11 @@ Every :class:`Reduction` is a constant times ``o.sum()`` whose constant divides
 by the number of rows ``o.shape[0]`` (:meth:`Reduction.scale`): the gradient of
 the loss with respect to every output element is that constant, and the mean of
 the losses of B batches of equal size is their rows merged into one batch. The
-rejection protocol relies on both (:mod:`gp_loss.filters.probe_gradient`); a
-task's normaliser of any other form is differentiated by autograd, sample by sample.
+rejection protocol relies on both (:mod:`gp_loss.filters.probe_gradient`): it
+merges the B samples into rows, or, for a kind whose operators take a leading
+sample dimension (:attr:`~gp_loss.kinds.KindSpec.stacks_samples`), stacks them
+and sums ``o.sum() * scale(one sample's shape)``; a task's normaliser of any
+other form is differentiated by autograd, sample by sample.
 """
 from __future__ import annotations
 

@@ -3,6 +3,15 @@
 Every operator keeps the shape of its input: aggregations replace each element
 by the aggregate (mean over N,H,W; mean over C; 3×3 max/min pooling with
 stride 1 and padding 1).
+
+Every operator also takes tensors with leading batch dimensions, ``...×N×C×H×W``,
+and treats each leading index as a batch of its own: the aggregations count
+their dimensions from the end (``mean_nhw`` averages dims -4, -2, -1, ``mean_c``
+dim -3; the pools fold the leading dimensions into N and unfold them after), so
+no value crosses from one leading index to another. The filters evaluate the B
+samples of the rejection protocol stacked that way, in one call
+(:attr:`gp_loss.kinds.KindSpec.stacks_samples`). On a 4-D tensor every operator
+computes exactly what it computes on N×C×H×W alone.
 """
 from __future__ import annotations
 
@@ -57,19 +66,26 @@ def sqrt(a):
 
 
 def mean_nhw(a):
-    return a.mean((0, 2, 3), keepdim=True).expand_as(a)
+    return a.mean((-4, -2, -1), keepdim=True).expand_as(a)
 
 
 def mean_c(a):
-    return a.mean(1, keepdim=True).expand_as(a)
+    return a.mean(-3, keepdim=True).expand_as(a)
+
+
+def _pool3x3(a):
+    """3×3 max pooling, stride 1, padding 1, of ``...×N×C×H×W``: leading dimensions folded into N."""
+    if a.dim() <= 4:
+        return F.max_pool2d(a, 3, 1, 1)
+    return F.max_pool2d(a.reshape(-1, *a.shape[-3:]), 3, 1, 1).view(a.shape)
 
 
 def maxpool3x3(a):
-    return F.max_pool2d(a, 3, 1, 1)
+    return _pool3x3(a)
 
 
 def minpool3x3(a):
-    return -F.max_pool2d(-a, 3, 1, 1)
+    return -_pool3x3(-a)
 
 
 _HELPERS = {
@@ -81,10 +97,10 @@ _HELPERS = {
               "    return torch.sign(t) * torch.sqrt(torch.abs(t) + 1e-12)\n",
     "_mean_nhw": "def _mean_nhw(t):\n"
                  "    \"\"\"Every element replaced by its channel's mean over N, H, W.\"\"\"\n"
-                 "    return t.mean((0, 2, 3), keepdim=True).expand_as(t)\n",
+                 "    return t.mean((-4, -2, -1), keepdim=True).expand_as(t)\n",
     "_mean_c": "def _mean_c(t):\n"
                "    \"\"\"Every element replaced by the mean over channels.\"\"\"\n"
-               "    return t.mean(1, keepdim=True).expand_as(t)\n",
+               "    return t.mean(-3, keepdim=True).expand_as(t)\n",
     "_minpool3x3": "def _minpool3x3(t):\n"
                    "    \"\"\"3x3 min pooling, stride 1, padding 1.\"\"\"\n"
                    "    return -torch.nn.functional.max_pool2d(-t, 3, 1, 1)\n",

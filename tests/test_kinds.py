@@ -63,9 +63,10 @@ def test_spec_is_complete_and_its_probes_fit_the_kind(name):
         assert 0 <= problem.metric(problem.model) <= 1 and 0 <= problem.chance < 1
 
 
-def test_only_zero_mixes_the_batch_and_has_no_convergence_probe():
-    # zero's mean_nhw aggregates over samples: its sweep points could not share a batch.
-    assert [n for n, s in KIND_SPECS.items() if s.mixes_batch] == ["zero"]
+def test_only_zero_stacks_samples_and_has_no_convergence_probe():
+    # zero's mean_nhw aggregates over the batch: its probe samples are stacked, never merged
+    # into rows, and its sweep points could not share a batch.
+    assert [n for n, s in KIND_SPECS.items() if s.stacks_samples] == ["zero"]
     assert [n for n, s in KIND_SPECS.items() if s.convergence is None] == ["zero"]
 
 

@@ -207,7 +207,9 @@ class SegmentationProbe:
             logits = random_network(seed, classes=classes, dense=True).forward(flat)
         logits = logits.reshape(B, self.n, classes, 8, 8)
         labels = intensity_classes(images)  # B×N×8×8
-        # Contiguous: the protocol hands each sample's slice to the loss on its own.
+        # Contiguous: the protocol hands the loss the whole stack (the kind stacks samples,
+        # :attr:`~gp_loss.kinds.KindSpec.stacks_samples`), or, for a task's own normaliser,
+        # each sample's slice on its own.
         y = dense_one_hot(labels, classes).contiguous()
         return RejectionSamples(
             self.kind_name, logits, lambda p: (p, y), lambda p: mean_iou(p, labels, classes), self.lr)

@@ -75,3 +75,58 @@ def test_zero_definitions_keep_shape():
     assert zero_ops.sqrt(torch.tensor(-4.0)).item() == pytest.approx(-2)
     torch.testing.assert_close(zero_ops.mean_nhw(a)[1, :, 2, 3], a.mean((0, 2, 3)))
     assert zero_ops.minpool3x3(a)[0, 0, 2, 2] == a[0, 0, 1:4, 1:4].min()
+
+
+# The definitions before leading batch dimensions were allowed: on N×C×H×W tensors the
+# operators must compute exactly these, to the bit (values and gradients).
+_FOUR_D = {
+    "mean_nhw": lambda a: a.mean((0, 2, 3), keepdim=True).expand_as(a),
+    "mean_c": lambda a: a.mean(1, keepdim=True).expand_as(a),
+    "maxpool3x3": lambda a: torch.nn.functional.max_pool2d(a, 3, 1, 1),
+    "minpool3x3": lambda a: -torch.nn.functional.max_pool2d(-a, 3, 1, 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FOUR_D))
+def test_zero_aggregations_on_four_dims_are_unchanged(name):
+    g = torch.Generator().manual_seed(0)
+    for shape in [(2, 3, 5, 5), (4, 3, 8, 8), (1, 1, 1, 1), (3, 2, 1, 7)]:
+        a = torch.randn(shape, generator=g)
+        a[0, 0, 0, 0] = a.flatten()[-1]  # a tie, for the pools' argmax
+        x, ref = a.clone().requires_grad_(), a.clone().requires_grad_()
+        out, expected = zero_ops.OPERATORS[name].fn(x), _FOUR_D[name](ref)
+        assert torch.equal(out, expected)
+        upstream = torch.randn(shape, generator=g)
+        (gx,) = torch.autograd.grad(out, x, upstream)
+        (gref,) = torch.autograd.grad(expected, ref, upstream)
+        assert torch.equal(gx, gref)
+
+
+@pytest.mark.parametrize("name", list(zero_ops.OPERATORS))
+@pytest.mark.parametrize("lead", [(5,), (2, 3)])
+def test_zero_operators_take_leading_batch_dimensions(name, lead):
+    # ...×N×C×H×W: each leading index is a batch of its own, as if evaluated alone.
+    op = zero_ops.OPERATORS[name]
+    g = torch.Generator().manual_seed(1)
+    a = torch.randn(*lead, 4, 3, 6, 5, generator=g)
+    b = torch.randn(*lead, 4, 3, 6, 5, generator=g)
+    out = op.fn(a, b) if op.arity == 2 else op.fn(a)
+    assert out.shape == a.shape
+    flat_a, flat_b, flat_out = a.reshape(-1, 4, 3, 6, 5), b.reshape(-1, 4, 3, 6, 5), out.reshape(-1, 4, 3, 6, 5)
+    for k in range(flat_a.shape[0]):
+        alone = op.fn(flat_a[k], flat_b[k]) if op.arity == 2 else op.fn(flat_a[k])
+        torch.testing.assert_close(flat_out[k], alone, rtol=1e-6, atol=1e-7)
+        if name in ("maxpool3x3", "minpool3x3"):
+            assert torch.equal(flat_out[k], alone)  # a max is exact
+
+
+@pytest.mark.parametrize("name", ["mean_nhw", "mean_c", "minpool3x3"])
+def test_exported_helpers_match_the_operators(name):
+    # The helpers of exported code state the same rule as the operators.
+    namespace = {"torch": torch}
+    exec(zero_ops._HELPERS[f"_{name}"], namespace)
+    a = torch.randn(5, 2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    for t in (a[0], a):
+        if name == "minpool3x3" and t.dim() > 4:
+            continue  # exported code is per batch (N×C×H×W), as its reduction
+        assert torch.equal(namespace[f"_{name}"](t), zero_ops.OPERATORS[name].fn(t))

@@ -158,9 +158,9 @@ def loss_terms(genome: Genome):
     Each branch is a ``zero`` loss on :func:`branch_inputs`, reduced by :func:`labelled_mean`.
     """
     for b in genome:
-        if b.kind.name != "zero":
-            raise GpLossError(f"branch {b.name!r} has kind {b.kind.name}; segmentation takes zero "
-                              f"(AutoLoss-Zero's operators on N×C×H×W probabilities)")
+        if b.kind.name not in INFO.kinds:
+            raise GpLossError(f"branch {b.name!r} has kind {b.kind.name}; segmentation takes "
+                              f"{', '.join(INFO.kinds)} (AutoLoss-Zero's operators on N×C×H×W probabilities)")
     raws = [(b.name, compile_loss(b.kind, b.tree).raw) for b in genome]
 
     def terms(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
