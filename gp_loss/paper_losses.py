@@ -63,7 +63,8 @@ PAPER_LOSSES: dict[str, PaperLoss] = {
         "mul(5, i)), mul(5, u)))",
         "CSE-Autoloss-B regression"),
     "zero_ce": PaperLoss("zero", "add(neg(mul(y, yhat)), mul(y, log(mean_c(exp(yhat)))))",
-                         "per-pixel cross-entropy minus ln C, in the AutoLoss-Zero set"),
+                         "per-pixel cross-entropy minus ln C where yhat holds logits (gp-loss's tasks pass "
+                         "probabilities: seg_ce is their cross-entropy)"),
     # Segmentation losses on softmax probabilities ``yhat`` and one-hot ``y`` (N×C×H×W), reduced by
     # sum / (N*H*W): a mean over pixels. The AutoLoss-Zero set has no constant but 1, so 2a is add(a, a).
     "seg_ce": PaperLoss("zero", _SEG_CE, "per-pixel cross-entropy"),

@@ -42,7 +42,8 @@ def test_spec_is_complete_and_its_probes_fit_the_kind(name):
     inputs = batch.inputs()
     assert len(inputs) == len(kind.inputs)
     assert batch.prediction.requires_grad and batch.prediction.is_leaf
-    assert inputs[kind.inputs.index(kind.prediction)] is batch.prediction or kind.prediction == "i"
+    # The prediction input is the leaf itself, or made from it: reg's boxes decoded from deltas, zero's softmax.
+    assert inputs[kind.inputs.index(kind.prediction)] is batch.prediction or kind.prediction in ("i", "yhat")
     # convergence: a sweep of the kind's inputs, rows all the same length
     if spec.convergence is not None:
         sweep = spec.convergence.build(ConvergenceSettings())

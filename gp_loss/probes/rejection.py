@@ -191,8 +191,8 @@ class BoxRegressionProbe:
 class SegmentationProbe:
     """``zero``: dense segmentation of digits by pixel intensity (:func:`~gp_loss.probes.digits.intensity_classes`).
 
-    Prediction B×N×C×8×8: per-pixel logits of a random dense SmallCNN;
-    ``y`` one-hot N×C×H×W per sample; metric: mIoU.
+    Prediction B×N×C×8×8: per-pixel logits of a random dense SmallCNN (the inputs: ``yhat``
+    their softmax over C, ``y`` one-hot N×C×H×W per sample); metric: mIoU.
     """
 
     n: int = 4
@@ -211,5 +211,6 @@ class SegmentationProbe:
         # :attr:`~gp_loss.kinds.KindSpec.stacks_samples`), or, for a task's own normaliser,
         # each sample's slice on its own.
         y = dense_one_hot(labels, classes).contiguous()
+        # yhat = the softmax over the classes of the optimised logits, as the tasks pass it.
         return RejectionSamples(
-            self.kind_name, logits, lambda p: (p, y), lambda p: mean_iou(p, labels, classes), self.lr)
+            self.kind_name, logits, lambda p: (torch.softmax(p, -3), y), lambda p: mean_iou(p, labels, classes), self.lr)

@@ -182,15 +182,17 @@ def box_batch(g: torch.Generator, device: str | torch.device, n: int, classes: i
 
 
 def dense_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:
-    """``zero``: logits ``yhat`` and one-hot ``y``, each N×classes×size×size, N = n/8 (at least 2).
+    """``zero``: ``yhat`` = softmax probabilities and one-hot ``y``, each N×classes×size×size, N = n/8 (at least 2).
 
-    Fewer images than rows elsewhere: each carries size×size pixels.
+    The prediction (the leaf) is the logits, as the tasks' networks output them; ``yhat``
+    is their softmax over the classes, as the tasks pass it. Fewer images than rows
+    elsewhere: each carries size×size pixels.
     """
     images = max(2, n // 8)
     labels = torch.randint(0, classes, (images, size, size), generator=g).to(device)
-    yhat = torch.randn(images, classes, size, size, generator=g).to(device).requires_grad_()
+    logits = torch.randn(images, classes, size, size, generator=g).to(device).requires_grad_()
 
     def make(pred, lab):
-        return pred, dense_one_hot(lab, classes).to(pred.dtype)
+        return torch.softmax(pred, -3), dense_one_hot(lab, classes).to(pred.dtype)
 
-    return SampleBatch(yhat, labels, make, (labels + 1) % classes, CONFIDENT_SCALE * yhat.detach())
+    return SampleBatch(logits, labels, make, (labels + 1) % classes, CONFIDENT_SCALE * logits.detach())

@@ -143,7 +143,7 @@ def box_problem(seed: int, device: str | torch.device) -> SimulationProblem:
 
 
 def segmentation_problem(seed: int, device: str | torch.device) -> SimulationProblem:
-    """``zero``: per-pixel segmentation of the digits by intensity; inputs yhat, y (N×3×8×8)."""
+    """``zero``: per-pixel segmentation of the digits by intensity; inputs yhat (softmax), y (N×3×8×8)."""
     classes = INTENSITY_CLASSES
     images, _ = one_per_class(seed)
     images = images.to(device)
@@ -152,7 +152,7 @@ def segmentation_problem(seed: int, device: str | torch.device) -> SimulationPro
     model = SmallCNN(classes, dense=True).to(device)
 
     def inputs(m: nn.Module) -> tuple[torch.Tensor, ...]:
-        return m(images), y
+        return torch.softmax(m(images), 1), y  # yhat: probabilities, as the tasks pass them
 
     def metric(m: nn.Module) -> float:
         return mean_iou(m(images)[None], target[None], classes, torch.float64).item()
