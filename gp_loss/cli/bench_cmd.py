@@ -64,6 +64,7 @@ def register(sub) -> None:
     x.set_defaults(run=run_proxy)
     _register_hps(targets)
     _register_detection_loss(targets)
+    _register_pap(targets)
 
 
 # --quick's settings where the option is not given; the full run's otherwise.
@@ -295,4 +296,85 @@ def run_detection_loss(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print("\n".join(format_report(result)))
+    return 0
+
+
+# --quick's settings where the option is not given; the full run's otherwise.
+PAP_FULL = {"canvases": 128, "steps": 200, "warmup": 20, "cost_steps": 5}
+PAP_QUICK = {"canvases": 32, "steps": 4, "warmup": 2, "cost_steps": 2}
+
+
+def _register_pap(targets) -> None:
+    # The names are checked by gp_loss.bench.pap (importing torchvision here would slow every command).
+    a = targets.add_parser("pap", help="Parameterized AP Loss: AP with and without its gradient blocking, and "
+                                       "the cost of a training step against Focal + GIoU",
+                           description="Ablation: train the detector (built-in digits) from the same seed for "
+                                       "the same steps with pap (identity substitutions, the rank's H1 gradient "
+                                       "blocked) and pap_unblocked (not blocked; the paper's ablation) and print "
+                                       "their validation AP side by side. Cost: alternate training steps of PAP "
+                                       "and fl_giou (Focal + GIoU) on one fixed batch from the same weights; "
+                                       "print the median ms per step, the peak memory of a step and the "
+                                       "pap/fl_giou ratios.")
+    a.add_argument("--model", default="retinanet", help="fcos, retinanet (default) or fasterrcnn")
+    a.add_argument("--backbone", default="small", help="small (default), resnet18, resnet34 or resnet50")
+    a.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
+    a.add_argument("--canvases", type=int, help=f"ablation: digit canvases drawn, training + validation "
+                                                f"(default {PAP_FULL['canvases']}; --quick {PAP_QUICK['canvases']})")
+    a.add_argument("--max-digits", type=int, default=1, help="ablation: digits per canvas, 1 to this (default 1)")
+    a.add_argument("--batch", type=int, default=8, help="ablation: images per step (default 8)")
+    a.add_argument("--steps", type=int, help=f"ablation: SGD steps per loss (default {PAP_FULL['steps']}; "
+                                             f"--quick {PAP_QUICK['steps']})")
+    a.add_argument("--warmup", type=int, help=f"ablation: linear warm-up steps (default {PAP_FULL['warmup']}; "
+                                              f"--quick {PAP_QUICK['warmup']})")
+    a.add_argument("--losses", default="pap,pap_unblocked",
+                   help="ablation: baselines to train, comma-separated (default pap,pap_unblocked; add fl_giou "
+                        "for reference)")
+    a.add_argument("--cost-batch", type=int, default=16, help="cost: images per step (default 16)")
+    a.add_argument("--cost-steps", type=int, help=f"cost: timed steps of each loss (default "
+                                                  f"{PAP_FULL['cost_steps']}; --quick {PAP_QUICK['cost_steps']})")
+    a.add_argument("--cost-warmup", type=int, default=1, help="cost: untimed steps of each loss first (default 1)")
+    a.add_argument("--no-ablation", action="store_true", help="skip the ablation")
+    a.add_argument("--no-cost", action="store_true", help="skip the cost comparison")
+    a.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    a.add_argument("--seed", type=int, default=0, help="weights, canvases and batches (default 0)")
+    a.add_argument("--quick", action="store_true", help="tiny sizes for CI: 32 canvases, 4 steps, 2 timed steps")
+    a.add_argument("--json", action="store_true", help="print the figures as JSON")
+    a.set_defaults(run=run_pap)
+
+
+def run_pap(args: argparse.Namespace) -> int:
+    from gp_loss.bench.pap import (bench_pap_ablation, bench_pap_cost, check_ablation_options, check_cost_options,
+                                   format_ablation, format_cost)
+
+    defaults = PAP_QUICK if args.quick else PAP_FULL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    losses = tuple(n.strip() for n in args.losses.split(",") if n.strip())
+    if args.no_ablation and args.no_cost:
+        raise GpLossError("--no-ablation and --no-cost leave nothing to run")
+    # every option checked before anything trains
+    if not args.no_ablation:
+        check_ablation_options(args.model, args.backbone, args.size, args.canvases, args.max_digits, args.batch,
+                               args.steps, args.warmup, losses)
+    if not args.no_cost:
+        for flag, value, minimum in (("--cost-batch", args.cost_batch, 1), ("--cost-steps", args.cost_steps, 1),
+                                     ("--cost-warmup", args.cost_warmup, 0)):
+            if value < minimum:
+                raise GpLossError(f"{flag} must be at least {minimum}, got {value}")
+        check_cost_options(args.model, args.backbone, args.size, args.cost_batch, args.cost_steps, args.cost_warmup)
+    result = {}
+    if not args.no_ablation:
+        result["ablation"] = bench_pap_ablation(args.model, args.backbone, args.size, args.canvases, args.max_digits,
+                                                args.batch, args.steps, args.warmup, losses, device=args.device,
+                                                seed=args.seed)
+        if not args.json:
+            print("\n".join(format_ablation(result["ablation"])), flush=True)
+    if not args.no_cost:
+        result["cost"] = bench_pap_cost(args.model, args.backbone, args.size, args.cost_batch, args.cost_steps,
+                                        args.cost_warmup, device=args.device, seed=args.seed)
+        if not args.json:
+            print("\n".join(format_cost(result["cost"])))
+    if args.json:
+        print(json.dumps(result, indent=2))
     return 0

@@ -43,11 +43,17 @@ def register(sub) -> None:
     p.add_argument("--task", default="classification",
                    help="the task: " + "; ".join(f"{name}: {summary}" for name, summary in TASK_SUMMARIES.items()))
     p.add_argument("--loss", action="append", required=True, metavar="BASELINE|BRANCH=FORMULA",
-                   help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ...; segmentation: ce, dice, "
-                        "ce_dice, focal) or one branch's "
+                   help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ..., pap, pap_unblocked; "
+                        "segmentation: ce, dice, ce_dice, focal) or one branch's "
                         "formula, e.g. cls='neg(dot(y, log(softmax(x))))'. Consecutive BRANCH=FORMULA flags "
                         "make one loss (detection: --loss cls=F --loss reg=G); a branch given again starts "
-                        "the next loss. A detector's branches left out keep Focal + GIoU (fl_giou).")
+                        "the next loss. A detector's branches left out keep Focal + GIoU (fl_giou). "
+                        "Detection, Parameterized AP Loss in place of every branch: pap (identity "
+                        "substitutions), pap=PATH (the parameters in a JSON file: PAPParameters.to_json's, a "
+                        "list of the 41 theta values, or a PAP search's results.json), pap:NAME (the same "
+                        "substitution for all five functions: sigmoid, sqrt, linear, square, identity or "
+                        "searched_retinanet_coco); pap_unblocked, pap_unblocked=PATH, pap_unblocked:NAME: the "
+                        "same without blocking the rank's H1 gradient (the paper's ablation).")
     p.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
     p.add_argument("--seed", type=int, default=0, help="the search seed whose final protocol to follow (default 0)")
     for flag, (_, type_, help_) in OPTION_FLAGS.items():
@@ -69,6 +75,37 @@ def task_options_from(args: argparse.Namespace, info) -> dict:
             raise GpLossError(f"{flag} does not apply to the {info.name} task (it has no option {name})")
         options[name] = value
     return options
+
+
+# ``--loss`` forms of Parameterized AP Loss (detection): PREFIX, PREFIX=PATH, PREFIX:NAME.
+PAP_PREFIXES = {"pap": True, "pap_unblocked": False}  # prefix -> block the rank's H1 gradient
+
+
+def pap_loss_from(spec: str, info) -> tuple[str, object] | None:
+    """``(name, DetectionLoss)`` for a ``pap=PATH`` / ``pap:NAME`` (or ``pap_unblocked...``) spec of
+    the detection task; ``None`` for any other spec (the bare ``pap``, ``pap_unblocked`` are baselines).
+
+    Raises:
+        GpLossError: an unreadable or malformed parameters file, an unknown substitution (one line).
+    """
+    if info.name != "detection":
+        return None
+    for prefix, block in PAP_PREFIXES.items():
+        for sep in ("=", ":"):
+            if not spec.startswith(prefix + sep):
+                continue
+            from gp_loss.pap import PAPParameters, read_pap_parameters
+            from gp_loss.tasks.detection.task import DetectionLoss
+
+            value = spec[len(prefix) + 1:]
+            if sep == "=":
+                params = read_pap_parameters(value)
+            elif not value.strip():
+                raise GpLossError(f"--loss {spec!r}: give a substitution after ':', e.g. {prefix}:sigmoid")
+            else:
+                params = PAPParameters.named(value)
+            return spec, DetectionLoss(None, pap=params, pap_block_h1=block)
+    return None
 
 
 def losses_from(specs: list[str], info, options) -> list[tuple[str, object]]:
@@ -98,6 +135,11 @@ def losses_from(specs: list[str], info, options) -> list[tuple[str, object]]:
         group.clear()
 
     for spec in specs:
+        pap = pap_loss_from(spec, info)
+        if pap is not None:
+            close()
+            losses.append(pap)
+            continue
         if "=" not in spec:
             close()
             if spec not in baselines:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from gp_loss.hps.evaluation import evaluate
 from gp_loss.hps.space import Box, check_seed
 from gp_loss.hps.strategies import Context, Strategy, make_strategy
 from gp_loss.hps.surrogate import GPSurrogate
-from gp_loss.runtime.checkpoint import load_checkpoint, save_checkpoint
+from gp_loss.runtime.checkpoint import open_run, save_checkpoint
 from gp_loss.runtime.parallel import Mapper
 
 CHECKPOINT_VERSION = 1
@@ -205,28 +204,6 @@ def _check_count(value, what: str, minimum: int) -> int:
     return int(value)
 
 
-def _open_run(run: _Run, run_dir: Path | None, resume: bool) -> None:
-    """Load the run's checkpoint when resuming; refuse to overwrite one otherwise."""
-    if run_dir is None:
-        return
-    if not resume:
-        if (run_dir / "checkpoint.json").exists() or (run_dir / "checkpoint.prev.json").exists():
-            raise GpLossError(f"{run_dir} already holds a checkpoint: pass resume=True to continue it, "
-                              f"or use another run directory")
-        return
-    state, warnings = load_checkpoint(run_dir)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    if state is None:
-        return  # nothing saved yet: start from the beginning
-    try:
-        run.load_state(state)
-    except GpLossError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise GpLossError(f"corrupt checkpoint in {run_dir}: {type(err).__name__}: {err}") from None
-
-
 def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: int, seed: int,
              strategy: str = "dycors", n_init: int | None = None, map: Mapper | None = None,
              workers: int = 1, max_seconds: float | None = None, run_dir: str | os.PathLike | None = None,
@@ -264,7 +241,7 @@ def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: i
     chosen = make_strategy(strategy, box)
     run = _Run(box, seed, chosen, budget, n_init)
     path = None if run_dir is None else Path(run_dir)
-    _open_run(run, path, resume)
+    open_run(run.load_state, path, resume)
 
     own_map = map is None
     mapper = map if map is not None else Mapper("multiprocessing" if workers > 1 else "serial", workers)

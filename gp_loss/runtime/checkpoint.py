@@ -73,3 +73,35 @@ def load_checkpoint(run_dir: str | os.PathLike, read_only: bool = False) -> tupl
         raise GpLossError(f"no readable checkpoint in {run_dir}: " + "; ".join(warnings)
                           + ". Start a new run with another --out")
     return None, warnings
+
+
+def open_run(load_state, run_dir: Path | None, resume: bool) -> None:
+    """Start or continue a checkpointed run in ``run_dir``: load its state when resuming, never overwrite one.
+
+    ``load_state(state dict)`` restores the run (raising ``KeyError``, ``TypeError``, ``ValueError``,
+    ``AttributeError`` or ``IndexError`` on a state of the wrong shape: reported as a corrupt
+    checkpoint). Without ``resume``, a directory that already holds a checkpoint is refused;
+    resuming a directory with none starts from the beginning.
+    """
+    import sys
+
+    if run_dir is None:
+        if resume:
+            raise GpLossError("resume=True needs the run_dir of the run to continue")
+        return
+    if not resume:
+        if (run_dir / "checkpoint.json").exists() or (run_dir / "checkpoint.prev.json").exists():
+            raise GpLossError(f"{run_dir} already holds a checkpoint: pass resume=True to continue it, "
+                              f"or use another run directory")
+        return
+    state, warnings = load_checkpoint(run_dir)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if state is None:
+        return  # nothing saved yet: start from the beginning
+    try:
+        load_state(state)
+    except GpLossError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise GpLossError(f"corrupt checkpoint in {run_dir}: {type(err).__name__}: {err}") from None

@@ -23,6 +23,14 @@ image, half positive at most) divided by their number; box-head terms are sums o
 sampled RoIs divided by their number. Sampling uses torchvision's samplers in torchvision's
 order, so with the same RNG state the same anchors and RoIs are drawn.
 
+Parameterized AP Loss (``set_pap`` on either module; Tao et al., NeurIPS 2021) replaces each
+module's two branches by one loss term: ``rpn_pap``, the objectness logits of the RPN's sampled
+anchors ranked as one class (the sampled positives +1, the sampled negatives 0) with the GIoU of
+the positives' proposals decoded from their deltas against their anchors; ``rcnn_pap``, the C
+non-background class logits of the sampled RoIs (+1 at a positive RoI's ground-truth class, 0
+elsewhere) with the GIoU of the box decoded for that class against the proposal. The background
+logit gets no gradient then; inference is torchvision's, unchanged (softmax over all C+1 logits).
+
 Labels: Faster R-CNN's targets use 1..C (0 is background).
 """
 from __future__ import annotations
@@ -38,12 +46,17 @@ from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_p
 from gp_loss.errors import GpLossError
 from gp_loss.language.compile import CompiledTree
 from gp_loss.language.genome import Genome
-from gp_loss.tasks.detection._utils import (bcls_inputs, cls_inputs, compile_branches, normalised_sum,
-                                            paired_iou, reg_inputs)
+from gp_loss.pap.loss import DEFAULT_TOP_K
+from gp_loss.pap.substitutions import PAPParameters
+from gp_loss.tasks.detection._utils import (PAPSettings, bcls_inputs, cls_inputs, compile_branches, normalised_sum,
+                                            paired_giou, paired_iou, pap_settings, reg_inputs)
 
 BRANCHES: dict[str, str] = {"rpn_cls": "bcls", "rpn_reg": "reg", "rcnn_cls": "cls", "rcnn_reg": "reg"}
 LOSS_TERMS: dict[str, str | None] = {"loss_objectness": "rpn_cls", "loss_rpn_box_reg": "rpn_reg",
                                      "loss_classifier": "rcnn_cls", "loss_box_reg": "rcnn_reg"}
+# The loss terms of the PAP mode (one per module).
+RPN_PAP_TERM = "rpn_pap"
+RCNN_PAP_TERM = "rcnn_pap"
 
 
 def _compile(genome: Genome | None) -> dict[str, CompiledTree] | None:
@@ -61,6 +74,7 @@ class GenomeRegionProposalNetwork(RegionProposalNetwork):
 
     def __init__(self, *args, genome: Genome | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.pap: PAPSettings | None = None
         self.set_genome(genome)
 
     @classmethod
@@ -77,15 +91,20 @@ class GenomeRegionProposalNetwork(RegionProposalNetwork):
         """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
         self.branches = _compile(genome)
 
+    def set_pap(self, params: PAPParameters | None, top_k: int = DEFAULT_TOP_K, block_h1_gradient: bool = True,
+                per_image: bool = False) -> None:
+        """Train the RPN with Parameterized AP Loss from now on (``None``: off). See :class:`~._utils.PAPSettings`."""
+        self.pap = pap_settings(params, top_k, block_h1_gradient, per_image)
+
     def forward(self, images: ImageList, features: dict[str, Tensor],
                 targets: Optional[list[dict[str, Tensor]]] = None) -> tuple[list[Tensor], dict[str, Tensor]]:
         """torchvision's RPN forward; in training with a genome, the loss also gets anchors and matched boxes.
 
         Returns:
             per image the proposals (P×4) and the losses ``loss_objectness``, ``loss_rpn_box_reg``
-            (empty outside training).
+            (PAP mode: ``rpn_pap``; empty outside training).
         """
-        if self.branches is None or not self.training:
+        if (self.branches is None and self.pap is None) or not self.training:
             return super().forward(images, features, targets)
         # The steps of RegionProposalNetwork.forward, in its order (the sampler draws the same anchors).
         feature_maps = list(features.values())
@@ -99,6 +118,9 @@ class GenomeRegionProposalNetwork(RegionProposalNetwork):
         if targets is None:
             raise ValueError("targets should not be None")
         labels, matched_gt_boxes = self.assign_targets_to_anchors(anchors, targets)
+        if self.pap is not None:
+            return boxes, {RPN_PAP_TERM: self.pap_loss(objectness, pred_bbox_deltas, labels, anchors,
+                                                        matched_gt_boxes)}
         loss_objectness, loss_rpn_box_reg = self.compute_loss(objectness, pred_bbox_deltas, labels, None,
                                                               anchors=anchors, matched_gt_boxes=matched_gt_boxes)
         return boxes, {"loss_objectness": loss_objectness, "loss_rpn_box_reg": loss_rpn_box_reg}
@@ -138,6 +160,29 @@ class GenomeRegionProposalNetwork(RegionProposalNetwork):
         loss_box = normalised_sum(self.branches["rpn_reg"](*reg_inputs(pred_pos, gt_pos)), num_sampled)
         return loss_objectness, loss_box
 
+    def pap_loss(self, objectness: Tensor, pred_bbox_deltas: Tensor, labels: list[Tensor], anchors: list[Tensor],
+                 matched_gt_boxes: list[Tensor]) -> Tensor:
+        """Parameterized AP Loss over the sampled anchors (the arguments as :meth:`compute_loss`'s).
+
+        torchvision's sampler draws the anchors (as for its own loss); their objectness logits are
+        one class, the sampled positives first (targets +1, in anchor order), then the sampled
+        negatives (0); the positives' qualities: the GIoU of their proposals (deltas decoded
+        against their anchors) with their matched ground truth.
+        """
+        if self.pap is None:
+            raise ValueError("pap_loss: PAP-Loss is off (set_pap)")
+        sampled_pos, sampled_neg = self.fg_bg_sampler(labels)
+        pos = torch.where(torch.cat(sampled_pos, dim=0))[0]
+        neg = torch.where(torch.cat(sampled_neg, dim=0))[0]
+        rows = torch.cat([pos, neg])
+        logits = objectness.flatten()[rows]  # M: one class
+        targets = torch.zeros(rows.shape, dtype=torch.int8, device=logits.device)
+        targets[:pos.numel()] = 1
+        pred_pos = self.box_coder.decode_single(pred_bbox_deltas[pos].float(), torch.cat(anchors)[pos].float())
+        ious = paired_giou(pred_pos, torch.cat(matched_gt_boxes)[pos])
+        image = torch.div(rows, max(1, objectness.shape[0] // max(1, len(anchors))), rounding_mode="floor")
+        return self.pap.loss(logits, targets, ious, image)
+
 
 class GenomeRoIHeads(RoIHeads):
     """torchvision's ``RoIHeads`` (box head only) with the box losses taken from a genome.
@@ -150,6 +195,7 @@ class GenomeRoIHeads(RoIHeads):
 
     def __init__(self, *args, genome: Genome | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.pap: PAPSettings | None = None
         self.set_genome(genome)
 
     @classmethod
@@ -170,15 +216,21 @@ class GenomeRoIHeads(RoIHeads):
         """Use ``genome``'s losses from now on (``None``: torchvision's own)."""
         self.branches = _compile(genome)
 
+    def set_pap(self, params: PAPParameters | None, top_k: int = DEFAULT_TOP_K, block_h1_gradient: bool = True,
+                per_image: bool = False) -> None:
+        """Train the box head with Parameterized AP Loss from now on (``None``: off). See
+        :class:`~._utils.PAPSettings`."""
+        self.pap = pap_settings(params, top_k, block_h1_gradient, per_image)
+
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]],
                 targets: Optional[list[dict[str, Tensor]]] = None) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
         """torchvision's forward; in training with a genome, the box losses see the sampled proposals.
 
         Returns:
             detections (evaluation) or ``[]`` (training), and the losses ``loss_classifier``,
-            ``loss_box_reg`` (training only).
+            ``loss_box_reg`` (training only; PAP mode: ``rcnn_pap``).
         """
-        if self.branches is None or not self.training:
+        if (self.branches is None and self.pap is None) or not self.training:
             return super().forward(features, proposals, image_shapes, targets)
         if self.has_mask() or self.has_keypoint():
             raise GpLossError("searchable RoI heads cover Faster R-CNN's box head only (no mask or keypoint head)")
@@ -193,6 +245,9 @@ class GenomeRoIHeads(RoIHeads):
         matched_gt_boxes = [
             (t["boxes"] if t["boxes"].numel() else t["boxes"].new_zeros(1, 4)).to(p.dtype)[m]
             for t, m, p in zip(targets, matched_idxs, proposals)]
+        if self.pap is not None:
+            return [], {RCNN_PAP_TERM: self.pap_box_loss(class_logits, box_regression, labels, proposals,
+                                                          matched_gt_boxes)}
         loss_classifier, loss_box_reg = self.box_loss(class_logits, box_regression, labels, proposals,
                                                       matched_gt_boxes)
         return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
@@ -211,14 +266,8 @@ class GenomeRoIHeads(RoIHeads):
         Returns:
             ``(classification loss, box loss)``, each a sum over the sampled RoIs / their number.
         """
-        labels_all = torch.cat(labels)  # R
-        proposals_all = torch.cat(proposals)
-        gt_all = torch.cat(matched_gt_boxes)
         r, k = class_logits.shape
-        pos = torch.where(labels_all > 0)[0]
-        deltas = box_regression.reshape(r, -1, 4)[pos, labels_all[pos]]  # the ground-truth class's deltas
-        pred_pos = self.box_coder.decode_single(deltas, proposals_all[pos])  # P×4
-        gt_pos = gt_all[pos]
+        labels_all, pos, pred_pos, gt_pos = self._positive_boxes(box_regression, labels, proposals, matched_gt_boxes)
 
         iou = torch.zeros(r, device=class_logits.device)
         iou[pos] = paired_iou(pred_pos, gt_pos)
@@ -228,3 +277,41 @@ class GenomeRoIHeads(RoIHeads):
         loss_classifier = normalised_sum(self.branches["rcnn_cls"](x, y, w), r)
         loss_box_reg = normalised_sum(self.branches["rcnn_reg"](*reg_inputs(pred_pos, gt_pos)), r)
         return loss_classifier, loss_box_reg
+
+    def _positive_boxes(self, box_regression: Tensor, labels: list[Tensor], proposals: list[Tensor],
+                        matched_gt_boxes: list[Tensor], as_float: bool = False
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(labels R, positive rows P, their decoded boxes P×4, their ground truth P×4)`` of the sampled RoIs.
+
+        A positive RoI's box is decoded from its ground-truth class's deltas against its proposal
+        (``as_float``: in float32, whatever the autocast dtype).
+        """
+        labels_all = torch.cat(labels)  # R
+        proposals_all = torch.cat(proposals)
+        pos = torch.where(labels_all > 0)[0]
+        deltas = box_regression.reshape(labels_all.shape[0], -1, 4)[pos, labels_all[pos]]
+        anchors = proposals_all[pos]
+        if as_float:
+            deltas, anchors = deltas.float(), anchors.float()
+        return labels_all, pos, self.box_coder.decode_single(deltas, anchors), torch.cat(matched_gt_boxes)[pos]
+
+    def pap_box_loss(self, class_logits: Tensor, box_regression: Tensor, labels: list[Tensor],
+                     proposals: list[Tensor], matched_gt_boxes: list[Tensor]) -> Tensor:
+        """Parameterized AP Loss of the box head (the arguments as :meth:`box_loss`'s).
+
+        The logits: the C non-background columns of the sampled RoIs (R×C, flattened); targets +1
+        at a positive RoI's ground-truth class, 0 elsewhere; the positives' qualities (in RoI
+        order, their flattened order): the GIoU of the box decoded for their ground-truth class
+        against their proposal with the ground truth.
+        """
+        if self.pap is None:
+            raise ValueError("pap_box_loss: PAP-Loss is off (set_pap)")
+        r, k = class_logits.shape
+        labels_all, pos, pred_pos, gt_pos = self._positive_boxes(box_regression, labels, proposals, matched_gt_boxes,
+                                                                 as_float=True)
+        ious = paired_giou(pred_pos, gt_pos)
+        targets = torch.zeros((r, k - 1), dtype=torch.int8, device=class_logits.device)
+        targets[pos, labels_all[pos] - 1] = 1
+        counts = torch.tensor([len(x) for x in labels], device=class_logits.device)
+        image = torch.repeat_interleave(torch.arange(len(labels), device=class_logits.device), counts)
+        return self.pap.loss(class_logits[:, 1:], targets, ious, image[:, None].expand(r, k - 1))

@@ -9,6 +9,14 @@ normalisation: each term is a sum over locations divided by max(1, number of
 foreground locations in the batch). With the genome sigmoid focal loss (Lin et al.,
 ICCV 2017) + GIoU (Rezatofighi et al., CVPR 2019) the terms equal torchvision's.
 
+Parameterized AP Loss (:meth:`GenomeFCOSHead.set_pap`; Tao et al., NeurIPS 2021) replaces the
+classification and box terms by ONE loss term ``pap``: the logits of every location × class of the
+batch, flattened (image, location, class), with targets +1 at (foreground location, its
+ground-truth class) and 0 elsewhere (FCOS ignores no location); each positive's quality is the GIoU
+of its box decoded from the predicted ltrb distances (the box coder's ``decode``, as above) with
+its ground truth, in the positives' flattened order. The centerness BCE stays torchvision's, as
+its own term ``bbox_ctrness``.
+
 Labels: FCOS's targets use class indices 0..C-1 (no background index).
 """
 from __future__ import annotations
@@ -18,12 +26,17 @@ from torch import Tensor, nn
 from torchvision.models.detection.fcos import FCOSHead
 
 from gp_loss.language.genome import Genome
-from gp_loss.tasks.detection._utils import (bcls_inputs, box_loss_rows, check_box_loss, compile_branches,
-                                            normalised_sum, paired_iou, reg_inputs)
+from gp_loss.pap.loss import DEFAULT_TOP_K
+from gp_loss.pap.substitutions import PAPParameters
+from gp_loss.tasks.detection._utils import (PAPSettings, bcls_inputs, box_loss_rows, check_box_loss,
+                                            compile_branches, normalised_sum, paired_giou, paired_iou,
+                                            pap_settings, reg_inputs)
 
 BRANCHES: dict[str, str] = {"cls": "bcls", "reg": "reg"}
 # The loss term each branch yields (``None``: a term the genome does not touch).
 LOSS_TERMS: dict[str, str | None] = {"classification": "cls", "bbox_regression": "reg", "bbox_ctrness": None}
+# The loss term of the PAP mode (one loss for cls and reg; bbox_ctrness stays).
+PAP_TERM = "pap"
 
 
 class GenomeFCOSHead(FCOSHead):
@@ -43,6 +56,7 @@ class GenomeFCOSHead(FCOSHead):
     def __init__(self, in_channels: int, num_anchors: int, num_classes: int, num_convs: int = 4,
                  genome: Genome | None = None, box_loss: str | None = None) -> None:
         super().__init__(in_channels, num_anchors, num_classes, num_convs)
+        self.pap: PAPSettings | None = None
         self.set_genome(genome, box_loss)
 
     def set_genome(self, genome: Genome | None, box_loss: str | None = None) -> None:
@@ -51,9 +65,16 @@ class GenomeFCOSHead(FCOSHead):
         self.branches = compile_branches(genome, BRANCHES, "fcos")
         self.box_loss = box_loss if genome is not None else None
 
+    def set_pap(self, params: PAPParameters | None, top_k: int = DEFAULT_TOP_K, block_h1_gradient: bool = True,
+                per_image: bool = False) -> None:
+        """Train with Parameterized AP Loss from now on (``None``: off, back to the genome's or
+        torchvision's losses, which PAP overrides while on). See :class:`~._utils.PAPSettings`."""
+        self.pap = pap_settings(params, top_k, block_h1_gradient, per_image)
+
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
                      anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
-        """The loss terms ``classification``, ``bbox_regression``, ``bbox_ctrness``.
+        """The loss terms ``classification``, ``bbox_regression``, ``bbox_ctrness`` (PAP mode: ``pap``
+        and ``bbox_ctrness``).
 
         Args:
             targets: per image ``boxes`` G×4 (xyxy) and ``labels`` G (0..C-1).
@@ -62,6 +83,8 @@ class GenomeFCOSHead(FCOSHead):
             anchors: per image A×4 anchor boxes (one per location).
             matched_idxs: per image A indices into its ground truth, -1 for background.
         """
+        if self.pap is not None:
+            return self.pap_loss(targets, head_outputs, anchors, matched_idxs)
         if self.branches is None:
             return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
         cls_logits = head_outputs["cls_logits"]  # N×A×C
@@ -108,6 +131,45 @@ class GenomeFCOSHead(FCOSHead):
         return {
             "classification": loss_cls,
             "bbox_regression": loss_reg,
+            "bbox_ctrness": _centerness_loss(self.box_coder, all_anchors, all_gt_boxes, bbox_ctrness,
+                                             foreground) / max(1, num_foreground),
+        }
+
+
+    def pap_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
+                 anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
+        """``pap`` (Parameterized AP Loss of the whole batch) and torchvision's ``bbox_ctrness``.
+
+        Logits N×A×C flattened; targets +1 at (foreground location, its class), 0 elsewhere; the
+        positives' qualities: the GIoU of their decoded boxes with their ground truth, in
+        (image, location) order, the positives' flattened order (one class per location).
+        """
+        if self.pap is None:
+            raise ValueError("pap_loss: PAP-Loss is off (set_pap)")
+        cls_logits = head_outputs["cls_logits"]  # N×A×C
+        bbox_regression = head_outputs["bbox_regression"]  # N×A×4
+        bbox_ctrness = head_outputs["bbox_ctrness"]  # N×A×1
+        n, a, c = cls_logits.shape
+        gt_boxes = []
+        for targets_per_image, matched in zip(targets, matched_idxs):
+            if len(targets_per_image["labels"]) == 0:
+                gt_boxes.append(targets_per_image["boxes"].new_zeros((len(matched), 4)))
+            else:
+                gt_boxes.append(targets_per_image["boxes"][matched.clip(min=0)])
+        all_gt_boxes, all_anchors = torch.stack(gt_boxes), torch.stack(anchors)
+        matched = torch.stack(matched_idxs)  # N×A
+        foreground = matched >= 0
+        num_foreground = foreground.sum().item()
+        fg = foreground.nonzero()  # F×2 (image, location), row-major
+        gt_labels = torch.cat([t["labels"][m[m >= 0]] for t, m in zip(targets, matched_idxs)])  # F
+
+        labels = torch.zeros((n, a, c), dtype=torch.int8, device=cls_logits.device)
+        labels[fg[:, 0], fg[:, 1], gt_labels] = 1
+        pred_fg = self.box_coder.decode(bbox_regression[foreground].float(), all_anchors[foreground].float())
+        ious = paired_giou(pred_fg, all_gt_boxes[foreground])
+        image = torch.arange(n, device=cls_logits.device)[:, None, None].expand(n, a, c)
+        return {
+            PAP_TERM: self.pap.loss(cls_logits, labels, ious, image),
             "bbox_ctrness": _centerness_loss(self.box_coder, all_anchors, all_gt_boxes, bbox_ctrness,
                                              foreground) / max(1, num_foreground),
         }

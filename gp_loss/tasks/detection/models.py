@@ -53,6 +53,8 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxP
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.models.weights import load_state, read_state_dict
+from gp_loss.pap.loss import DEFAULT_TOP_K
+from gp_loss.pap.substitutions import PAPParameters
 from gp_loss.tasks.detection import faster_rcnn, fcos, retinanet
 from gp_loss.tasks.detection.assignment import DYNAMIC_CLASSES, DynamicAssigner
 from gp_loss.tasks.detection._utils import compile_branches
@@ -66,6 +68,10 @@ BRANCH_LAYOUTS: dict[str, dict[str, str]] = {
 # Loss term (the key in the detector's loss dict) -> the branch that yields it (None: not searched).
 LOSS_TERMS: dict[str, dict[str, str | None]] = {
     "fcos": fcos.LOSS_TERMS, "retinanet": retinanet.LOSS_TERMS, "fasterrcnn": faster_rcnn.LOSS_TERMS}
+# The loss terms a detector returns in the PAP mode (:func:`set_pap`).
+PAP_LOSS_TERMS: dict[str, tuple[str, ...]] = {
+    "fcos": (fcos.PAP_TERM, "bbox_ctrness"), "retinanet": (retinanet.PAP_TERM,),
+    "fasterrcnn": (faster_rcnn.RPN_PAP_TERM, faster_rcnn.RCNN_PAP_TERM)}
 # What a dataset category index 0..C-1 becomes as a target label.
 LABEL_OFFSET = {"fcos": 0, "retinanet": 0, "fasterrcnn": 1}
 
@@ -265,6 +271,31 @@ def set_genome(model: nn.Module, genome: Genome | None, box_loss: str | None = N
             m.set_genome(genome)
         else:
             m.set_genome(genome, box_loss)
+
+
+def set_pap(model: nn.Module, params: PAPParameters | None, *, top_k: int = DEFAULT_TOP_K,
+            block_h1_gradient: bool = True, per_image: bool = False) -> None:
+    """Train a built detector with Parameterized AP Loss (Tao et al., NeurIPS 2021); ``None``: off.
+
+    While on, PAP overrides the heads' genome (or torchvision's) losses: FCOS and RetinaNet
+    return one term ``pap`` for their classification and box branches (FCOS keeps
+    ``bbox_ctrness``), Faster R-CNN ``rpn_pap`` and ``rcnn_pap`` (:data:`PAP_LOSS_TERMS`).
+    Turning it off gives back what :func:`set_genome` set, unchanged.
+
+    Args:
+        params: the substitutions and regression gradient scale (:class:`~gp_loss.pap.PAPParameters`).
+        top_k: candidates kept per ranking (the k highest valid logits; 1e5 as the official head).
+        block_h1_gradient: detach the rank's H1 term (the paper's default; ``False``: the ablation).
+        per_image: rank within each image instead of over the whole batch.
+
+    Raises:
+        GpLossError: a model without searchable heads, or bad settings (one line).
+    """
+    modules = [m for m in model.modules() if isinstance(m, _GENOME_MODULES)]
+    if not modules:
+        raise GpLossError(f"{type(model).__name__} has no searchable loss head (build it with build_detector)")
+    for m in modules:
+        m.set_pap(params, top_k, block_h1_gradient, per_image)
 
 
 # ----------------------------------------------------------------------------- weights

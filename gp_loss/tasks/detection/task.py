@@ -10,8 +10,10 @@ the validation split; the fitness is ``metric`` (AP by default). Training stops 
 non-finite loss, naming the branch. The final score retrains for ``final_steps``.
 
 A loss is a :class:`~gp_loss.language.genome.Genome` whose branches fit the detector
-(:data:`~gp_loss.tasks.detection.BRANCH_LAYOUTS`), or a baseline's name
-(:data:`BASELINES`): ``torchvision`` trains with the detector's own loss code untouched.
+(:data:`~gp_loss.tasks.detection.BRANCH_LAYOUTS`), a :class:`DetectionLoss`, or a baseline's name
+(:data:`BASELINES`): ``torchvision`` trains with the detector's own loss code untouched; ``pap``
+with Parameterized AP Loss (Tao et al., NeurIPS 2021; :mod:`gp_loss.pap`) in identity
+substitutions, ``pap_unblocked`` the same without its gradient blocking (the paper's ablation).
 """
 from __future__ import annotations
 
@@ -22,11 +24,14 @@ import torch
 from gp_loss.errors import GpLossError
 from gp_loss.field_types import check_numbers, options_from_dict
 from gp_loss.language.genome import Genome
+from gp_loss.pap.loss import DEFAULT_TOP_K
+from gp_loss.pap.substitutions import PAPParameters
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.tasks.base import TaskInfo, TrainingRun, TrainOutcome
 from gp_loss.tasks.detection.data import DetectionData, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
-                                            category_index, set_genome, target_labels)
+                                            category_index, set_genome, set_pap, target_labels)
+from gp_loss.tasks.detection._utils import pap_settings
 from gp_loss.tasks.detection.assignment import CANDIDATE_REGIONS, DEFAULT_ALPHA, check_assignment, make_assigner
 from gp_loss.tasks.detection.models import fpn_levels
 
@@ -40,15 +45,74 @@ LIMITS = {"image_size": 2048, "canvases": 100_000, "max_digits": 50, "batch_size
 @dataclass(frozen=True)
 class DetectionLoss:
     """What trains the detector: a genome (``None``: torchvision's own losses), and optionally
-    torchvision's coordinate loss (``"l1"``, ``"smooth_l1"``) on the box deltas in place of ``reg``."""
+    torchvision's coordinate loss (``"l1"``, ``"smooth_l1"``) on the box deltas in place of ``reg``;
+    or Parameterized AP Loss (``pap``, with ``genome`` and ``box_loss`` left ``None``), which
+    replaces every searchable branch (:func:`~gp_loss.tasks.detection.models.set_pap`):
+    ``pap_block_h1`` detaches the rank's H1 term (the paper's default), ``pap_top_k`` bounds
+    each ranking's candidates, ``pap_per_image`` ranks within each image."""
 
     genome: Genome | None
     box_loss: str | None = None
+    pap: PAPParameters | None = None
+    pap_block_h1: bool = True
+    pap_top_k: int = DEFAULT_TOP_K
+    pap_per_image: bool = False
+
+    def __post_init__(self):
+        if self.pap is None:
+            return
+        if self.genome is not None or self.box_loss is not None:
+            raise GpLossError("PAP-Loss replaces every loss branch of the detector: give pap without a genome "
+                              "or box loss")
+        pap_settings(self.pap, self.pap_top_k, self.pap_block_h1, self.pap_per_image)  # checks them
+
+    def formulas(self) -> dict[str, str]:
+        """What trains each branch, as text: the genome's formulas, or ``{"pap": ...}``."""
+        if self.pap is not None:
+            return {"pap": pap_text(self.pap, self.pap_block_h1, self.pap_per_image, self.pap_top_k)}
+        if self.genome is None:
+            return {}
+        texts = self.genome.formulas()
+        if self.box_loss is not None and BOX_BRANCH in texts:
+            texts[BOX_BRANCH] = f"torchvision {self.box_loss} on the box deltas"
+        return texts
+
+
+def pap_text(params: PAPParameters, block_h1: bool = True, per_image: bool = False,
+             top_k: int = DEFAULT_TOP_K) -> str:
+    """``"PAP-Loss, identity substitutions"`` and the like: what a PAP loss trains with, in words."""
+    if params.theta is not None and params.name not in ("identity", "linear", "searched_retinanet_coco"):
+        what = f"searched substitutions ({params.name}), gradient scale {params.grad_scale:.4g}"
+    else:
+        what = f"{params.name} substitutions" + (f", gradient scale {params.grad_scale:.4g}"
+                                                 if params.grad_scale != 1.0 else "")
+    extras = [] if block_h1 else ["H1 gradient not blocked (ablation)"]
+    if per_image:
+        extras.append("ranked per image")
+    if top_k != DEFAULT_TOP_K:
+        extras.append(f"top {top_k}")
+    return f"PAP-Loss, {what}" + "".join(f"; {e}" for e in extras)
+
+
+@dataclass(frozen=True)
+class PAPBaseline:
+    """A baseline trained with Parameterized AP Loss: named substitutions, gradient blocking or not."""
+
+    substitutions: str = "identity"
+    block_h1: bool = True
+
+    def loss(self) -> DetectionLoss:
+        return DetectionLoss(None, pap=PAPParameters.named(self.substitutions), pap_block_h1=self.block_h1)
+
+    def text(self) -> str:
+        return pap_text(PAPParameters.named(self.substitutions), self.block_h1)
 
 
 # Baselines by name: per detector, branch -> a loss of PAPER_LOSSES, plus an optional coordinate box loss.
 # ``torchvision``: the detector's own loss code. FCOS and RetinaNet use sigmoid focal losses; Faster
 # R-CNN's equivalents are cross-entropy based (BCE objectness, CE / IoU-weighted CE in the box head).
+# ``pap``, ``pap_unblocked``: Parameterized AP Loss in place of every branch (a PAPBaseline).
+_PAP = {"pap": PAPBaseline(), "pap_unblocked": PAPBaseline(block_h1=False)}
 _DENSE = {
     "torchvision": None,
     "fl_giou": ({"cls": "sigmoid_focal", "reg": "giou"}, None),
@@ -56,9 +120,10 @@ _DENSE = {
     "fl_smooth_l1": ({"cls": "sigmoid_focal", "reg": "giou"}, "smooth_l1"),
     "cse_autoloss_a": ({"cls": "sigmoid_focal", "reg": "cse_autoloss_a_reg"}, None),
     "cse_autoloss_b": ({"cls": "cse_autoloss_b_cls", "reg": "cse_autoloss_b_reg"}, None),
+    **_PAP,
 }
 _RPN = {"rpn_cls": "bce", "rpn_reg": "giou"}
-BASELINES: dict[str, dict[str, tuple[dict[str, str], str | None] | None]] = {
+BASELINES: dict[str, dict[str, tuple[dict[str, str], str | None] | PAPBaseline | None]] = {
     "fcos": _DENSE,
     "retinanet": _DENSE,
     "fasterrcnn": {
@@ -66,6 +131,7 @@ BASELINES: dict[str, dict[str, tuple[dict[str, str], str | None] | None]] = {
         "fl_giou": ({**_RPN, "rcnn_cls": "ce", "rcnn_reg": "giou"}, None),
         "cse_autoloss_a": ({**_RPN, "rcnn_cls": "cse_autoloss_a_cls", "rcnn_reg": "cse_autoloss_a_reg"}, None),
         "cse_autoloss_b": ({**_RPN, "rcnn_cls": "cei", "rcnn_reg": "cse_autoloss_b_reg"}, None),
+        **_PAP,
     },
 }
 TORCHVISION_TEXT = "torchvision's own loss code"
@@ -173,6 +239,9 @@ def baseline_texts(options: DetectionOptions) -> dict[str, dict[str, str]]:
         if spec is None:
             texts[name] = {branch: TORCHVISION_TEXT for branch in BRANCH_LAYOUTS[options.model]}
             continue
+        if isinstance(spec, PAPBaseline):  # one loss for every branch
+            texts[name] = {branch: spec.text() for branch in BRANCH_LAYOUTS[options.model]}
+            continue
         losses, box_loss = spec
         texts[name] = {branch: PAPER_LOSSES[loss].formula for branch, loss in losses.items()}
         if box_loss is not None:  # the box loss trains the boxes in place of the box branch's formula
@@ -188,6 +257,8 @@ def baseline_loss(model: str, name: str) -> DetectionLoss:
     spec = table[name]
     if spec is None:
         return DetectionLoss(None)
+    if isinstance(spec, PAPBaseline):
+        return spec.loss()
     losses, box_loss = spec
     layout = BRANCH_LAYOUTS[model]
     return DetectionLoss(Genome.from_formulas((b, layout[b], PAPER_LOSSES[loss].formula) for b, loss in losses.items()),
@@ -231,6 +302,9 @@ class DetectionTask:
                                                       fpn_levels(o.backbone), o.assignment_candidates))
         if spec.box_loss is not None:
             set_genome(model, spec.genome, spec.box_loss)
+        if spec.pap is not None:
+            set_pap(model, spec.pap, top_k=spec.pap_top_k, block_h1_gradient=spec.pap_block_h1,
+                    per_image=spec.pap_per_image)
         return model.to(self.device)
 
     # -- training ----------------------------------------------------------------------
@@ -239,7 +313,8 @@ class DetectionTask:
         """Train a fresh detector with ``seed`` for ``steps`` SGD steps; the validation metric.
 
         The total loss is the sum of the detector's loss terms (FCOS's centerness term
-        included, as torchvision computes it). Training stops at the first non-finite term,
+        included, as torchvision computes it; with PAP-Loss its terms ``pap``, or ``rpn_pap`` and
+        ``rcnn_pap``). Training stops at the first non-finite term,
         naming its branch (AutoLoss-Zero's early stop), at ``time_limit_s`` (evaluation
         included), or when the loss raises; each scores 0 with its reason.
         """

@@ -45,7 +45,8 @@ def test_the_registry_knows_the_detection_task_and_its_layouts():
     frcnn = DetectionOptions(model="fasterrcnn")
     assert list(info.layout(frcnn)) == ["rpn_cls", "rpn_reg", "rcnn_cls", "rcnn_reg"]
     assert set(info.baselines_for(DetectionOptions())) == {"torchvision", "fl_giou", "fl_l1", "fl_smooth_l1",
-                                                          "cse_autoloss_a", "cse_autoloss_b"}
+                                                          "cse_autoloss_a", "cse_autoloss_b", "pap",
+                                                          "pap_unblocked"}
     assert "torchvision" in info.baselines_for(frcnn)["torchvision"]["rcnn_cls"]
 
 
@@ -53,7 +54,8 @@ def test_the_registry_knows_the_detection_task_and_its_layouts():
 def test_every_baseline_fits_its_detector(model):
     for name in BASELINES[model]:
         loss = baseline_loss(model, name)
-        assert (loss.genome is None) == (name == "torchvision")
+        assert (loss.genome is None) == (name in ("torchvision", "pap", "pap_unblocked"))
+        assert (loss.pap is None) == (name not in ("pap", "pap_unblocked"))
 
 
 def test_the_digits_split_is_seeded_and_on_the_device(task):
