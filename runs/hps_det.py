@@ -171,22 +171,11 @@ def check_settings(settings: dict) -> tuple[dict, "BinLayout", list[int]]:
 
 # ----------------------------------------------------------------------------- trainings (top level: they pickle)
 
-_TASKS: dict = {}
-
-
 def _task(options: dict, device: str, threads: int):
-    """The detection task of ``options`` in this process (the data is cached per configuration)."""
-    import torch
+    """The detection task of ``options`` in this process (built once per configuration)."""
+    from gp_loss.tasks.registry import process_task
 
-    from gp_loss.runtime.device import resolve_device
-    from gp_loss.tasks.detection.task import DetectionOptions, DetectionTask
-
-    torch.set_num_threads(threads)
-    key = json.dumps(options, sort_keys=True)
-    if key not in _TASKS:
-        _TASKS.clear()
-        _TASKS[key] = DetectionTask(DetectionOptions.from_dict(options), resolve_device(device))
-    return _TASKS[key]
+    return process_task("detection", options, device, threads)
 
 
 class ProxyObjective:

@@ -73,3 +73,26 @@ def make_task(name: str, options: dict | None = None, device: str | torch.device
     """Build task ``name`` (loading its data onto ``device``) from a dict of its option fields."""
     info = task_info(name)
     return info.task_class(info.make_options(options), torch.device(device))
+
+
+_PROCESS_TASKS: dict[str, object] = {}
+
+
+def process_task(name: str, options: dict, device: str | torch.device, threads: int | None = None):
+    """Task ``name`` of ``options`` on ``device``, built once in this process and reused while they stay the same.
+
+    For the objectives of a script's parallel map, which run in worker processes and must
+    not reload the task's data for every job. ``threads``: torch's intra-op threads here.
+    Only the latest configuration is kept (one task's data in memory at a time).
+    """
+    import json
+
+    from gp_loss.runtime.device import resolve_device
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    key = json.dumps([name, options, str(device)], sort_keys=True)
+    if key not in _PROCESS_TASKS:
+        _PROCESS_TASKS.clear()
+        _PROCESS_TASKS[key] = make_task(name, options, resolve_device(device))
+    return _PROCESS_TASKS[key]

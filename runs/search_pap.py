@@ -1,0 +1,361 @@
+"""Search Parameterized AP Loss (Tao et al., NeurIPS 2021) for a detector: the 41 values of θ
+(five piecewise-linear substitutions H1, H2, I1, I2, I3 and the regression gradient scale)
+that maximise the validation AP of a short proxy training, then retrain the best θ against
+Focal + GIoU and PAP-Loss with identity substitutions.
+
+    python runs/search_pap.py --out out/pap                        # CPU smoke run (RetinaNet, digits, 64 px)
+    python runs/search_pap.py --strategy surrogate --out out/pap_s  # the same budget, HPS-Det's surrogate
+    python runs/search_pap.py --resume out/pap                     # continue an interrupted run
+    python runs/search_pap.py --device cuda --workers 8 --backbone resnet50 --image-size 512 \\
+        --canvases 4000 --proxy-steps 1500 --final-steps 6000 --top-k 100000 \\
+        --rounds 40 --samples 8 --final-seeds 3 --out out/pap_gpu   # the paper's budget (GPU)
+    python runs/search_pap.py --data train.json --val-data val.json --device cuda ...     # your COCO data
+
+**Strategies** (the same number of proxy trainings, ``--rounds × --samples``, so the two
+compare at one budget): ``ppo`` (default) is the paper's search (gp_loss.pap.ppo: a truncated
+normal policy over θ in [0, 1]^41 started at the identity, ``--samples`` θ per round, a PPO
+update of its mean after each round, reward = the proxy AP); ``surrogate`` searches the same
+θ with HPS-Det's optimiser (gp_loss.hps.maximize, DYCORS on a GP surrogate) on the integer
+grid k = 0..--grid per coordinate, θ = k / grid. Its initial design takes 2(d + 1) points:
+with a budget under 84 only the first budget // 2 − 1 coordinates (in θ order) are
+searched and the rest stay at the grid point nearest the identity (a smoke-run compromise;
+the printed header says how many were free).
+
+Every proxy trains from the same seed, so AP differences come from θ. A training that ends
+on a non-finite loss or an error scores 0. PAP-Loss ranks the top ``--top-k`` logits of a
+batch (the paper: 1e5); the CPU default 3000 keeps a step affordable on the small model.
+
+The run directory holds config.json (the settings; --resume uses them), the optimiser's own
+checkpoint.json (and results.json for ppo; history.json for surrogate), theta.json (the best θ,
+PAPParameters.to_json; ``gp-loss evaluate --task detection --loss pap=DIR/theta.json``),
+pap_loss.py (a standalone PyTorch module of the best loss), substitutions.png (its five
+functions, the appendix's Figure 1) and final.json: the best θ, fl_giou and pap (identity)
+retrained for --final-steps on --final-seeds seeds, AP mean ± std. A user error is one line
+and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gp_loss.errors import GpLossError  # noqa: E402
+from gp_loss.evolution.script import run_script  # noqa: E402
+from gp_loss.runtime.atomic import write_text_atomic  # noqa: E402
+from gp_loss.runtime.parallel import WorkerDied  # noqa: E402
+
+DEFAULT_OUT = "out/pap"
+STRATEGIES = ("ppo", "surrogate")
+# flag -> (setting, type, default, help). Task settings are DetectionOptions fields; the defaults size a CPU
+# run of about 10 minutes on 2 cores (see the docstring for the paper's GPU settings).
+TASK_FLAGS = {
+    "--model": ("model", str, "retinanet", "retinanet (default), fcos or fasterrcnn"),
+    "--backbone": ("backbone", str, "small", "small (default, CPU scale), resnet18, resnet34 or resnet50"),
+    "--data": ("data", str, "digits", "'digits' (built in) or a COCO instances JSON"),
+    "--val-data": ("val_data", str, "", "validation instances JSON (default: a seeded split of --data)"),
+    "--image-size": ("image_size", int, 64, "images are letterboxed to this square"),
+    "--canvases": ("canvases", int, 96, "built-in data: canvases drawn (training + validation)"),
+    "--max-digits": ("max_digits", int, 2, "built-in data: digits per canvas, 1 to this"),
+    "--batch-size": ("batch_size", int, 8, "images per SGD step"),
+    "--lr": ("lr", float, 0.02, "SGD learning rate (momentum 0.9, linear warm-up)"),
+    "--warmup-steps": ("warmup_steps", int, 10, "linear warm-up steps"),
+    "--proxy-steps": ("proxy_steps", int, 20, "SGD steps of a proxy training (the search's AP)"),
+    "--final-steps": ("final_steps", int, 60, "SGD steps of the final comparison"),
+    "--metric": ("metric", str, "AP", "the objective: AP (default), AP50, AP75, APs, APm or APl"),
+}
+RUN_FLAGS = {
+    "--strategy": ("strategy", str, "ppo", "ppo (default, the paper's) or surrogate (HPS-Det's optimiser)"),
+    "--rounds": ("rounds", int, 3, "search rounds (the paper: 40); budget = rounds x samples"),
+    "--samples": ("samples", int, 4, "θ sampled per round (the paper: 8)"),
+    "--grid": ("grid", int, 20, "surrogate: grid steps per coordinate, θ = k / grid"),
+    "--top-k": ("top_k", int, 3000, "PAP-Loss candidates per ranking (the paper: 100000)"),
+    "--seed": ("seed", int, 0, "seed of the search and of every training"),
+    "--final-seeds": ("final_seeds", int, 1, "seeds of the final comparison (seed, seed+1, ...)"),
+    "--workers": ("workers", int, 1, "proxy trainings at once (processes)"),
+    "--device": ("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
+    "--threads": ("threads", int, 2, "torch threads per training process"),
+}
+# Settings that may differ on --resume (the rest must match the stored run).
+RESUMABLE = {"workers", "device", "threads", "final_seeds"}
+THETA_SIZE = 41
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                argument_default=argparse.SUPPRESS)
+    p.add_argument("--out", help=f"run directory to create (default {DEFAULT_OUT})")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR (its stored settings)")
+    for flag, (_, kind, default, text) in {**TASK_FLAGS, **RUN_FLAGS}.items():
+        p.add_argument(flag, type=kind, help=f"{text} (default {default})" if default not in (None, "") else text)
+    return p
+
+
+# ----------------------------------------------------------------------------- settings
+
+def settings_from_args(args: argparse.Namespace) -> tuple[dict, Path, bool]:
+    """The run's settings (``task`` options and ``run`` settings), its directory and whether it resumes."""
+    given = {spec[0]: getattr(args, flag[2:].replace("-", "_"))
+             for flag, spec in {**TASK_FLAGS, **RUN_FLAGS}.items() if hasattr(args, flag[2:].replace("-", "_"))}
+    resume = getattr(args, "resume", None)
+    task_names = {s[0] for s in TASK_FLAGS.values()}
+    if resume is not None:
+        if hasattr(args, "out") and Path(args.out) != Path(resume):
+            raise GpLossError("give the run directory once: --resume DIR (without --out)")
+        out = Path(resume)
+        path = out / "config.json"
+        if not path.is_file():
+            raise GpLossError(f"{out} holds no run to resume (no config.json)")
+        try:
+            stored = json.loads(path.read_text())
+            settings = {"task": dict(stored["task"]), "run": dict(stored["run"])}
+        except (ValueError, KeyError, TypeError) as err:
+            raise GpLossError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+        for name, value in given.items():
+            part = "task" if name in task_names else "run"
+            if name in RESUMABLE:
+                settings[part][name] = value
+            elif settings[part].get(name) != value:
+                raise GpLossError(f"--resume: {name} = {value!r} differs from the run's {settings[part].get(name)!r}; "
+                                  f"only {', '.join(sorted(RESUMABLE))} may change")
+        return settings, out, True
+    out = Path(getattr(args, "out", DEFAULT_OUT))
+    if (out / "config.json").exists() or (out / "checkpoint.json").exists():
+        raise GpLossError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
+    task = {spec[0]: given.get(spec[0], spec[2]) for spec in TASK_FLAGS.values()}
+    run = {spec[0]: given.get(spec[0], spec[2]) for spec in RUN_FLAGS.values()}
+    return {"task": task, "run": run}, out, False
+
+
+def check_settings(settings: dict) -> dict:
+    """Checked task options (a dict); every run setting checked too, before any training."""
+    from gp_loss.runtime.device import check_device
+    from gp_loss.tasks.detection.task import DetectionOptions
+
+    task, run = settings["task"], settings["run"]
+    options = DetectionOptions.from_dict(task)
+    options.check()
+    if run["strategy"] not in STRATEGIES:
+        raise GpLossError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {run['strategy']!r}")
+    for name, minimum in (("rounds", 1), ("samples", 1), ("grid", 1), ("top_k", 1), ("final_seeds", 1),
+                          ("workers", 1), ("threads", 1)):
+        if run[name] < minimum:
+            raise GpLossError(f"--{name.replace('_', '-')} must be at least {minimum}, got {run[name]}")
+    if run["strategy"] == "surrogate" and run["rounds"] * run["samples"] < 2:
+        raise GpLossError("--strategy surrogate needs a budget (--rounds x --samples) of at least 2 proxy trainings")
+    if not 0 <= run["seed"] <= 2**32 - 1:
+        raise GpLossError(f"--seed must be in [0, 2**32 - 1], got {run['seed']}")
+    check_device(run["device"])
+    return dict(task)
+
+
+# ----------------------------------------------------------------------------- trainings (top level: they pickle)
+
+def _task(options: dict, device: str, threads: int):
+    """The detection task of ``options`` in this process (built once per configuration)."""
+    from gp_loss.tasks.registry import process_task
+
+    return process_task("detection", options, device, threads)
+
+
+def _loss(spec: str | list, top_k: int):
+    """A loss: ``"fl_giou"`` (a baseline name), ``"pap"`` (identity substitutions) or θ (41 numbers)."""
+    from gp_loss.pap import PAPParameters
+    from gp_loss.tasks.detection.task import DetectionLoss
+
+    if isinstance(spec, str) and spec != "pap":
+        return spec
+    params = PAPParameters.identity() if spec == "pap" else PAPParameters.from_theta(spec)
+    return DetectionLoss(None, pap=params, pap_block_h1=True, pap_top_k=top_k)
+
+
+class ProxyObjective:
+    """θ -> the validation metric of a proxy training with PAP-Loss(θ) (0 for a non-finite or failed one).
+
+    ``grid`` (surrogate): the point is k, integers 0..grid on the ``free`` coordinates, θ = k / grid, the
+    other coordinates at ``fixed``; without it the point is θ itself.
+    """
+
+    def __init__(self, options: dict, top_k: int, seed: int, device: str, threads: int,
+                 grid: int | None = None, fixed: list[float] | None = None):
+        self.options, self.top_k, self.seed, self.device, self.threads = options, top_k, seed, device, threads
+        self.grid, self.fixed = grid, fixed
+
+    def theta(self, x) -> list[float]:
+        if self.grid is None:
+            return [float(v) for v in x]
+        theta = list(self.fixed)
+        for j, k in enumerate(x):
+            theta[j] = int(k) / self.grid
+        return theta
+
+    def __call__(self, x) -> float:
+        out = _task(self.options, self.device, self.threads).proxy_fitness(_loss(self.theta(x), self.top_k), self.seed)
+        return float(out.score) if math.isfinite(out.score) else 0.0
+
+
+def final_training(job: tuple) -> dict:
+    """One final training: ``(options, loss spec, top_k, seed, device, threads)`` -> its metrics and status."""
+    options, spec, top_k, seed, device, threads = job
+    out = _task(options, device, threads).final_score(_loss(spec, top_k), seed)
+    return {"seed": seed, "score": out.score, "status": out.status, "reason": out.reason,
+            "metrics": out.metrics, "seconds": round(out.seconds, 2)}
+
+
+# ----------------------------------------------------------------------------- the searches
+
+def search_ppo(objective: ProxyObjective, run: dict, out: Path, resume: bool, mapper) -> tuple[list[float], float, int]:
+    from gp_loss.pap import PPOConfig, ppo_maximize
+    from gp_loss.pap.substitutions import IDENTITY_FUNCTION_THETA, IDENTITY_GRAD_SCALE_THETA
+
+    initial = list(IDENTITY_FUNCTION_THETA) * 5 + [IDENTITY_GRAD_SCALE_THETA]
+    config = PPOConfig(rounds=run["rounds"], samples=run["samples"], seed=run["seed"])
+    result = ppo_maximize(objective, THETA_SIZE, config, initial=initial, mapper=mapper, run_dir=out, resume=resume)
+    if result.best_theta is None:
+        raise GpLossError(f"every proxy training failed; see {out / 'results.json'}")
+    return list(result.best_theta), float(result.best_reward), len(result.history)
+
+
+def surrogate_layout(run: dict) -> tuple[int, list[float], list[int]]:
+    """(free coordinates, θ of the fixed ones, their grid values) for the surrogate's budget."""
+    from gp_loss.pap.substitutions import IDENTITY_FUNCTION_THETA, IDENTITY_GRAD_SCALE_THETA
+
+    grid = run["grid"]
+    budget = run["rounds"] * run["samples"]
+    free = min(THETA_SIZE, max(1, budget // 2 - 1))  # an initial design of 2(free + 1) <= budget points
+    identity = list(IDENTITY_FUNCTION_THETA) * 5 + [IDENTITY_GRAD_SCALE_THETA]
+    ks = [min(grid, max(0, round(v * grid))) for v in identity]
+    return free, [k / grid for k in ks], ks
+
+
+def search_surrogate(objective: ProxyObjective, run: dict, out: Path, resume: bool, mapper):
+    from gp_loss.hps import maximize
+
+    budget = run["rounds"] * run["samples"]
+    free = surrogate_layout(run)[0]
+    lower, upper = [0] * free, [run["grid"]] * free
+    n_init = min(2 * (free + 1), budget)
+    result = maximize(objective, lower, upper, budget=budget, seed=run["seed"], n_init=n_init, map=mapper,
+                      run_dir=out, resume=resume)
+    history = [{"k": x, "theta": objective.theta(x), "AP": v, "seconds": round(t, 2),
+                "error": result.errors.get(i, "")}
+               for i, ((x, v), t) in enumerate(zip(result.history, result.times))]
+    write_text_atomic(out / "history.json", json.dumps({"free": free, "grid": run["grid"], "n_init": n_init,
+                                                        "stopped": result.stopped, "evaluations": history},
+                                                       indent=1) + "\n")
+    if result.best_x is None:
+        raise GpLossError(f"every proxy training failed (first: {next(iter(result.errors.values()), '?')}); "
+                          f"see {out / 'history.json'}")
+    return objective.theta(result.best_x), float(result.best_value), len(result.history)
+
+
+# ----------------------------------------------------------------------------- the comparison
+
+def compare(out: Path, options: dict, run: dict, best: list[float], proxy_best: float, mapper) -> dict:
+    """Retrain the best θ, fl_giou and pap (identity) on the same seeds for --final-steps; final.json."""
+    seeds = [run["seed"] + k for k in range(run["final_seeds"])]
+    specs = {"searched": best, "fl_giou": "fl_giou", "pap": "pap"}
+    jobs = [(options, spec, run["top_k"], s, run["device"], run["threads"]) for spec in specs.values() for s in seeds]
+    results = list(mapper(final_training, jobs))
+    report = {"metric": options["metric"], "seeds": seeds, "final_steps": options["final_steps"],
+              "strategy": run["strategy"], "proxy_best": proxy_best, "theta": best, "losses": {}}
+    for k, name in enumerate(specs):
+        part = results[k * len(seeds):(k + 1) * len(seeds)]
+        scores = [r["score"] for r in part]
+        report["losses"][name] = {"mean": statistics.fmean(scores),
+                                  "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                                  "trainings": part}
+    write_text_atomic(out / "final.json", json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def write_exports(out: Path, best: list[float]) -> None:
+    """theta.json, pap_loss.py and substitutions.png of the best θ."""
+    from gp_loss.pap import PAPParameters
+    from gp_loss.pap.export_torch import export_pap_module
+    from gp_loss.pap.plot import plot_substitutions
+
+    params = PAPParameters.from_theta(best)
+    write_text_atomic(out / "theta.json", params.to_json() + "\n")
+    write_text_atomic(out / "pap_loss.py", export_pap_module(params))
+    plot_substitutions(params, out / "substitutions.png", title="searched PAP-Loss substitutions "
+                                                                f"(gradient scale {params.grad_scale:.3g})")
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    from gp_loss.runtime.parallel import Mapper
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # usage error (2) or --help (0), already printed
+        return stop.code if isinstance(stop.code, int) else 2
+    out = None
+    try:
+        settings, out, resume = settings_from_args(args)
+        options = check_settings(settings)
+        run = settings["run"]
+        budget = run["rounds"] * run["samples"]
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.json", json.dumps(settings, indent=1) + "\n")
+        if run["strategy"] == "ppo":
+            objective = ProxyObjective(options, run["top_k"], run["seed"], run["device"], run["threads"])
+            how = f"PPO, {run['rounds']} rounds x {run['samples']} samples"
+        else:
+            free, fixed, _ = surrogate_layout(run)
+            objective = ProxyObjective(options, run["top_k"], run["seed"], run["device"], run["threads"],
+                                       grid=run["grid"], fixed=fixed)
+            how = (f"surrogate (HPS-Det's DYCORS) on k = 0..{run['grid']}, θ = k/{run['grid']}, "
+                   f"{free} of {THETA_SIZE} coordinates free")
+        print(f"PAP-Loss search: {options['model']} ({options['backbone']}, {options['image_size']} px), {how}: "
+              f"{budget} proxy trainings of {options['proxy_steps']} steps; run directory {out}", flush=True)
+        with Mapper("multiprocessing" if run["workers"] > 1 else "serial", run["workers"]) as mapper:
+            started = time.perf_counter()
+            search = search_ppo if run["strategy"] == "ppo" else search_surrogate
+            best, proxy_best, evaluated = search(objective, run, out, resume, mapper)
+            print(f"search: {evaluated} proxy trainings in {time.perf_counter() - started:.0f} s this session; "
+                  f"best proxy {options['metric']} {proxy_best:.4f}", flush=True)
+            write_exports(out, best)
+            final = out / "final.json"
+            report = None
+            if resume and final.is_file():
+                try:
+                    report = json.loads(final.read_text())
+                    if report.get("theta") != best or report.get("seeds") != [run["seed"] + k for k in
+                                                                               range(run["final_seeds"])]:
+                        report = None
+                except ValueError:
+                    report = None
+            if report is None:
+                report = compare(out, options, run, best, proxy_best, mapper)
+    except GpLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: continue with --resume {out}" if out else "interrupted", file=sys.stderr)
+        return 130
+    except WorkerDied as err:
+        print(f"error: a worker process died (killed, or out of memory?): {str(err).rstrip('.')}. "
+              f"Continue with --resume {out}", file=sys.stderr)
+        return 1
+    metric = report["metric"]
+    print(f"\n{metric} after {report['final_steps']} steps, seeds {report['seeds']} (mean ± std):")
+    labels = {"searched": f"PAP-Loss, searched θ ({run['strategy']})", "fl_giou": "Focal + GIoU (fl_giou)",
+              "pap": "PAP-Loss, identity substitutions (pap)"}
+    width = max(len(v) for v in labels.values()) + 2
+    for name, label in labels.items():
+        row = report["losses"][name]
+        print(f"  {(label + ':').ljust(width)}{row['mean']:.4f} ± {row['std']:.4f}")
+    own = "results.json, checkpoint.json" if run["strategy"] == "ppo" else "history.json, checkpoint.json"
+    print(f"\nrun directory: {out} (theta.json, pap_loss.py, substitutions.png, final.json, {own})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_script(main)

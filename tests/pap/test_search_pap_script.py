@@ -1,0 +1,105 @@
+"""runs/search_pap.py: the smallest search, both strategies, writes its files; resumes without re-evaluating;
+bad flags are one line and exit 2."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "runs" / "search_pap.py"
+TINY = ["--rounds", "1", "--samples", "2", "--proxy-steps", "2", "--final-steps", "2", "--final-seeds", "1",
+        "--canvases", "8", "--batch-size", "2", "--warmup-steps", "1", "--device", "cpu", "--threads", "1",
+        "--top-k", "500"]
+
+
+@pytest.fixture(scope="module")
+def cli():
+    spec = importlib.util.spec_from_file_location("search_pap_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # not "__main__": nothing runs
+    return module
+
+
+def _user_error(cli, capsys, argv):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ppo", "surrogate"])
+def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, capsys, tmp_path, monkeypatch,
+                                                                          strategy):
+    from gp_loss.pap import PAPParameters, read_pap_parameters
+
+    out = tmp_path / "run"
+    assert cli.main(["--out", str(out), "--strategy", strategy] + TINY) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "PAP-Loss, searched θ" in printed and "Focal + GIoU (fl_giou)" in printed and "±" in printed
+    for name in ("config.json", "checkpoint.json", "theta.json", "pap_loss.py", "substitutions.png", "final.json"):
+        assert (out / name).is_file(), name
+    assert (out / ("results.json" if strategy == "ppo" else "history.json")).is_file()
+    assert (out / "substitutions.png").read_bytes()[:4] == b"\x89PNG"
+    params = read_pap_parameters(out / "theta.json")
+    final = json.loads((out / "final.json").read_text())
+    assert list(params.theta) == final["theta"] and len(final["theta"]) == 41
+    assert set(final["losses"]) == {"searched", "fl_giou", "pap"} and final["seeds"] == [0]
+    for row in final["losses"].values():
+        assert len(row["trainings"]) == 1 and row["std"] == 0.0
+    assert "def pap_loss(" in (out / "pap_loss.py").read_text()
+    assert PAPParameters.from_theta(final["theta"]).theta == params.theta
+
+    # Resuming the finished run trains nothing: neither the search nor the comparison.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was re-evaluated")
+
+    monkeypatch.setattr(cli.ProxyObjective, "__call__", no_training)
+    monkeypatch.setattr(cli, "final_training", no_training)
+    before = (out / "final.json").read_text()
+    assert cli.main(["--resume", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "final.json").read_text() == before
+    # a setting that is not resumable must match; starting over into the run is refused
+    assert "differs" in _user_error(cli, capsys, ["--resume", str(out), "--rounds", "5"])
+    assert "already holds a run" in _user_error(cli, capsys, ["--out", str(out)] + TINY)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--strategy", "random"], "--strategy must be one of ppo, surrogate"),
+    (["--model", "yolo"], "model must be one of"),
+    (["--rounds", "0"], "--rounds must be at least 1"),
+    (["--samples", "0"], "--samples must be at least 1"),
+    (["--final-seeds", "0"], "--final-seeds must be at least 1"),
+    (["--grid", "0"], "--grid must be at least 1"),
+    (["--data", "/nonexistent.json"], "/nonexistent.json"),
+    (["--proxy-steps", "0"], "proxy_steps must be in"),
+    (["--device", "gpu"], "device 'gpu'"),
+    (["--strategy", "surrogate", "--rounds", "1", "--samples", "1"], "at least 2 proxy trainings"),
+])
+def test_bad_flags_are_one_line_and_exit_2(cli, capsys, tmp_path, argv, message):
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + argv)
+    assert message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unparsable_flag_and_missing_resume_exit_2(cli, capsys, tmp_path):
+    assert cli.main(["--rounds", "many"]) == 2
+    capsys.readouterr()
+    assert "no run to resume" in _user_error(cli, capsys, ["--resume", str(tmp_path / "none")])
+
+
+@pytest.mark.parametrize("budget", [2, 3, 5, 12, 83, 84, 320])
+def test_surrogate_layout_fits_the_budget(cli, budget):
+    from gp_loss.hps import maximize
+    from gp_loss.pap import PAPParameters
+
+    run = {"grid": 20, "rounds": budget, "samples": 1, "seed": 0}
+    free, fixed, ks = cli.surrogate_layout(run)
+    assert 1 <= free <= 41 and (free == 41) == (budget >= 84) and len(fixed) == 41
+    assert fixed == [k / 20 for k in ks]
+    PAPParameters.from_theta(fixed)  # a valid θ
+    n_init = min(2 * (free + 1), budget)
+    result = maximize(lambda x: float(sum(x)), [0] * free, [20] * free, budget=n_init, seed=0, n_init=n_init)
+    assert len(result.history) == n_init
