@@ -73,7 +73,7 @@ class SegmentationOptions:
     optimizer: str = "adam"         # adam, or sgd (momentum 0.9, weight decay)
     lr: float = 3e-3
     weight_decay: float = 0.0
-    proxy_steps: int = 150          # search fitness: validation metric after these steps
+    proxy_steps: int = 300          # search fitness: validation metric after these steps
     final_steps: int = 400          # reported: validation metric after these steps
     max_grad_norm: float = 0.0      # clip the gradient norm at this (0: no clipping)
     precision: str = "fp32"         # "bf16": forward pass and loss under bf16 autocast
