@@ -100,36 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> tuple[dict, Path, bool]:
     """The run's settings (``task`` options and ``run`` settings), its directory and whether it resumes."""
-    given = {spec[0]: getattr(args, flag[2:].replace("-", "_"))
-             for flag, spec in {**TASK_FLAGS, **RUN_FLAGS}.items() if hasattr(args, flag[2:].replace("-", "_"))}
-    resume = getattr(args, "resume", None)
-    task_names = {s[0] for s in TASK_FLAGS.values()}
-    if resume is not None:
-        if hasattr(args, "out") and Path(args.out) != Path(resume):
-            raise GpLossError("give the run directory once: --resume DIR (without --out)")
-        out = Path(resume)
-        path = out / "config.json"
-        if not path.is_file():
-            raise GpLossError(f"{out} holds no run to resume (no config.json)")
-        try:
-            stored = json.loads(path.read_text())
-            settings = {"task": dict(stored["task"]), "run": dict(stored["run"])}
-        except (ValueError, KeyError, TypeError) as err:
-            raise GpLossError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
-        for name, value in given.items():
-            part = "task" if name in task_names else "run"
-            if name in RESUMABLE:
-                settings[part][name] = value
-            elif settings[part].get(name) != value:
-                raise GpLossError(f"--resume: {name} = {value!r} differs from the run's {settings[part].get(name)!r}; "
-                                  f"only {', '.join(sorted(RESUMABLE))} may change")
-        return settings, out, True
-    out = Path(getattr(args, "out", DEFAULT_OUT))
-    if (out / "config.json").exists() or (out / "checkpoint.json").exists():
-        raise GpLossError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
-    task = {spec[0]: given.get(spec[0], spec[2]) for spec in TASK_FLAGS.values()}
-    run = {spec[0]: given.get(spec[0], spec[2]) for spec in RUN_FLAGS.values()}
-    return {"task": task, "run": run}, out, False
+    from gp_loss.runtime.run_dir import script_settings
+
+    return script_settings(args, TASK_FLAGS, RUN_FLAGS, RESUMABLE, DEFAULT_OUT)
 
 
 def check_settings(settings: dict) -> dict:

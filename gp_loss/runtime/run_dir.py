@@ -210,3 +210,47 @@ def jsonl_digest(lines: list[str]) -> "hashlib._Hash":
     for line in lines:
         digest.update((line + "\n").encode("utf-8"))
     return digest
+
+
+def script_settings(args, task_flags: dict, run_flags: dict, resumable: set | frozenset,
+                    default_out: str) -> tuple[dict, Path, bool]:
+    """A script's settings from its parsed flags: ``({"task": ..., "run": ...}, run directory, resuming)``.
+
+    ``task_flags`` / ``run_flags``: flag -> (setting name, type, default, ...); a flag the user left
+    out is absent from ``args`` (``argparse.SUPPRESS``). ``--resume DIR`` reads the settings from
+    ``DIR/config.json``; a flag given then must equal the stored value unless its setting is in
+    ``resumable``. A new run refuses an ``--out`` that already holds one. Errors are one line.
+    """
+    def attr(flag: str) -> str:
+        return flag[2:].replace("-", "_")
+
+    given = {spec[0]: getattr(args, attr(flag))
+             for flag, spec in {**task_flags, **run_flags}.items() if hasattr(args, attr(flag))}
+    task_names = {spec[0] for spec in task_flags.values()}
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        if hasattr(args, "out") and Path(args.out) != Path(resume):
+            raise GpLossError("give the run directory once: --resume DIR (without --out)")
+        out = Path(resume)
+        path = out / "config.json"
+        if not path.is_file():
+            raise GpLossError(f"{out} holds no run to resume (no config.json)")
+        try:
+            stored = json.loads(path.read_text())
+            settings = {"task": dict(stored["task"]), "run": dict(stored["run"])}
+        except (ValueError, KeyError, TypeError) as err:
+            raise GpLossError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+        for name, value in given.items():
+            part = "task" if name in task_names else "run"
+            if name in resumable:
+                settings[part][name] = value
+            elif settings[part].get(name) != value:
+                raise GpLossError(f"--resume: {name} = {value!r} differs from the run's {settings[part].get(name)!r}; "
+                                  f"only {', '.join(sorted(resumable))} may change")
+        return settings, out, True
+    out = Path(getattr(args, "out", default_out))
+    if (out / "config.json").exists() or (out / "checkpoint.json").exists():
+        raise GpLossError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
+    task = {spec[0]: given.get(spec[0], spec[2]) for spec in task_flags.values()}
+    run = {spec[0]: given.get(spec[0], spec[2]) for spec in run_flags.values()}
+    return {"task": task, "run": run}, out, False
