@@ -1,8 +1,8 @@
 """HPS-Det: search the number of positives per (FPN level x aspect-ratio bin) of FCOS or RetinaNet's
 dynamic sample assignment, then compare it with the detector's default assignment.
 
-    python runs/hps_det.py --out out/hps_det                      # CPU smoke run (a few minutes)
-    python runs/hps_det.py --resume out/hps_det --budget 30       # continue it, with a larger budget
+    python runs/hps_det.py --out out/hps_det                      # CPU scale: 9 bins, 30 proxies (about 8 minutes)
+    python runs/hps_det.py --resume out/hps_det --budget 40       # continue it, with a larger budget
     python runs/hps_det.py --model retinanet --bins 3 --out out/hps_retina     # levels pooled, 3 aspect bins
     python runs/hps_det.py --device cuda --workers 4 --backbone resnet18 --image-size 256 \\
         --canvases 2000 --proxy-steps 1000 --final-steps 3000 --budget 100 --out out/hps_gpu  # a real run
@@ -61,8 +61,8 @@ TASK_FLAGS = {
     "--batch-size": ("batch_size", int, 8, "images per SGD step"),
     "--lr": ("lr", float, 0.02, "SGD learning rate (momentum 0.9, linear warm-up)"),
     "--warmup-steps": ("warmup_steps", int, 10, "linear warm-up steps"),
-    "--proxy-steps": ("proxy_steps", int, 10, "SGD steps of a proxy training (the search's AP)"),
-    "--final-steps": ("final_steps", int, 40, "SGD steps of the final comparison"),
+    "--proxy-steps": ("proxy_steps", int, 150, "SGD steps of a proxy training (the search's AP)"),
+    "--final-steps": ("final_steps", int, 150, "SGD steps of the final comparison"),
     "--proxy-images": ("proxy_images", int, 0, "training images the trainings draw from (0: all)"),
     "--metric": ("metric", str, "AP", "the objective: AP (default), AP50, AP75, APs, APm or APl"),
     "--precision": ("precision", str, "fp32", "fp32 (default) or bf16"),
@@ -76,11 +76,11 @@ RUN_FLAGS = {
     "--loss": ("loss", str, "torchvision", "what trains the detector: a baseline name (default torchvision: "
                                            "the detector's own losses; fl_giou, ...)"),
     "--budget": ("budget", int, None, "proxy trainings in all, the initial design included "
-                                      "(default: the design + 2)"),
+                                      "(default: the design + 10)"),
     "--n-init": ("n_init", int, None, "initial design points (default 2(d+1))"),
     "--seed": ("seed", int, 0, "seed of the search and of every training"),
     "--strategy": ("strategy", str, "dycors", "dycors (default), srbf, ei or lcb"),
-    "--final-seeds": ("final_seeds", int, 1, "seeds of the final comparison (seed, seed+1, ...)"),
+    "--final-seeds": ("final_seeds", int, 3, "seeds of the final comparison (seed, seed+1, ...)"),
     "--workers": ("workers", int, 1, "proxy trainings at once (processes)"),
     "--device": ("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
     "--threads": ("threads", int, 2, "torch threads per training process"),
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         run = settings["run"]
         lower = [1] * layout.size
         n_init = run["n_init"] if run["n_init"] is not None else min(2 * (layout.size + 1), math.prod(upper))
-        budget = run["budget"] if run["budget"] is not None else n_init + 2
+        budget = run["budget"] if run["budget"] is not None else n_init + 10
         check_size(Box.from_bounds(lower, upper), n_init)
         if budget < n_init:
             raise GpLossError(f"--budget {budget} is smaller than the initial design of {n_init} points (--n-init)")

@@ -3,8 +3,9 @@
 that maximise the validation AP of a short proxy training, then retrain the best θ against
 Focal + GIoU and PAP-Loss with identity substitutions.
 
-    python runs/search_pap.py --out out/pap                        # CPU smoke run (RetinaNet, digits, 64 px)
+    python runs/search_pap.py --out out/pap                        # CPU scale (RetinaNet, digits, 64 px)
     python runs/search_pap.py --strategy surrogate --out out/pap_s  # the same budget, HPS-Det's surrogate
+    python runs/search_pap.py --theta shared --out out/pap_shared   # one function for all five: 9 values
     python runs/search_pap.py --resume out/pap                     # continue an interrupted run
     python runs/search_pap.py --device cuda --workers 8 --backbone resnet50 --image-size 512 \\
         --canvases 4000 --proxy-steps 1500 --final-steps 6000 --top-k 100000 \\
@@ -20,6 +21,10 @@ grid k = 0..--grid per coordinate, θ = k / grid. Its initial design takes 2(d +
 with a budget under 84 only the first budget // 2 − 1 coordinates (in θ order) are
 searched and the rest stay at the grid point nearest the identity (a smoke-run compromise;
 the printed header says how many were free).
+
+``--theta shared`` searches the appendix's "searched shared" variant instead: one
+piecewise-linear function (8 values) used for all five substitutions, and the gradient
+scale, 9 values in all; everything written afterwards holds the full 41-value θ.
 
 Every proxy trains from the same seed, so AP differences come from θ. A training that ends
 on a non-finite loss or an error scores 0. PAP-Loss ranks the top ``--top-k`` logits of a
@@ -73,17 +78,34 @@ RUN_FLAGS = {
     "--strategy": ("strategy", str, "ppo", "ppo (default, the paper's) or surrogate (HPS-Det's optimiser)"),
     "--rounds": ("rounds", int, 3, "search rounds (the paper: 40); budget = rounds x samples"),
     "--samples": ("samples", int, 4, "θ sampled per round (the paper: 8)"),
+    "--theta": ("theta", str, "separate", "separate (default: 41 values, a function each) or shared (9 values: "
+                                         "one function for all five, the appendix's 'searched shared')"),
     "--grid": ("grid", int, 20, "surrogate: grid steps per coordinate, θ = k / grid"),
     "--top-k": ("top_k", int, 3000, "PAP-Loss candidates per ranking (the paper: 100000)"),
     "--seed": ("seed", int, 0, "seed of the search and of every training"),
-    "--final-seeds": ("final_seeds", int, 1, "seeds of the final comparison (seed, seed+1, ...)"),
+    "--final-seeds": ("final_seeds", int, 3, "seeds of the final comparison (seed, seed+1, ...)"),
     "--workers": ("workers", int, 1, "proxy trainings at once (processes)"),
     "--device": ("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
     "--threads": ("threads", int, 2, "torch threads per training process"),
 }
 # Settings that may differ on --resume (the rest must match the stored run).
 RESUMABLE = {"workers", "device", "threads", "final_seeds"}
-THETA_SIZE = 41
+THETA_MODES = ("separate", "shared")
+
+
+def searched_size(run: dict) -> int:
+    """How many values the optimiser searches: 41 (separate functions) or 9 (one shared function)."""
+    from gp_loss.pap.substitutions import SHARED_THETA_SIZE, THETA_SIZE
+
+    return SHARED_THETA_SIZE if run["theta"] == "shared" else THETA_SIZE
+
+
+def identity_point(run: dict) -> list[float]:
+    """The identity substitutions (gradient scale 1) in the optimiser's space."""
+    from gp_loss.pap.substitutions import IDENTITY_FUNCTION_THETA, IDENTITY_GRAD_SCALE_THETA
+
+    functions = 1 if run["theta"] == "shared" else 5
+    return list(IDENTITY_FUNCTION_THETA) * functions + [IDENTITY_GRAD_SCALE_THETA]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +137,8 @@ def check_settings(settings: dict) -> dict:
     options.check()
     if run["strategy"] not in STRATEGIES:
         raise GpLossError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {run['strategy']!r}")
+    if run["theta"] not in THETA_MODES:
+        raise GpLossError(f"--theta must be one of {', '.join(THETA_MODES)}, got {run['theta']!r}")
     for name, minimum in (("rounds", 1), ("samples", 1), ("grid", 1), ("top_k", 1), ("final_seeds", 1),
                           ("workers", 1), ("threads", 1)):
         if run[name] < minimum:
@@ -148,24 +172,29 @@ def _loss(spec: str | list, top_k: int):
 
 
 class ProxyObjective:
-    """θ -> the validation metric of a proxy training with PAP-Loss(θ) (0 for a non-finite or failed one).
+    """A point -> the validation metric of a proxy training with PAP-Loss(θ) (0 for a non-finite or failed one).
 
     ``grid`` (surrogate): the point is k, integers 0..grid on the ``free`` coordinates, θ = k / grid, the
-    other coordinates at ``fixed``; without it the point is θ itself.
+    other coordinates at ``fixed``; without it the point is θ itself. ``shared``: the point has 9 values
+    (one function for all five, then the gradient scale), expanded to the full 41 by :meth:`theta`.
     """
 
     def __init__(self, options: dict, top_k: int, seed: int, device: str, threads: int,
-                 grid: int | None = None, fixed: list[float] | None = None):
+                 grid: int | None = None, fixed: list[float] | None = None, shared: bool = False):
         self.options, self.top_k, self.seed, self.device, self.threads = options, top_k, seed, device, threads
-        self.grid, self.fixed = grid, fixed
+        self.grid, self.fixed, self.shared = grid, fixed, shared
 
     def theta(self, x) -> list[float]:
+        """The full 41-value θ of the optimiser's point ``x``."""
+        from gp_loss.pap import PAPParameters
+
         if self.grid is None:
-            return [float(v) for v in x]
-        theta = list(self.fixed)
-        for j, k in enumerate(x):
-            theta[j] = int(k) / self.grid
-        return theta
+            values = [float(v) for v in x]
+        else:
+            values = list(self.fixed)
+            for j, k in enumerate(x):
+                values[j] = int(k) / self.grid
+        return list(PAPParameters.from_theta(values, shared=True).theta) if self.shared else values
 
     def __call__(self, x) -> float:
         out = _task(self.options, self.device, self.threads).proxy_fitness(_loss(self.theta(x), self.top_k), self.seed)
@@ -184,25 +213,22 @@ def final_training(job: tuple) -> dict:
 
 def search_ppo(objective: ProxyObjective, run: dict, out: Path, resume: bool, mapper) -> tuple[list[float], float, int]:
     from gp_loss.pap import PPOConfig, ppo_maximize
-    from gp_loss.pap.substitutions import IDENTITY_FUNCTION_THETA, IDENTITY_GRAD_SCALE_THETA
 
-    initial = list(IDENTITY_FUNCTION_THETA) * 5 + [IDENTITY_GRAD_SCALE_THETA]
     config = PPOConfig(rounds=run["rounds"], samples=run["samples"], seed=run["seed"])
-    result = ppo_maximize(objective, THETA_SIZE, config, initial=initial, mapper=mapper, run_dir=out, resume=resume)
+    result = ppo_maximize(objective, searched_size(run), config, initial=identity_point(run), mapper=mapper,
+                          run_dir=out, resume=resume)
     if result.best_theta is None:
         raise GpLossError(f"every proxy training failed; see {out / 'results.json'}")
-    return list(result.best_theta), float(result.best_reward), len(result.history)
+    return objective.theta(result.best_theta), float(result.best_reward), len(result.history)
 
 
 def surrogate_layout(run: dict) -> tuple[int, list[float], list[int]]:
-    """(free coordinates, θ of the fixed ones, their grid values) for the surrogate's budget."""
-    from gp_loss.pap.substitutions import IDENTITY_FUNCTION_THETA, IDENTITY_GRAD_SCALE_THETA
-
+    """(free coordinates, the optimiser's point with every coordinate at the grid value nearest the
+    identity, those grid values) for the surrogate's budget."""
     grid = run["grid"]
     budget = run["rounds"] * run["samples"]
-    free = min(THETA_SIZE, max(1, budget // 2 - 1))  # an initial design of 2(free + 1) <= budget points
-    identity = list(IDENTITY_FUNCTION_THETA) * 5 + [IDENTITY_GRAD_SCALE_THETA]
-    ks = [min(grid, max(0, round(v * grid))) for v in identity]
+    free = min(searched_size(run), max(1, budget // 2 - 1))  # an initial design of 2(free + 1) <= budget points
+    ks = [min(grid, max(0, round(v * grid))) for v in identity_point(run)]
     return free, [k / grid for k in ks], ks
 
 
@@ -277,15 +303,18 @@ def main(argv: list[str] | None = None) -> int:
         budget = run["rounds"] * run["samples"]
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.json", json.dumps(settings, indent=1) + "\n")
+        shared, size = run["theta"] == "shared", searched_size(run)
+        what = f"θ shared by the five functions ({size} values)" if shared else f"θ ({size} values)"
         if run["strategy"] == "ppo":
-            objective = ProxyObjective(options, run["top_k"], run["seed"], run["device"], run["threads"])
-            how = f"PPO, {run['rounds']} rounds x {run['samples']} samples"
+            objective = ProxyObjective(options, run["top_k"], run["seed"], run["device"], run["threads"],
+                                       shared=shared)
+            how = f"PPO on {what}, {run['rounds']} rounds x {run['samples']} samples"
         else:
             free, fixed, _ = surrogate_layout(run)
             objective = ProxyObjective(options, run["top_k"], run["seed"], run["device"], run["threads"],
-                                       grid=run["grid"], fixed=fixed)
-            how = (f"surrogate (HPS-Det's DYCORS) on k = 0..{run['grid']}, θ = k/{run['grid']}, "
-                   f"{free} of {THETA_SIZE} coordinates free")
+                                       grid=run["grid"], fixed=fixed, shared=shared)
+            how = (f"surrogate (HPS-Det's DYCORS) on {what}, k = 0..{run['grid']}, θ = k/{run['grid']}, "
+                   f"{free} of {size} coordinates free")
         print(f"PAP-Loss search: {options['model']} ({options['backbone']}, {options['image_size']} px), {how}: "
               f"{budget} proxy trainings of {options['proxy_steps']} steps; run directory {out}", flush=True)
         with Mapper("multiprocessing" if run["workers"] > 1 else "serial", run["workers"]) as mapper:

@@ -50,10 +50,11 @@ def register(sub) -> None:
                         "the next loss. A detector's branches left out keep Focal + GIoU (fl_giou). "
                         "Detection, Parameterized AP Loss in place of every branch: pap (identity "
                         "substitutions), pap=PATH (the parameters in a JSON file: PAPParameters.to_json's, a "
-                        "list of the 41 theta values, or a PAP search's results.json), pap:NAME (the same "
-                        "substitution for all five functions: sigmoid, sqrt, linear, square, identity or "
-                        "searched_retinanet_coco); pap_unblocked, pap_unblocked=PATH, pap_unblocked:NAME: the "
-                        "same without blocking the rank's H1 gradient (the paper's ablation).")
+                        "list of the 41 theta values (9: a shared theta), or a PAP search's results.json), "
+                        "pap:NAME (the same substitution for all five functions: sigmoid, sqrt, linear, square, "
+                        "identity or searched_retinanet_coco); pap_unblocked, pap_unblocked=PATH, "
+                        "pap_unblocked:NAME: the same without blocking the rank's H1 gradient (the paper's "
+                        "ablation).")
     p.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
     p.add_argument("--seed", type=int, default=0, help="the search seed whose final protocol to follow (default 0)")
     for flag, (_, type_, help_) in OPTION_FLAGS.items():

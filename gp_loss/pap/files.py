@@ -4,8 +4,8 @@ A file holds one of:
 
 - :meth:`PAPParameters.to_json`'s document (``{"format": "gp-loss/pap-parameters", ..., "theta": [41]}``
   or ``{..., "named": "sigmoid"}``), or an object with just ``"theta"`` (41 numbers in [0, 1]);
-- a bare JSON list of the 41 θ values;
-- a PPO search's ``results.json`` (:class:`gp_loss.pap.ppo.PPOResult`): its ``best_theta``.
+- a bare JSON list of the 41 θ values (or 9: one function shared by the five, then the gradient scale);
+- a PPO search's ``results.json`` (:class:`gp_loss.pap.ppo.PPOResult`): its ``best_theta`` (41 or 9 values).
 
 Every problem (no such file, not readable, not JSON, not 41 numbers in [0, 1], ...) is one
 :class:`~gp_loss.errors.GpLossError` line naming the file.
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from gp_loss.errors import GpLossError
-from gp_loss.pap.substitutions import PAPParameters
+from gp_loss.pap.substitutions import SHARED_THETA_SIZE, PAPParameters
 
 
 def read_pap_parameters(path: str | Path) -> PAPParameters:
@@ -39,7 +39,8 @@ def read_pap_parameters(path: str | Path) -> PAPParameters:
         if isinstance(doc, dict) and "theta" not in doc and "named" not in doc and "best_theta" in doc:
             if doc["best_theta"] is None:  # a search that has no result yet
                 raise GpLossError("the results hold no best_theta yet")
-            return PAPParameters.from_theta(doc["best_theta"])
+            theta = doc["best_theta"]
+            return PAPParameters.from_theta(theta, shared=isinstance(theta, list) and len(theta) == SHARED_THETA_SIZE)
         return PAPParameters.from_json(text)
     except GpLossError as err:
         message = str(err).removeprefix("PAP parameters: ")

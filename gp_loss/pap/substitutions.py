@@ -526,7 +526,7 @@ class PAPParameters:
 
     @classmethod
     def from_json(cls, text: str) -> "PAPParameters":
-        """Read :meth:`to_json`'s text, or a bare JSON list of 41 θ values.
+        """Read :meth:`to_json`'s text, or a bare JSON list of 41 θ values (or 9: a shared θ, :meth:`from_theta`).
 
         Raises :class:`~gp_loss.errors.GpLossError` naming the problem: text that is not JSON,
         another format, not exactly 41 finite numbers in [0, 1], an unknown name.
@@ -536,7 +536,7 @@ class PAPParameters:
         except (TypeError, ValueError) as exc:
             raise GpLossError(f"PAP parameters: not JSON: {exc}") from None
         if isinstance(doc, list):
-            return cls.from_theta(doc)
+            return cls.from_theta(doc, shared=len(doc) == SHARED_THETA_SIZE)
         if not isinstance(doc, dict):
             raise GpLossError(f"PAP parameters: expected a JSON object or list, got {type(doc).__name__}")
         fmt = doc.get("format", JSON_FORMAT)

@@ -17,7 +17,8 @@ from gp_loss.report.curves import CurveData, Sweep
 DPI = 90
 FOUND_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 BASELINE_COLOURS = ("#333333", "#8c8c8c", "#8c564b", "#bcbd22", "#17becf")
-STATUS_COLOURS = {"ok": "#1f77b4", "non-finite": "#d62728", "error": "#ff7f0e", "too slow": "#9467bd"}
+STATUS_COLOURS = {"ok": "#1f77b4", "non-finite": "#d62728", "error": "#ff7f0e", "too slow": "#9467bd",
+                  "collapsed": "#8c564b"}
 
 
 def _plt():

@@ -240,6 +240,10 @@ def script_settings(args, task_flags: dict, run_flags: dict, resumable: set | fr
             settings = {"task": dict(stored["task"]), "run": dict(stored["run"])}
         except (ValueError, KeyError, TypeError) as err:
             raise GpLossError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+        # A setting added after the run was made: the run used what is now its default.
+        for part, flags in (("task", task_flags), ("run", run_flags)):
+            for spec in flags.values():
+                settings[part].setdefault(spec[0], spec[2])
         for name, value in given.items():
             part = "task" if name in task_names else "run"
             if name in resumable:

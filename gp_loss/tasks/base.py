@@ -30,7 +30,9 @@ class TrainOutcome:
 
     ``status``: ``"ok"``; ``"non-finite"`` (a branch's loss turned NaN/Inf and
     training stopped there; ``reason`` names the branch); ``"error"`` (the loss
-    raised); ``"too slow"`` (time limit). A failed training scores 0.
+    raised); ``"too slow"`` (time limit). A failed training scores 0. A task may
+    stop a proxy training early with its own status and score (segmentation's
+    ``"collapsed"``: the metrics of a network that predicts one class everywhere).
     ``losses``: each branch's loss value at the last step checked (the terms
     by branch name, before they are summed; ``None`` where not finite, so the
     record stays strict JSON).

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "hps_det.py"
 # One bin (levels pooled, 1 aspect bin): d = 1, an initial design of 2 points; 1-step trainings.
 TINY = ["--bins", "1", "--n-init", "2", "--budget", "3", "--proxy-steps", "1", "--final-steps", "1",
-        "--canvases", "8", "--batch-size", "2", "--warmup-steps", "1", "--device", "cpu", "--threads", "1"]
+        "--canvases", "8", "--batch-size", "2", "--warmup-steps", "1", "--device", "cpu", "--threads", "1",
+        "--final-seeds", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,16 @@ def test_a_tiny_search_writes_its_files_and_the_comparison_and_resumes(cli, caps
     assert "model" in err and "differs" in err
     # Starting over into the run is refused.
     assert "already holds a run" in _user_error(cli, capsys, ["--out", str(out)] + TINY)
+
+
+def test_the_default_budget_is_the_initial_design_and_ten_more(cli, capsys, tmp_path):
+    out = tmp_path / "run"
+    at = TINY.index("--n-init")
+    assert TINY[at + 2] == "--budget"
+    argv = TINY[:at] + TINY[at + 4:]  # without --n-init 2 --budget 3
+    assert cli.main(["--out", str(out)] + argv) == 0, capsys.readouterr().err
+    # One bin: d = 1, a design of 2(d + 1) = 4 points, then 10 proposals.
+    assert len(json.loads((out / "history.json").read_text())["evaluations"]) == 4 + 10
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -56,6 +56,15 @@ def test_a_theta_file_holds_any_of_its_formats(tmp_path):
         assert got == (PAPParameters.named("sqrt") if name == "named.json" else want), name
 
 
+def test_a_shared_theta_of_9_values_is_read_as_one_function_for_all_five(tmp_path):
+    shared = [0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.7, 0.9, 0.75]
+    want = PAPParameters.from_theta(shared, shared=True)
+    assert want.H1 == want.H2 == want.I1 == want.I2 == want.I3 and len(want.theta) == 41
+    for name, doc in (("list.json", shared), ("results.json", {"best_theta": shared, "history": []})):
+        (tmp_path / name).write_text(json.dumps(doc))
+        assert read_pap_parameters(tmp_path / name) == want, name
+
+
 @pytest.mark.parametrize("content, message", [
     (None, "no such file"),
     ("{theta: [0.5]", "not JSON"),

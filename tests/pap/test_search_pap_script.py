@@ -61,6 +61,12 @@ def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, ca
     before = (out / "final.json").read_text()
     assert cli.main(["--resume", str(out)]) == 0, capsys.readouterr().err
     assert (out / "final.json").read_text() == before
+    # A run made before --theta existed resumes as what it was: separate functions.
+    config = json.loads((out / "config.json").read_text())
+    del config["run"]["theta"]
+    (out / "config.json").write_text(json.dumps(config))
+    assert cli.main(["--resume", str(out)]) == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["run"]["theta"] == "separate"
     # a setting that is not resumable must match; starting over into the run is refused
     assert "differs" in _user_error(cli, capsys, ["--resume", str(out), "--rounds", "5"])
     assert "already holds a run" in _user_error(cli, capsys, ["--out", str(out)] + TINY)
@@ -77,6 +83,7 @@ def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, ca
     (["--proxy-steps", "0"], "proxy_steps must be in"),
     (["--device", "gpu"], "device 'gpu'"),
     (["--strategy", "surrogate", "--rounds", "1", "--samples", "1"], "at least 2 proxy trainings"),
+    (["--theta", "joint"], "--theta must be one of separate, shared"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(cli, capsys, tmp_path, argv, message):
     err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + argv)
@@ -90,16 +97,37 @@ def test_unparsable_flag_and_missing_resume_exit_2(cli, capsys, tmp_path):
     assert "no run to resume" in _user_error(cli, capsys, ["--resume", str(tmp_path / "none")])
 
 
-@pytest.mark.parametrize("budget", [2, 3, 5, 12, 83, 84, 320])
-def test_surrogate_layout_fits_the_budget(cli, budget):
+@pytest.mark.parametrize("theta,size", [("separate", 41), ("shared", 9)])
+@pytest.mark.parametrize("budget", [2, 3, 5, 12, 20, 83, 84, 320])
+def test_surrogate_layout_fits_the_budget(cli, budget, theta, size):
     from gp_loss.hps import maximize
     from gp_loss.pap import PAPParameters
 
-    run = {"grid": 20, "rounds": budget, "samples": 1, "seed": 0}
+    run = {"grid": 20, "rounds": budget, "samples": 1, "seed": 0, "theta": theta}
     free, fixed, ks = cli.surrogate_layout(run)
-    assert 1 <= free <= 41 and (free == 41) == (budget >= 84) and len(fixed) == 41
+    assert 1 <= free <= size and (free == size) == (budget >= 2 * (size + 1)) and len(fixed) == size
     assert fixed == [k / 20 for k in ks]
-    PAPParameters.from_theta(fixed)  # a valid θ
+    PAPParameters.from_theta(fixed, shared=theta == "shared")  # a valid θ
     n_init = min(2 * (free + 1), budget)
     result = maximize(lambda x: float(sum(x)), [0] * free, [20] * free, budget=n_init, seed=0, n_init=n_init)
     assert len(result.history) == n_init
+
+
+def test_a_shared_point_is_one_function_for_all_five(cli):
+    from gp_loss.pap import PAPParameters
+    from gp_loss.pap.substitutions import THETA_ORDER
+
+    point = [0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.7, 0.9, 0.75]
+    objective = cli.ProxyObjective({}, 500, 0, "cpu", 1, shared=True)
+    theta = objective.theta(point)
+    assert len(theta) == 41 and theta[40] == 0.75
+    assert all(theta[8 * f: 8 * f + 8] == point[:8] for f in range(len(THETA_ORDER)))
+    params = PAPParameters.from_theta(theta)
+    assert params.H1.points == params.H2.points == params.I1.points == params.I3.points
+    # On the surrogate's grid: the free coordinates from k / grid, the rest at the fixed point.
+    run = {"grid": 20, "rounds": 6, "samples": 1, "seed": 0, "theta": "shared"}
+    free, fixed, _ = cli.surrogate_layout(run)
+    grid_objective = cli.ProxyObjective({}, 500, 0, "cpu", 1, grid=20, fixed=fixed, shared=True)
+    theta = grid_objective.theta([4, 10][:free])
+    assert free == 2 and theta[:2] == [0.2, 0.5] and theta[2:8] == fixed[2:8] and theta[8:10] == [0.2, 0.5]
+    assert cli.searched_size({"theta": "shared"}) == 9 and cli.searched_size({"theta": "separate"}) == 41

@@ -7,12 +7,14 @@ import torch.nn.functional as F
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
-from gp_loss.metrics.segmentation import METRIC_NAMES
+from gp_loss.metrics.segmentation import METRIC_NAMES, SegmentationMeter
 from gp_loss.tasks import make_task, task_info
 from gp_loss.tasks.segmentation.models import MODELS, build_model
 from gp_loss.tasks.segmentation.task import BASELINES, IGNORE, SegmentationOptions, loss_terms, metric_name
 
-TINY = {"canvases": 16, "image_size": 32, "proxy_steps": 3, "final_steps": 4, "batch_size": 4, "max_digits": 2}
+# No collapse check in the tiny proxies: three steps of a random network are not a verdict on a loss.
+TINY = {"canvases": 16, "image_size": 32, "proxy_steps": 3, "final_steps": 4, "batch_size": 4, "max_digits": 2,
+        "collapse_check": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +114,8 @@ def test_metric_names_in_any_case(text, name):
     ({"boundary_tolerance": -1}, "boundary_tolerance"),
     ({"batch_size": 0}, "batch_size must be in"),
     ({"optimiser": "adam"}, "unknown"),
+    ({"collapse_check": 1.0}, "collapse_check must be in"),
+    ({"collapse_check": -0.1}, "collapse_check must be in"),
 ])
 def test_bad_options_are_one_line(options, message):
     with pytest.raises(GpLossError, match=message) as err:
@@ -141,6 +145,75 @@ def test_a_non_finite_loss_stops_training_naming_the_branch(task):
 def test_an_unknown_baseline_is_one_line(task):
     with pytest.raises(GpLossError, match="unknown baseline 'bce'; known: ce, dice, ce_dice, focal"):
         task.baseline("bce")
+
+
+class _BiasOnly(torch.nn.Module):
+    """Logits = a learnable per-class bias at every pixel: argmax is one class everywhere while it leads."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor(bias))
+
+    def forward(self, images):
+        n, _, h, w = images.shape
+        return {"out": self.bias[None, :, None, None].expand(n, -1, h, w) + 0 * images.mean()}
+
+
+def _collapsing_task(monkeypatch, bias, **options):
+    task = make_task("segmentation", {**TINY, "proxy_steps": 6, "collapse_check": 0.5, **options})
+    monkeypatch.setattr(task, "build", lambda seed: _BiasOnly(bias))
+    return task
+
+
+def test_a_proxy_no_better_than_one_class_everywhere_stops_at_the_check(monkeypatch):
+    task = _collapsing_task(monkeypatch, [5.0] + [0.0] * 10)  # class 0 (background) far ahead
+    chance, label = task.chance()
+    out = task.proxy_fitness("ce", seed=0)
+    assert out.status == "collapsed" and out.steps == 3  # half of 6 steps
+    assert f"at step 3 is no better than predicting class {label} everywhere" in out.reason
+    # Scored as what it predicts: every metric of the background-everywhere map, which is chance.
+    assert out.score == out.metrics["mIoU"] == chance and set(out.metrics) == set(METRIC_NAMES)
+    assert label == 0 and 0 < chance < 1
+    # The final retraining never stops early: the same network trains all its steps.
+    final = task.final_score("ce", seed=0)
+    assert final.status == "ok" and final.steps == TINY["final_steps"]
+
+
+@pytest.mark.parametrize("metric", ["mIoU", "aAcc", "BF1"])
+def test_chance_is_the_best_constant_prediction_of_the_metric(metric):
+    task = make_task("segmentation", {**TINY, "metric": metric})
+    scores = []
+    for c in range(task.data.num_classes):
+        meter = SegmentationMeter(task.data.num_classes, IGNORE, task.options.boundary_tolerance)
+        for target in task.data.val.targets:
+            meter.update(torch.full_like(target, c), target)
+        scores.append(meter.compute()[metric] or 0.0)
+    assert task.chance() == (max(scores), scores.index(max(scores)))
+    if metric == "BF1":
+        assert task.chance()[0] == 0  # one class everywhere draws no boundary
+
+
+def test_a_proxy_that_beats_chance_trains_on(monkeypatch):
+    # A network predicting one class other than background everywhere is below chance: caught too.
+    task = _collapsing_task(monkeypatch, [0.0, 0.0, 0.0, 5.0] + [0.0] * 7)
+    out = task.proxy_fitness("ce", seed=0)
+    assert out.status == "collapsed" and out.score < task.chance()[0]
+
+    class Bright(_BiasOnly):
+        def forward(self, images):  # class 1 on the digits' strokes, background elsewhere: above chance
+            out = super().forward(images)["out"].clone()
+            out[:, 1] += 10 * (images.mean(1) > 0.5)
+            return {"out": out}
+
+    monkeypatch.setattr(task, "build", lambda seed: Bright([5.0] + [0.0] * 10))
+    out = task.proxy_fitness("ce", seed=0)
+    assert out.status == "ok" and out.steps == 6 and out.score > task.chance()[0]
+
+
+def test_collapse_check_zero_never_stops(monkeypatch):
+    task = _collapsing_task(monkeypatch, [5.0] + [0.0] * 10, collapse_check=0.0)
+    out = task.proxy_fitness("ce", seed=0)
+    assert out.status == "ok" and out.steps == 6
 
 
 def test_the_fitness_is_the_chosen_metric():

@@ -14,7 +14,9 @@ Proxy training: ``proxy_steps`` optimizer steps, then the metrics on the validat
 at its original resolution; fitness = ``metric`` (mIoU by default; BF1, boundary IoU,
 FWIoU and the pixel accuracies can be targeted instead, as Auto Seg-Loss, Li et al.,
 ICLR 2021, targets them). Training stops at the first non-finite loss (AutoLoss-Zero's
-early stop). The final score retrains for ``final_steps``.
+early stop), and a proxy training whose metric a third of the way in (``collapse_check``)
+is no better than predicting one class everywhere stops there, scored with the metrics at
+that point (see :meth:`SegmentationTask.train`). The final score retrains for ``final_steps``.
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ class SegmentationOptions:
     weight_decay: float = 0.0
     proxy_steps: int = 300          # search fitness: validation metric after these steps
     final_steps: int = 400          # reported: validation metric after these steps
+    collapse_check: float = 1 / 3   # proxy: stop at this fraction of proxy_steps if no better than one class everywhere
     max_grad_norm: float = 0.0      # clip the gradient norm at this (0: no clipping)
     precision: str = "fp32"         # "bf16": forward pass and loss under bf16 autocast
     metric: str = "mIoU"            # the fitness: mIoU, FWIoU, mAcc, aAcc, BIoU, BF1 (any case)
@@ -96,6 +99,9 @@ class SegmentationOptions:
                               f"({IGNORE} marks ignored pixels), got {self.num_classes}")
         if not 0 <= self.boundary_tolerance <= 100:
             raise GpLossError(f"task option boundary_tolerance must be 0 to 100 pixels, got {self.boundary_tolerance}")
+        if not 0 <= self.collapse_check < 1:
+            raise GpLossError(f"task option collapse_check must be in [0, 1) (a fraction of proxy_steps; 0: never), "
+                              f"got {self.collapse_check}")
         if not 0 < self.val_fraction < 1:
             raise GpLossError(f"task option val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0:
@@ -180,6 +186,7 @@ class SegmentationTask:
         self.options = options
         self.device = torch.device(device)
         self.metric = metric_name(options.metric)
+        self._chance: tuple[float, int] | None = None
         o = options
         self.data: SegmentationData = load_segmentation_data(
             o.data, o.val_data, o.image_size, o.num_classes, o.canvases, o.max_digits, o.data_seed, o.split_seed,
@@ -199,15 +206,23 @@ class SegmentationTask:
         torch.manual_seed(seed)
         return build_model(o.model, self.data.num_classes, o.weights or None).to(self.device)
 
-    def train(self, loss: Genome | str, seed: int, steps: int, time_limit_s: float | None = None) -> TrainOutcome:
+    def train(self, loss: Genome | str, seed: int, steps: int, time_limit_s: float | None = None,
+              collapse_step: int = 0) -> TrainOutcome:
         """Train a fresh network with ``seed`` for ``steps`` steps; the validation metrics.
 
         The total loss is the sum of the branch terms. Training stops at the first non-finite
         term, naming its branch (AutoLoss-Zero's early stop), at ``time_limit_s`` (evaluation
-        included), or when the loss raises; each scores 0 with its reason.
+        included), or when the loss raises; each scores 0 with its reason. After
+        ``collapse_step`` steps (0: never) the network is evaluated once: if its metric is
+        no better than the best constant prediction's (:meth:`chance`), training stops with
+        status ``"collapsed"``, scored with the metrics at that point. Most random losses
+        leave the network predicting the majority class (or noise) for good; a few learn
+        late, and then too little to rank near the best (the README's segmentation
+        section has the measurement), so the rest of their proxy is saved.
         """
         o = self.options
         run = TrainingRun(self.device, time_limit_s)
+        collapse_step = collapse_step if 0 < collapse_step < steps else 0
         train = self.data.train
         order = torch.Generator().manual_seed(seed)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=o.precision == "bf16")
@@ -231,6 +246,8 @@ class SegmentationTask:
                 terms = terms_of(logits.float(), labels)
                 if (end := run.step(sum(terms.values()), terms, optimizer, o.max_grad_norm)) is not None:
                     return end
+                if run.steps == collapse_step and (end := self._collapsed(model, run)) is not None:
+                    return end
             if (end := run.finished()) is not None:
                 return end
             metrics = self.evaluate(model, self.data.val)
@@ -239,6 +256,39 @@ class SegmentationTask:
         except Exception as err:
             return run.failed(err)
         return run.scored(metrics, self.metric)
+
+    def _collapsed(self, model: torch.nn.Module, run: TrainingRun) -> TrainOutcome | None:
+        """The outcome to stop with if ``model``'s metric is no better than :meth:`chance`'s, else ``None``."""
+        if (end := run.finished()) is not None:  # a non-finite step not yet checked (GPU) comes first
+            return end
+        metrics = self.evaluate(model, self.data.val)
+        value = metrics.get(self.metric) or 0.0
+        chance, label = self.chance()
+        if value > chance:
+            return None
+        outcome = run.scored(metrics, self.metric)
+        if outcome.status == "ok":
+            outcome.status = "collapsed"
+            outcome.reason = (f"validation {self.metric} {value:.4g} at step {run.steps} is no better than "
+                              f"predicting class {label} everywhere ({chance:.4g})")
+        return outcome
+
+    def chance(self) -> tuple[float, int]:
+        """The best validation ``metric`` of a constant prediction, and its class (computed once).
+
+        The level a proxy training must pass by its collapse check (:meth:`train`): as the
+        model-optimisation filter judges a simulation, a network no better than one class
+        everywhere has learned nothing yet.
+        """
+        if self._chance is None:
+            best = (-1.0, 0)
+            for c in range(self.data.num_classes):
+                meter = SegmentationMeter(self.data.num_classes, IGNORE, self.options.boundary_tolerance, self.device)
+                for target in self.data.val.targets:
+                    meter.update(torch.full_like(target, c), target)
+                best = max(best, (meter.compute().get(self.metric) or 0.0, -c))
+            self._chance = (best[0], -best[1])
+        return self._chance
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, split: SegmentationSplit) -> dict[str, float | None]:
@@ -270,7 +320,9 @@ class SegmentationTask:
         return meter.compute()
 
     def proxy_fitness(self, loss, seed: int, time_limit_s: float | None = None) -> TrainOutcome:
-        return self.train(loss, seed, self.options.proxy_steps, time_limit_s)
+        o = self.options
+        return self.train(loss, seed, o.proxy_steps, time_limit_s,
+                          collapse_step=round(o.collapse_check * o.proxy_steps))
 
     def final_score(self, loss, seed: int) -> TrainOutcome:
         return self.train(loss, seed, self.options.final_steps)
