@@ -44,23 +44,16 @@ from gp_loss.errors import GpLossError  # noqa: E402
 from gp_loss.evolution.script import run_script  # noqa: E402
 from gp_loss.runtime.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
 from gp_loss.runtime.parallel import WorkerDied  # noqa: E402
+from gp_loss.tasks.detection.script_flags import DATA_AND_SCHEDULE_FLAGS  # noqa: E402
 
 DEFAULT_OUT = "out/hps_det"
 # flag -> (setting, type, default, help). Task settings are DetectionOptions fields; the defaults size
-# a CPU smoke run of a few minutes on 2 cores (the detector learns little in 10 steps: see the
-# docstring for a real run).
+# a CPU-scale search of about 6 minutes on 2 cores (see the docstring for a GPU run).
 TASK_FLAGS = {
     "--model": ("model", str, "fcos", "fcos (default) or retinanet"),
     "--backbone": ("backbone", str, "small", "small (default, 3 FPN levels, CPU scale), resnet18, resnet34 or "
                                              "resnet50 (5 levels)"),
-    "--data": ("data", str, "digits", "'digits' (built in) or a COCO instances JSON"),
-    "--val-data": ("val_data", str, "", "validation instances JSON (default: a seeded split of --data)"),
-    "--image-size": ("image_size", int, 64, "images are letterboxed to this square"),
-    "--canvases": ("canvases", int, 96, "built-in data: canvases drawn (training + validation)"),
-    "--max-digits": ("max_digits", int, 2, "built-in data: digits per canvas, 1 to this"),
-    "--batch-size": ("batch_size", int, 8, "images per SGD step"),
-    "--lr": ("lr", float, 0.02, "SGD learning rate (momentum 0.9, linear warm-up)"),
-    "--warmup-steps": ("warmup_steps", int, 10, "linear warm-up steps"),
+    **DATA_AND_SCHEDULE_FLAGS,
     "--proxy-steps": ("proxy_steps", int, 150, "SGD steps of a proxy training (the search's AP)"),
     "--final-steps": ("final_steps", int, 150, "SGD steps of the final comparison"),
     "--proxy-images": ("proxy_images", int, 0, "training images the trainings draw from (0: all)"),

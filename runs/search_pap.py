@@ -54,22 +54,16 @@ from gp_loss.errors import GpLossError  # noqa: E402
 from gp_loss.evolution.script import run_script  # noqa: E402
 from gp_loss.runtime.atomic import write_text_atomic  # noqa: E402
 from gp_loss.runtime.parallel import WorkerDied  # noqa: E402
+from gp_loss.tasks.detection.script_flags import DATA_AND_SCHEDULE_FLAGS  # noqa: E402
 
 DEFAULT_OUT = "out/pap"
 STRATEGIES = ("ppo", "surrogate")
 # flag -> (setting, type, default, help). Task settings are DetectionOptions fields; the defaults size a CPU
-# run of about 10 minutes on 2 cores (see the docstring for the paper's GPU settings).
+# run of a few minutes on 2 cores (see the docstring for the paper's GPU settings).
 TASK_FLAGS = {
     "--model": ("model", str, "retinanet", "retinanet (default), fcos or fasterrcnn"),
     "--backbone": ("backbone", str, "small", "small (default, CPU scale), resnet18, resnet34 or resnet50"),
-    "--data": ("data", str, "digits", "'digits' (built in) or a COCO instances JSON"),
-    "--val-data": ("val_data", str, "", "validation instances JSON (default: a seeded split of --data)"),
-    "--image-size": ("image_size", int, 64, "images are letterboxed to this square"),
-    "--canvases": ("canvases", int, 96, "built-in data: canvases drawn (training + validation)"),
-    "--max-digits": ("max_digits", int, 2, "built-in data: digits per canvas, 1 to this"),
-    "--batch-size": ("batch_size", int, 8, "images per SGD step"),
-    "--lr": ("lr", float, 0.02, "SGD learning rate (momentum 0.9, linear warm-up)"),
-    "--warmup-steps": ("warmup_steps", int, 10, "linear warm-up steps"),
+    **DATA_AND_SCHEDULE_FLAGS,
     "--proxy-steps": ("proxy_steps", int, 20, "SGD steps of a proxy training (the search's AP)"),
     "--final-steps": ("final_steps", int, 60, "SGD steps of the final comparison"),
     "--metric": ("metric", str, "AP", "the objective: AP (default), AP50, AP75, APs, APm or APl"),
