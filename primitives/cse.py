@@ -17,8 +17,9 @@ CLS: Kind = build_kind(
     {
         "x": "logits, N×C",
         "y": "one-hot labels, N×C",
-        "w": "IoU of the sample's box with its ground truth (detached, >= 1e-7), broadcast over "
-             "classes for positives, 1 for background, N×C",
+        "w": "sample weight, N×C: in detection the IoU of the sample's box with its ground truth "
+             "(detached, >= 1e-7), broadcast over classes for positives, 1 for background; "
+             "1 in image classification (no boxes)",
     },
     prediction="x",
     operators=dict(OPERATORS),
@@ -31,7 +32,8 @@ BCLS: Kind = build_kind(
     {
         "x": "logits, N×C",
         "y": "binary targets, N×C",
-        "w": "IoU at the ground-truth class of positive samples, 0 elsewhere, N×C",
+        "w": "sample weight, N×C: in detection the IoU at the ground-truth class of positive samples, "
+             "0 elsewhere; 1 in image classification (no boxes)",
     },
     prediction="x",
     operators=_without(BINARY_CLASS_EXCLUDED),

@@ -24,7 +24,9 @@ The run directory holds config.json (the settings; --resume uses them), checkpoi
 (the search, exact on resume), history.csv and history.json (every evaluation: s, AP,
 seconds, error), best.json (the best s), ap_over_iterations.png (the paper's Fig. 2) and
 final.json: the best s and the default assignment retrained for --final-steps on the same
---final-seeds, with their AP. A user error is one line and exit status 2.
+--final-seeds, with their AP. Each proxy and final training prints one line as it ends (a progress
+bar too when stderr is a terminal). While it runs, the directory is locked: a second process on it
+is refused, naming the first. A user error is one line and exit status 2, and leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -44,9 +46,12 @@ from gp_loss.errors import GpLossError  # noqa: E402
 from gp_loss.evolution.script import run_script  # noqa: E402
 from gp_loss.runtime.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
 from gp_loss.runtime.parallel import WorkerDied  # noqa: E402
+from gp_loss.runtime.terminal import safe_line  # noqa: E402
+from gp_loss.tasks.base import FAILED_STATUSES as FAILED  # noqa: E402
 from gp_loss.tasks.detection.script_flags import DATA_AND_SCHEDULE_FLAGS  # noqa: E402
 
 DEFAULT_OUT = "out/hps_det"
+KIND = "hps-det"  # gp_loss.runtime.run_dir.RUN_KINDS
 # flag -> (setting, type, default, help). Task settings are DetectionOptions fields; the defaults size
 # a CPU-scale search of about 6 minutes on 2 cores (see the docstring for a GPU run).
 TASK_FLAGS = {
@@ -76,7 +81,7 @@ RUN_FLAGS = {
     "--final-seeds": ("final_seeds", int, 3, "seeds of the final comparison (seed, seed+1, ...)"),
     "--workers": ("workers", int, 1, "proxy trainings at once (processes)"),
     "--device": ("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
-    "--threads": ("threads", int, 2, "torch threads per training process"),
+    "--threads": ("threads", int, 2, "torch threads per training process (at most 256)"),
     "--max-seconds": ("max_seconds", float, None, "also stop the search after this wall time"),
 }
 # Settings that may differ on --resume (the rest must match the stored run).
@@ -100,7 +105,7 @@ def settings_from_args(args: argparse.Namespace) -> tuple[dict, Path, bool]:
     """The run's settings (``task`` options and ``run`` settings), its directory and whether it resumes."""
     from gp_loss.runtime.run_dir import script_settings
 
-    return script_settings(args, TASK_FLAGS, RUN_FLAGS, RESUMABLE, DEFAULT_OUT)
+    return script_settings(args, TASK_FLAGS, RUN_FLAGS, RESUMABLE, DEFAULT_OUT, KIND)
 
 
 def _count(value, name: str, minimum: int) -> None:
@@ -108,12 +113,26 @@ def _count(value, name: str, minimum: int) -> None:
         raise GpLossError(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
 
 
-def check_settings(settings: dict) -> tuple[dict, "BinLayout", list[int]]:
-    """Checked task options (a dict, with ``assignment`` dynamic), the layout and the upper bounds."""
+def map_kind(run: dict) -> str:
+    """How the trainings run: in worker processes with --workers above 1, else in this one."""
+    return "multiprocessing" if run["workers"] > 1 else "serial"
+
+
+def check_settings(settings: dict) -> dict:
+    """Every setting checked, the data loaded once, before anything is created: the search's plan.
+
+    ``options`` (the task options, a dict, ``aspect_bins`` from the layout), ``layout``, the bounds
+    ``lower`` / ``upper`` of s, ``n_init`` and ``budget``.
+    """
+    from gp_loss.evolution.config import MAX_TORCH_THREADS
     from gp_loss.hps import STRATEGIES
+    from gp_loss.hps.design import check_size
+    from gp_loss.hps.space import Box
     from gp_loss.runtime.device import check_device
+    from gp_loss.runtime.parallel import Mapper
     from gp_loss.tasks.detection.assignment import UPPER_BOUNDS, BinLayout
     from gp_loss.tasks.detection.models import fpn_levels
+    from gp_loss.tasks.detection.script_flags import check_data
     from gp_loss.tasks.detection.task import BASELINES, DetectionOptions
 
     task, run = settings["task"], settings["run"]
@@ -128,12 +147,25 @@ def check_settings(settings: dict) -> tuple[dict, "BinLayout", list[int]]:
         raise GpLossError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {run['strategy']!r}")
     for name, minimum in (("budget", 1), ("n_init", 1), ("final_seeds", 1), ("workers", 1), ("threads", 1)):
         _count(run[name], name, minimum)
+    if run["threads"] > MAX_TORCH_THREADS:
+        raise GpLossError(f"--threads must be at most {MAX_TORCH_THREADS}, got {run['threads']}")
+    if not 0 <= run["seed"] <= 2**32 - 1:
+        raise GpLossError(f"--seed must be in [0, 2**32 - 1], got {run['seed']}")
     if run["max_seconds"] is not None and not (run["max_seconds"] > 0 and math.isfinite(run["max_seconds"])):
         raise GpLossError(f"--max-seconds must be a positive number, got {run['max_seconds']}")
     check_device(run["device"])
+    Mapper.check(map_kind(run), run["workers"], run["device"])  # as many workers as the machine holds
     upper = [UPPER_BOUNDS[options.model]] * layout.size
+    lower = [1] * layout.size
     replace(options, assignment="dynamic", positives=upper, aspect_bins=layout.aspect_bins).check()
-    return dict(task, aspect_bins=layout.aspect_bins), layout, upper
+    n_init = run["n_init"] if run["n_init"] is not None else min(2 * (layout.size + 1), math.prod(upper))
+    budget = run["budget"] if run["budget"] is not None else n_init + 10
+    check_size(Box.from_bounds(lower, upper), n_init)
+    if budget < n_init:
+        raise GpLossError(f"--budget {budget} is smaller than the initial design of {n_init} points (--n-init)")
+    check_data(options)
+    return {"options": dict(task, aspect_bins=layout.aspect_bins), "layout": layout, "lower": lower,
+            "upper": upper, "n_init": n_init, "budget": budget}
 
 
 # ----------------------------------------------------------------------------- trainings (top level: they pickle)
@@ -226,63 +258,104 @@ def plot_history(path: Path, rows: list[dict], metric: str, n_init: int) -> None
 
 
 def compare(out: Path, options: dict, run: dict, best: list[int], metric: str, mapper) -> dict:
-    """Retrain the best s and the default assignment (same seeds, --final-steps); final.json."""
+    """Retrain the best s and the default assignment (same seeds, --final-steps), a line each; final.json.
+
+    Every training of the default assignment failing leaves nothing to compare against: a one-line
+    error with the first reason, never a gain over zeros.
+    """
+    from gp_loss.runtime.progress import Progress, map_reporting
+
     seeds = [run["seed"] + k for k in range(run["final_seeds"])]
-    dynamic = {**options, "assignment": "dynamic", "positives": best}
-    default = {**options, "assignment": "default", "positives": []}
-    jobs = [(o, run["loss"], s, run["device"], run["threads"]) for o in (dynamic, default) for s in seeds]
-    results = list(mapper(final_training, jobs))
+    arms = {"dynamic": {**options, "assignment": "dynamic", "positives": best},
+            "default": {**options, "assignment": "default", "positives": []}}
+    jobs = [(name, (o, run["loss"], s, run["device"], run["threads"])) for name, o in arms.items() for s in seeds]
+    with Progress(len(jobs), "final") as progress:
+        def finished(index: int, r: dict) -> None:
+            name, (_, _, seed, _, _) = jobs[index]
+            outcome = f"{metric} {r['score']:.4f}" if r["status"] not in FAILED else \
+                safe_line(f"failed ({r['status']}: {r['reason']})")
+            progress.step()
+            progress.line(f"final: seed {seeds.index(seed) + 1}/{len(seeds)} of the {name} assignment | "
+                          f"{outcome} | {r['seconds']:.0f} s")
+
+        results = map_reporting(mapper, final_training, [job for _, job in jobs], finished)
     report = {"metric": metric, "seeds": seeds, "final_steps": options["final_steps"]}
-    for name, part in (("dynamic", results[:len(seeds)]), ("default", results[len(seeds):])):
+    for k, name in enumerate(arms):
+        part = results[k * len(seeds):(k + 1) * len(seeds)]
         scores = [r["score"] for r in part]
-        report[name] = {"mean": sum(scores) / len(scores), "trainings": part}
+        report[name] = {"mean": sum(scores) / len(scores), "trainings": part,
+                        "failed": all(r["status"] in FAILED for r in part)}
+    if report["default"]["failed"]:
+        first = report["default"]["trainings"][0]
+        raise GpLossError(safe_line(f"every final training of the default assignment failed (seed {first['seed']}: "
+                                    f"{first['status']}: {first['reason']}): nothing to compare the searched s "
+                                    f"with; check the data and the task settings"))
     report["dynamic"]["positives"] = best
-    report["gain"] = report["dynamic"]["mean"] - report["default"]["mean"]
+    # A searched s whose every training failed has no score to take a gain from.
+    report["gain"] = None if report["dynamic"]["failed"] else report["dynamic"]["mean"] - report["default"]["mean"]
     write_text_atomic(out / "final.json", json.dumps(report, indent=1) + "\n")
     return report
 
 
 # ----------------------------------------------------------------------------- main
 
-def main(argv: list[str] | None = None) -> int:
+def search(out: Path, plan: dict, run: dict, resume: bool, mapper):
+    """The search (gp_loss.hps.maximize), one line per proxy training; its files written after it."""
     from gp_loss.hps import maximize
-    from gp_loss.hps.design import check_size
-    from gp_loss.hps.space import Box
+    from gp_loss.runtime.progress import Progress
+
+    metric = plan["options"]["metric"]
+    objective = ProxyObjective(plan["options"], run["loss"], run["seed"], run["device"], run["threads"])
+    with Progress(plan["budget"], "search", unit="proxy") as progress:
+        def report(r: dict) -> None:
+            progress.at(r["done"])
+            if "x" not in r:
+                return
+            outcome = f"{metric} {r['value']:.4f}" if r["value"] is not None else safe_line(f"failed: {r['error']}")
+            best = "none yet" if r["best_value"] is None else f"{r['best_value']:.4f} at s={r['best_x']}"
+            progress.line(f"eval {r['done']}/{r['budget']} | s={r['x']} {outcome} | best {best} | "
+                          f"{r['seconds']:.0f} s")
+
+        result = maximize(objective, plan["lower"], plan["upper"], budget=plan["budget"], seed=run["seed"],
+                          strategy=run["strategy"], n_init=plan["n_init"], map=mapper,
+                          max_seconds=run["max_seconds"], run_dir=out, resume=resume, progress=report)
+    write_history(out, result, plan["layout"], metric, plan["lower"], plan["upper"], plan["n_init"])
+    if result.best_x is None:
+        raise GpLossError(safe_line(f"every proxy training failed (first: "
+                                    f"{next(iter(result.errors.values()), '?')}); see {out / 'history.csv'}"))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
     from gp_loss.runtime.parallel import Mapper
+    from gp_loss.runtime.run_dir import script_run
 
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # usage error (2) or --help (0), already printed
         return stop.code if isinstance(stop.code, int) else 2
-    out = None
+    out = None  # the run directory, once this process holds it
     try:
-        settings, out, resume = settings_from_args(args)
-        options, layout, upper = check_settings(settings)
-        run = settings["run"]
-        lower = [1] * layout.size
-        n_init = run["n_init"] if run["n_init"] is not None else min(2 * (layout.size + 1), math.prod(upper))
-        budget = run["budget"] if run["budget"] is not None else n_init + 10
-        check_size(Box.from_bounds(lower, upper), n_init)
-        if budget < n_init:
-            raise GpLossError(f"--budget {budget} is smaller than the initial design of {n_init} points (--n-init)")
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.json", json.dumps({**settings, "layout": layout.notation()}, indent=1) + "\n")
+        settings, where, resume = settings_from_args(args)
+        plan = check_settings(settings)  # everything, before the directory is touched
+        options, layout, run = plan["options"], plan["layout"], settings["run"]
         metric = options["metric"]
-        print(f"HPS-Det: {options['model']} ({options['backbone']}), layout {layout.notation()} = {layout.size} "
-              f"bins, s in [1, {upper[0]}], budget {budget} proxy trainings ({n_init} in the initial design), "
-              f"{options['proxy_steps']} steps each; run directory {out}", flush=True)
-        objective = ProxyObjective(options, run["loss"], run["seed"], run["device"], run["threads"])
-        with Mapper("multiprocessing" if run["workers"] > 1 else "serial", run["workers"]) as mapper:
-            started = time.perf_counter()
-            result = maximize(objective, lower, upper, budget=budget, seed=run["seed"], strategy=run["strategy"],
-                              n_init=n_init, map=mapper, max_seconds=run["max_seconds"], run_dir=out, resume=resume)
-            write_history(out, result, layout, metric, lower, upper, n_init)
-            if result.best_x is None:
-                raise GpLossError(f"every proxy training failed (first: {next(iter(result.errors.values()), '?')}); "
-                                  f"see {out / 'history.csv'}")
-            print(f"search: {len(result.history)} proxy trainings in {time.perf_counter() - started:.0f} s "
-                  f"({result.stopped}); best {metric} {result.best_value:.4f} with s = {result.best_x}", flush=True)
-            report = compare(out, options, run, result.best_x, metric, mapper)
+        with script_run(where, resume, KIND) as run_dir:
+            out = run_dir.path
+            write_text_atomic(out / "config.json", json.dumps({**settings, "layout": layout.notation()},
+                                                              indent=1) + "\n")
+            print(f"HPS-Det: {options['model']} ({options['backbone']}), layout {layout.notation()} = "
+                  f"{layout.size} bins, s in [1, {plan['upper'][0]}], budget {plan['budget']} proxy trainings "
+                  f"({plan['n_init']} in the initial design), {options['proxy_steps']} steps each; run directory "
+                  f"{out}", flush=True)
+            with Mapper(map_kind(run), run["workers"], run["device"]) as mapper:
+                started = time.perf_counter()
+                result = search(out, plan, run, resume, mapper)
+                print(f"search: {len(result.history)} proxy trainings in {time.perf_counter() - started:.0f} s "
+                      f"({result.stopped}); best {metric} {result.best_value:.4f} with s = {result.best_x}; "
+                      f"final comparison: {2 * run['final_seeds']} trainings of {options['final_steps']} steps",
+                      flush=True)
+                report = compare(out, options, run, result.best_x, metric, mapper)
     except GpLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -295,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     d, b = report["dynamic"], report["default"]
     print(f"\n{metric} after {options['final_steps']} steps, seeds {report['seeds']}:")
-    rows = [(f"dynamic assignment, s = {d['positives']}", f"{d['mean']:.4f}"),
-            (f"default assignment ({options['model']})", f"{b['mean']:.4f}"), ("gain", f"{report['gain']:+.4f}")]
+    dynamic = "failed (every seed)" if d["failed"] else f"{d['mean']:.4f}"
+    rows = [(f"dynamic assignment, s = {d['positives']}", dynamic),
+            (f"default assignment ({options['model']})", f"{b['mean']:.4f}"),
+            ("gain", "none (the searched s failed)" if report["gain"] is None else f"{report['gain']:+.4f}")]
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         print(f"  {(label + ':').ljust(width)}{value}")

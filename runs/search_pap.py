@@ -27,16 +27,20 @@ piecewise-linear function (8 values) used for all five substitutions, and the gr
 scale, 9 values in all; everything written afterwards holds the full 41-value θ.
 
 Every proxy trains from the same seed, so AP differences come from θ. A training that ends
-on a non-finite loss or an error scores 0. PAP-Loss ranks the top ``--top-k`` logits of a
-batch (the paper: 1e5); the CPU default 3000 keeps a step affordable on the small model.
+on a non-finite loss scores 0; one that raises is a failed point, its reason recorded (PPO
+gives it reward 0; the surrogate leaves it out of its fit). PAP-Loss ranks the top
+``--top-k`` logits of a batch (the paper: 1e5); the CPU default 3000 keeps a step affordable
+on the small model.
 
 The run directory holds config.json (the settings; --resume uses them), the optimiser's own
 checkpoint.json (and results.json for ppo; history.json for surrogate), theta.json (the best θ,
 PAPParameters.to_json; ``gp-loss evaluate --task detection --loss pap=DIR/theta.json``),
 pap_loss.py (a standalone PyTorch module of the best loss), substitutions.png (its five
 functions, the appendix's Figure 1) and final.json: the best θ, fl_giou and pap (identity)
-retrained for --final-steps on --final-seeds seeds, AP mean ± std. A user error is one line
-and exit status 2.
+retrained for --final-steps on --final-seeds seeds, AP mean ± std. Each proxy and final training
+prints one line as it ends (a progress bar too when stderr is a terminal). While it runs, the
+directory is locked: a second process on it is refused, naming the first. A user error is one line
+and exit status 2, and leaves nothing behind.
 """
 from __future__ import annotations
 
@@ -54,9 +58,12 @@ from gp_loss.errors import GpLossError  # noqa: E402
 from gp_loss.evolution.script import run_script  # noqa: E402
 from gp_loss.runtime.atomic import write_text_atomic  # noqa: E402
 from gp_loss.runtime.parallel import WorkerDied  # noqa: E402
+from gp_loss.runtime.terminal import safe_line  # noqa: E402
+from gp_loss.tasks.base import FAILED_STATUSES as FAILED  # noqa: E402
 from gp_loss.tasks.detection.script_flags import DATA_AND_SCHEDULE_FLAGS  # noqa: E402
 
 DEFAULT_OUT = "out/pap"
+KIND = "pap"  # gp_loss.runtime.run_dir.RUN_KINDS
 STRATEGIES = ("ppo", "surrogate")
 # flag -> (setting, type, default, help). Task settings are DetectionOptions fields; the defaults size a CPU
 # run of a few minutes on 2 cores (see the docstring for the paper's GPU settings).
@@ -71,7 +78,7 @@ TASK_FLAGS = {
 RUN_FLAGS = {
     "--strategy": ("strategy", str, "ppo", "ppo (default, the paper's) or surrogate (HPS-Det's optimiser)"),
     "--rounds": ("rounds", int, 3, "search rounds (the paper: 40); budget = rounds x samples"),
-    "--samples": ("samples", int, 4, "θ sampled per round (the paper: 8)"),
+    "--samples": ("samples", int, 4, "θ sampled per round (the paper: 8; ppo: at least 2)"),
     "--theta": ("theta", str, "separate", "separate (default: 41 values, a function each) or shared (9 values: "
                                          "one function for all five, the appendix's 'searched shared')"),
     "--grid": ("grid", int, 20, "surrogate: grid steps per coordinate, θ = k / grid"),
@@ -80,7 +87,7 @@ RUN_FLAGS = {
     "--final-seeds": ("final_seeds", int, 3, "seeds of the final comparison (seed, seed+1, ...)"),
     "--workers": ("workers", int, 1, "proxy trainings at once (processes)"),
     "--device": ("device", str, "auto", "auto (CUDA when present), cpu, cuda or cuda:N"),
-    "--threads": ("threads", int, 2, "torch threads per training process"),
+    "--threads": ("threads", int, 2, "torch threads per training process (at most 256)"),
 }
 # Settings that may differ on --resume (the rest must match the stored run).
 RESUMABLE = {"workers", "device", "threads", "final_seeds"}
@@ -118,12 +125,22 @@ def settings_from_args(args: argparse.Namespace) -> tuple[dict, Path, bool]:
     """The run's settings (``task`` options and ``run`` settings), its directory and whether it resumes."""
     from gp_loss.runtime.run_dir import script_settings
 
-    return script_settings(args, TASK_FLAGS, RUN_FLAGS, RESUMABLE, DEFAULT_OUT)
+    return script_settings(args, TASK_FLAGS, RUN_FLAGS, RESUMABLE, DEFAULT_OUT, KIND)
+
+
+def map_kind(run: dict) -> str:
+    """How the trainings run: in worker processes with --workers above 1, else in this one."""
+    return "multiprocessing" if run["workers"] > 1 else "serial"
 
 
 def check_settings(settings: dict) -> dict:
-    """Checked task options (a dict); every run setting checked too, before any training."""
+    """Checked task options (a dict): every setting checked and the data loaded once, before anything is
+    created."""
+    from gp_loss.evolution.config import MAX_TORCH_THREADS
+    from gp_loss.pap import PPOConfig
     from gp_loss.runtime.device import check_device
+    from gp_loss.runtime.parallel import Mapper
+    from gp_loss.tasks.detection.script_flags import check_data
     from gp_loss.tasks.detection.task import DetectionOptions
 
     task, run = settings["task"], settings["run"]
@@ -137,11 +154,27 @@ def check_settings(settings: dict) -> dict:
                           ("workers", 1), ("threads", 1)):
         if run[name] < minimum:
             raise GpLossError(f"--{name.replace('_', '-')} must be at least {minimum}, got {run[name]}")
-    if run["strategy"] == "surrogate" and run["rounds"] * run["samples"] < 2:
-        raise GpLossError("--strategy surrogate needs a budget (--rounds x --samples) of at least 2 proxy trainings")
+    if run["threads"] > MAX_TORCH_THREADS:
+        raise GpLossError(f"--threads must be at most {MAX_TORCH_THREADS}, got {run['threads']}")
     if not 0 <= run["seed"] <= 2**32 - 1:
         raise GpLossError(f"--seed must be in [0, 2**32 - 1], got {run['seed']}")
+    if run["strategy"] == "ppo":
+        if run["samples"] < 2:  # one sample's advantage is always 0: PPO learns nothing from it
+            raise GpLossError(f"--strategy ppo needs --samples of at least 2 (a round's rewards are compared "
+                              f"with their mean), got {run['samples']}")
+        PPOConfig(rounds=run["rounds"], samples=run["samples"], seed=run["seed"])
+    else:
+        if run["rounds"] * run["samples"] < 2:
+            raise GpLossError("--strategy surrogate needs a budget (--rounds x --samples) of at least 2 proxy "
+                              "trainings")
+        free = surrogate_layout(run)[0]
+        n_init, points = min(2 * (free + 1), run["rounds"] * run["samples"]), (run["grid"] + 1) ** free
+        if n_init > points:
+            raise GpLossError(f"--grid {run['grid']} leaves {points} grid points for the {free} free coordinate(s), "
+                              f"fewer than the {n_init} of the surrogate's initial design: raise --grid")
     check_device(run["device"])
+    Mapper.check(map_kind(run), run["workers"], run["device"])  # as many workers as the machine holds
+    check_data(options)
     return dict(task)
 
 
@@ -166,7 +199,8 @@ def _loss(spec: str | list, top_k: int):
 
 
 class ProxyObjective:
-    """A point -> the validation metric of a proxy training with PAP-Loss(θ) (0 for a non-finite or failed one).
+    """A point -> the validation metric of a proxy training with PAP-Loss(θ) (0 for a non-finite one; one
+    that raises is a failed point: the optimiser records its reason).
 
     ``grid`` (surrogate): the point is k, integers 0..grid on the ``free`` coordinates, θ = k / grid, the
     other coordinates at ``fixed``; without it the point is θ itself. ``shared``: the point has 9 values
@@ -192,6 +226,8 @@ class ProxyObjective:
 
     def __call__(self, x) -> float:
         out = _task(self.options, self.device, self.threads).proxy_fitness(_loss(self.theta(x), self.top_k), self.seed)
+        if out.status == "error":
+            raise RuntimeError(out.reason)
         return float(out.score) if math.isfinite(out.score) else 0.0
 
 
@@ -205,14 +241,36 @@ def final_training(job: tuple) -> dict:
 
 # ----------------------------------------------------------------------------- the searches
 
-def search_ppo(objective: ProxyObjective, run: dict, out: Path, resume: bool, mapper) -> tuple[list[float], float, int]:
+def proxy_progress(run: dict, metric: str):
+    """The search's progress on screen: a bar, and a line per proxy training (the optimisers' ``progress``)."""
+    from gp_loss.runtime.progress import Progress
+
+    progress = Progress(run["rounds"] * run["samples"], "search", unit="proxy")
+
+    def report(r: dict) -> None:
+        progress.at(r["done"])
+        if "x" not in r:
+            return
+        where = f" (round {r['round'] + 1}/{run['rounds']})" if "round" in r else ""
+        outcome = f"{metric} {r['value']:.4f}" if r["value"] is not None else safe_line(f"failed: {r['error']}")
+        best = "none yet" if r["best_value"] is None else f"{r['best_value']:.4f}"
+        progress.line(f"eval {r['done']}/{r['budget']}{where} | {outcome} | best {best} | {r['seconds']:.0f} s")
+
+    return progress, report
+
+
+def search_ppo(objective: ProxyObjective, run: dict, out: Path, resume: bool, mapper,
+               metric: str) -> tuple[list[float], float, int]:
     from gp_loss.pap import PPOConfig, ppo_maximize
 
     config = PPOConfig(rounds=run["rounds"], samples=run["samples"], seed=run["seed"])
-    result = ppo_maximize(objective, searched_size(run), config, initial=identity_point(run), mapper=mapper,
-                          run_dir=out, resume=resume)
+    progress, report = proxy_progress(run, metric)
+    with progress:
+        result = ppo_maximize(objective, searched_size(run), config, initial=identity_point(run), mapper=mapper,
+                              run_dir=out, resume=resume, progress=report)
     if result.best_theta is None:
-        raise GpLossError(f"every proxy training failed; see {out / 'results.json'}")
+        first = next((h["error"] for h in result.history if h["error"]), "?")
+        raise GpLossError(safe_line(f"every proxy training failed (first: {first}); see {out / 'results.json'}"))
     return objective.theta(result.best_theta), float(result.best_reward), len(result.history)
 
 
@@ -226,15 +284,17 @@ def surrogate_layout(run: dict) -> tuple[int, list[float], list[int]]:
     return free, [k / grid for k in ks], ks
 
 
-def search_surrogate(objective: ProxyObjective, run: dict, out: Path, resume: bool, mapper):
+def search_surrogate(objective: ProxyObjective, run: dict, out: Path, resume: bool, mapper, metric: str):
     from gp_loss.hps import maximize
 
     budget = run["rounds"] * run["samples"]
     free = surrogate_layout(run)[0]
     lower, upper = [0] * free, [run["grid"]] * free
     n_init = min(2 * (free + 1), budget)
-    result = maximize(objective, lower, upper, budget=budget, seed=run["seed"], n_init=n_init, map=mapper,
-                      run_dir=out, resume=resume)
+    progress, report = proxy_progress(run, metric)
+    with progress:
+        result = maximize(objective, lower, upper, budget=budget, seed=run["seed"], n_init=n_init, map=mapper,
+                          run_dir=out, resume=resume, progress=report)
     history = [{"k": x, "theta": objective.theta(x), "AP": v, "seconds": round(t, 2),
                 "error": result.errors.get(i, "")}
                for i, ((x, v), t) in enumerate(zip(result.history, result.times))]
@@ -242,27 +302,55 @@ def search_surrogate(objective: ProxyObjective, run: dict, out: Path, resume: bo
                                                         "stopped": result.stopped, "evaluations": history},
                                                        indent=1) + "\n")
     if result.best_x is None:
-        raise GpLossError(f"every proxy training failed (first: {next(iter(result.errors.values()), '?')}); "
-                          f"see {out / 'history.json'}")
+        raise GpLossError(safe_line(f"every proxy training failed (first: "
+                                    f"{next(iter(result.errors.values()), '?')}); see {out / 'history.json'}"))
     return objective.theta(result.best_x), float(result.best_value), len(result.history)
 
 
 # ----------------------------------------------------------------------------- the comparison
 
+LABELS = {"searched": "the searched θ", "fl_giou": "fl_giou", "pap": "pap (identity)"}
+REFERENCES = ("fl_giou", "pap")  # what the searched θ is compared with
+
+
 def compare(out: Path, options: dict, run: dict, best: list[float], proxy_best: float, mapper) -> dict:
-    """Retrain the best θ, fl_giou and pap (identity) on the same seeds for --final-steps; final.json."""
+    """Retrain the best θ, fl_giou and pap (identity) on the same seeds for --final-steps, a line each;
+    final.json.
+
+    Every training of both references failing leaves nothing to compare against: a one-line error with
+    the first reason, never a table of zeros.
+    """
+    from gp_loss.runtime.progress import Progress, map_reporting
+
     seeds = [run["seed"] + k for k in range(run["final_seeds"])]
     specs = {"searched": best, "fl_giou": "fl_giou", "pap": "pap"}
-    jobs = [(options, spec, run["top_k"], s, run["device"], run["threads"]) for spec in specs.values() for s in seeds]
-    results = list(mapper(final_training, jobs))
-    report = {"metric": options["metric"], "seeds": seeds, "final_steps": options["final_steps"],
+    jobs = [(name, (options, spec, run["top_k"], s, run["device"], run["threads"]))
+            for name, spec in specs.items() for s in seeds]
+    metric = options["metric"]
+    with Progress(len(jobs), "final") as progress:
+        def finished(index: int, r: dict) -> None:
+            name = jobs[index][0]
+            outcome = f"{metric} {r['score']:.4f}" if r["status"] not in FAILED else \
+                safe_line(f"failed ({r['status']}: {r['reason']})")
+            progress.step()
+            progress.line(f"final: seed {seeds.index(r['seed']) + 1}/{len(seeds)} of {LABELS[name]} | {outcome} | "
+                          f"{r['seconds']:.0f} s")
+
+        results = map_reporting(mapper, final_training, [job for _, job in jobs], finished)
+    report = {"metric": metric, "seeds": seeds, "final_steps": options["final_steps"],
               "strategy": run["strategy"], "proxy_best": proxy_best, "theta": best, "losses": {}}
     for k, name in enumerate(specs):
         part = results[k * len(seeds):(k + 1) * len(seeds)]
         scores = [r["score"] for r in part]
         report["losses"][name] = {"mean": statistics.fmean(scores),
                                   "std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                                  "failed": all(r["status"] in FAILED for r in part),
                                   "trainings": part}
+    if all(report["losses"][name]["failed"] for name in REFERENCES):
+        first = report["losses"][REFERENCES[0]]["trainings"][0]
+        raise GpLossError(safe_line(f"every final training of fl_giou and pap failed (fl_giou, seed {first['seed']}: "
+                                    f"{first['status']}: {first['reason']}): nothing to compare the searched θ "
+                                    f"with; check the data and the task settings"))
     write_text_atomic(out / "final.json", json.dumps(report, indent=1) + "\n")
     return report
 
@@ -280,23 +368,33 @@ def write_exports(out: Path, best: list[float]) -> None:
                                                                 f"(gradient scale {params.grad_scale:.3g})")
 
 
+def stored_comparison(out: Path, best: list[float], seeds: list[int]) -> dict | None:
+    """final.json of a finished run, if it compared this θ on these seeds (a resume then retrains nothing)."""
+    try:
+        report = json.loads((out / "final.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(report, dict) or report.get("theta") != best or report.get("seeds") != seeds:
+        return None
+    return report
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
     from gp_loss.runtime.parallel import Mapper
+    from gp_loss.runtime.run_dir import script_run
 
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as stop:  # usage error (2) or --help (0), already printed
         return stop.code if isinstance(stop.code, int) else 2
-    out = None
+    out = None  # the run directory, once this process holds it
     try:
-        settings, out, resume = settings_from_args(args)
-        options = check_settings(settings)
+        settings, where, resume = settings_from_args(args)
+        options = check_settings(settings)  # everything, before the directory is touched
         run = settings["run"]
         budget = run["rounds"] * run["samples"]
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.json", json.dumps(settings, indent=1) + "\n")
         shared, size = run["theta"] == "shared", searched_size(run)
         what = f"θ shared by the five functions ({size} values)" if shared else f"θ ({size} values)"
         if run["strategy"] == "ppo":
@@ -309,27 +407,25 @@ def main(argv: list[str] | None = None) -> int:
                                        grid=run["grid"], fixed=fixed, shared=shared)
             how = (f"surrogate (HPS-Det's DYCORS) on {what}, k = 0..{run['grid']}, θ = k/{run['grid']}, "
                    f"{free} of {size} coordinates free")
-        print(f"PAP-Loss search: {options['model']} ({options['backbone']}, {options['image_size']} px), {how}: "
-              f"{budget} proxy trainings of {options['proxy_steps']} steps; run directory {out}", flush=True)
-        with Mapper("multiprocessing" if run["workers"] > 1 else "serial", run["workers"]) as mapper:
-            started = time.perf_counter()
-            search = search_ppo if run["strategy"] == "ppo" else search_surrogate
-            best, proxy_best, evaluated = search(objective, run, out, resume, mapper)
-            print(f"search: {evaluated} proxy trainings in {time.perf_counter() - started:.0f} s this session; "
-                  f"best proxy {options['metric']} {proxy_best:.4f}", flush=True)
-            write_exports(out, best)
-            final = out / "final.json"
-            report = None
-            if resume and final.is_file():
-                try:
-                    report = json.loads(final.read_text())
-                    if report.get("theta") != best or report.get("seeds") != [run["seed"] + k for k in
-                                                                               range(run["final_seeds"])]:
-                        report = None
-                except ValueError:
-                    report = None
-            if report is None:
-                report = compare(out, options, run, best, proxy_best, mapper)
+        with script_run(where, resume, KIND) as run_dir:
+            out = run_dir.path
+            write_text_atomic(out / "config.json", json.dumps(settings, indent=1) + "\n")
+            print(f"PAP-Loss search: {options['model']} ({options['backbone']}, {options['image_size']} px), "
+                  f"{how}: {budget} proxy trainings of {options['proxy_steps']} steps; run directory {out}",
+                  flush=True)
+            with Mapper(map_kind(run), run["workers"], run["device"]) as mapper:
+                started = time.perf_counter()
+                search = search_ppo if run["strategy"] == "ppo" else search_surrogate
+                best, proxy_best, evaluated = search(objective, run, out, resume, mapper, options["metric"])
+                print(f"search: {evaluated} proxy trainings in {time.perf_counter() - started:.0f} s this session; "
+                      f"best proxy {options['metric']} {proxy_best:.4f}", flush=True)
+                write_exports(out, best)
+                seeds = [run["seed"] + k for k in range(run["final_seeds"])]
+                report = stored_comparison(out, best, seeds) if resume else None
+                if report is None:
+                    print(f"final comparison: {3 * len(seeds)} trainings of {options['final_steps']} steps "
+                          f"(the searched θ, fl_giou, pap; seeds {seeds})", flush=True)
+                    report = compare(out, options, run, best, proxy_best, mapper)
     except GpLossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -347,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(v) for v in labels.values()) + 2
     for name, label in labels.items():
         row = report["losses"][name]
-        print(f"  {(label + ':').ljust(width)}{row['mean']:.4f} ± {row['std']:.4f}")
+        value = "failed (every seed)" if row.get("failed") else f"{row['mean']:.4f} ± {row['std']:.4f}"
+        print(f"  {(label + ':').ljust(width)}{value}")
     own = "results.json, checkpoint.json" if run["strategy"] == "ppo" else "history.json, checkpoint.json"
     print(f"\nrun directory: {out} (theta.json, pap_loss.py, substitutions.png, final.json, {own})")
     return 0

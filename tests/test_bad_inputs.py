@@ -124,9 +124,10 @@ def test_a_corrupt_image_or_too_few_images_is_one_line(tmp_path, capsys):
 
 
 def test_evaluate_says_why_a_training_failed(capsys):
-    assert cli(["evaluate", "--loss", "ce", "--lr", "1e300", "--seeds", "1", "--epochs", "1", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)["rows"]
-    assert row["status"] == ["error"] and row["reasons"][0]
+    # Every training failing is an error line (exit 2) naming the reason, not a row of zeros.
+    assert cli(["evaluate", "--loss", "ce", "--lr", "1e300", "--seeds", "1", "--epochs", "1", "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "every training failed (ce, seed 1000: error: RuntimeError: " in captured.err
 
 
 def test_a_new_run_refuses_a_directory_with_set_aside_or_corrupt_checkpoint_files(tmp_path):

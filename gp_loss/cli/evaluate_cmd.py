@@ -38,8 +38,8 @@ def register(sub) -> None:
                        description="Train the task's model with each loss (a baseline name, or formulas by "
                                    "branch) for the full schedule, once per seed, and report the task's metric "
                                    "(mean ± std). The seeds are those of a search's final retraining "
-                                   "(--seed S: S+1000, S+1001, ...), so `--seed` of a run reproduces its "
-                                   "final.json rows.")
+                                   "(--seed S: S+1000, S+1001, ...), so `--seed` and `--threads` of a run "
+                                   "(its torch_threads) reproduce its final.json rows.")
     p.add_argument("--task", default="classification",
                    help="the task: " + "; ".join(f"{name}: {summary}" for name, summary in TASK_SUMMARIES.items()))
     p.add_argument("--loss", action="append", required=True, metavar="BASELINE|BRANCH=FORMULA",
@@ -57,6 +57,9 @@ def register(sub) -> None:
                         "ablation).")
     p.add_argument("--seeds", type=int, default=3, help="training seeds (default 3)")
     p.add_argument("--seed", type=int, default=0, help="the search seed whose final protocol to follow (default 0)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per training (default 1). Floating-point sums depend on it: give a run's "
+                        "torch_threads (config.json; runs/search_segmentation.py uses 2) to reproduce its final.json")
     for flag, (_, type_, help_) in OPTION_FLAGS.items():
         p.add_argument(flag, type=type_, default=None, help=help_)
     p.add_argument("--device", default="auto", help="auto (default: CUDA when present), cpu, cuda or cuda:N")
@@ -157,7 +160,7 @@ def losses_from(specs: list[str], info, options) -> list[tuple[str, object]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gp_loss.evolution.config import retrain_seeds
+    from gp_loss.evolution.config import MAX_TORCH_THREADS, retrain_seeds
     from gp_loss.metrics import mean_defined, std_defined
     from gp_loss.runtime.device import check_device, resolve_device
     from gp_loss.runtime.threads import torch_threads
@@ -168,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         raise GpLossError(f"--seeds must be at least 1, got {args.seeds}")
     if args.seed < 0:
         raise GpLossError(f"--seed must be 0 or more, got {args.seed}")
+    if not 1 <= args.threads <= MAX_TORCH_THREADS:
+        raise GpLossError(f"--threads must be from 1 to {MAX_TORCH_THREADS}, got {args.threads}")
     check_device(args.device)
     options = task_options_from(args, info)
     checked = info.make_options(options)
@@ -176,20 +181,29 @@ def run(args: argparse.Namespace) -> int:
     seeds = retrain_seeds(args.seed, args.seeds)
     metric = info.metric_for(checked)
     rows = []
-    with torch_threads(1):
+    failures = []  # (loss, seed, outcome) of every training that failed
+    with torch_threads(args.threads):
         for name, loss in losses:
             outcomes = [task.final_score(task.baseline(loss) if isinstance(loss, str) else loss, seed)
                         for seed in seeds]
+            failures += [(name, seed, o) for seed, o in zip(seeds, outcomes) if o.failed]
             scores = [o.score for o in outcomes]
             formulas = (info.baselines_for(checked)[loss] if isinstance(loss, str) else loss.formulas())
             row = {"loss": name, "formulas": formulas, "seeds": seeds, "scores": scores,
                    "mean": statistics.fmean(scores), "std": statistics.pstdev(scores),
-                   "status": [o.status for o in outcomes], "reasons": [o.reason for o in outcomes]}
+                   "status": [o.status for o in outcomes], "reasons": [o.reason for o in outcomes],
+                   "failed": all(o.failed for o in outcomes)}
             names = list(outcomes[0].metrics)
             if names:  # every metric the task measured: mean over the seeds where it is defined
                 row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in outcomes]) for m in names}
                 row["metrics_std"] = {m: std_defined([o.metrics.get(m) for o in outcomes]) for m in names}
             rows.append(row)
+    if len(failures) == len(losses) * len(seeds):  # a table of zeros would say nothing of the losses
+        name, seed, first = failures[0]
+        raise GpLossError(f"every training failed ({name}, seed {seed}: {first.status}"
+                          + (f": {first.reason}" if first.reason else "")
+                          + "); no score to report: check the losses, the data and the task options (a "
+                            "baseline that fails too means the data or the settings cannot be trained)")
     if args.json:
         print(json.dumps({"task": info.name, "metric": f"{info.final_split} {metric}", "device": str(task.device),
                           "rows": rows,
@@ -198,7 +212,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"{info.name}: {info.final_split} {metric} over seeds {', '.join(map(str, seeds))} on {task.device}")
     for r in rows:
         bad = [f"{s}: {why}" if why else s for s, why in zip(r["status"], r["reasons"]) if s != "ok"]
-        line = f"  {100 * r['mean']:6.2f} ± {100 * r['std']:.2f}  {r['loss']}"
+        # A loss whose every seed failed has no score: its zeros are not shown as one.
+        score = f"{'failed':>13}" if r["failed"] else f"{100 * r['mean']:6.2f} ± {100 * r['std']:.2f}"
+        line = f"  {score}  {r['loss']}"
         if "metrics" in r:
             line += "  [" + ", ".join(f"{m} {_pct(v)}" for m, v in r["metrics"].items()) + "]"
         print(line + (f"  ({'; '.join(bad)})" if bad else ""))

@@ -2,7 +2,9 @@
 
 One sub-folder per class (``root/cat/1.png``, ``root/dog/2.png``, ...). Images
 are resized to a square and held as one tensor, which suits the small datasets
-a proxy search trains on; the task splits them by seed.
+a proxy search trains on; the task splits them by seed. Each image's size is
+checked (1 to 65535 pixels a side: :mod:`gp_loss.data.checks`) before its pixels
+are decoded, and an unreadable image is one line naming the file.
 """
 from __future__ import annotations
 
@@ -10,7 +12,17 @@ from pathlib import Path
 
 import torch
 
+from gp_loss.data.checks import check_image_size, image_read_errors
 from gp_loss.errors import GpLossError
+
+
+def _load_rgb(path: str):
+    """torchvision's default loader (PIL, RGB), with the image's size checked first."""
+    from PIL import Image
+
+    with Image.open(path) as pil:
+        check_image_size(*pil.size, path, "resize it, or remove it from the folder")
+        return pil.convert("RGB")
 
 
 def image_folder_tensors(root: str | Path, image_size: int = 32, grayscale: bool = False
@@ -27,7 +39,7 @@ def image_folder_tensors(root: str | Path, image_size: int = 32, grayscale: bool
         steps.append(transforms.Grayscale(1))
     steps.append(transforms.ToTensor())
     try:
-        dataset = datasets.ImageFolder(str(root), transform=transforms.Compose(steps))
+        dataset = datasets.ImageFolder(str(root), transform=transforms.Compose(steps), loader=_load_rgb)
     except (FileNotFoundError, RuntimeError) as err:
         raise GpLossError(f"cannot read images under {root}: {err}") from None
     if len(dataset.classes) < 2:
@@ -36,7 +48,7 @@ def image_folder_tensors(root: str | Path, image_size: int = 32, grayscale: bool
     for i in range(len(dataset)):
         try:
             items.append(dataset[i])
-        except (OSError, ValueError) as err:  # PIL: UnidentifiedImageError (an OSError), truncated files
+        except image_read_errors() as err:  # PIL: UnidentifiedImageError (an OSError), truncated files
             raise GpLossError(f"cannot read image {dataset.samples[i][0]}: {err}; fix or remove it") from None
     images, labels = zip(*items)
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), list(dataset.classes)

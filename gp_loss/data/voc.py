@@ -15,7 +15,8 @@ stem: no folder separators, ``..``, NUL or absolute paths, so a split file canno
 outside ``ROOT``) and that every image and mask exists, before anything is decoded;
 iterating over the result then reads one image and mask at a time (so a caller can shrink
 each one as it comes, without holding a large split in memory at full resolution) and
-checks each mask's size and classes. Every problem is one
+checks each image's size (1 to 65535 pixels a side: :mod:`gp_loss.data.checks`) and each
+mask's size and classes. Every problem is one
 :class:`~gp_loss.errors.GpLossError` naming the file and how to fix it.
 
 :func:`write_label_png` writes a class-index map as VOC does: a palette PNG with the VOC
@@ -30,6 +31,7 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
+from gp_loss.data.checks import check_image_size, image_read_errors
 from gp_loss.errors import GpLossError
 
 IMAGES = "JPEGImages"
@@ -123,12 +125,13 @@ def _image_file(root: Path, name: str) -> Path | None:
 
 def read_image(file: Path, fix: str) -> torch.Tensor:
     """An image file as 3×H×W float32 in [0, 1] (RGB); ``fix`` ends the message of an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(file) as pil:
+            check_image_size(*pil.size, str(file), f"resize it, or {fix}")  # before decoding its pixels
             array = np.asarray(pil.convert("RGB"), dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except image_read_errors() as err:
         raise GpLossError(f"cannot read image {file}: {err}: {fix}") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
@@ -152,10 +155,11 @@ def _rgb_to_index(array: np.ndarray, file: Path) -> np.ndarray:
 
 def read_label(file: Path, num_classes: int) -> np.ndarray:
     """A mask file as H×W uint8 class indices: each below ``num_classes``, or 255 (void)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(file) as pil:
+            check_image_size(*pil.size, str(file), "a mask has its image's width and height")
             mode = pil.mode
             if mode in INDEX_MODES:
                 array = np.asarray(pil)
@@ -164,7 +168,7 @@ def read_label(file: Path, num_classes: int) -> np.ndarray:
             else:
                 raise GpLossError(f"{file}: a {mode} image is not a class mask: save it as an index (mode L) or "
                                   f"palette (mode P) PNG of class indices, 255 for void (or VOC-coloured RGB)")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except image_read_errors() as err:
         raise GpLossError(f"cannot read mask {file}: {err}: replace it with an index or palette PNG") from None
     bad = ((array >= num_classes) & (array != IGNORE)) | (array < 0)
     if bad.any():

@@ -108,9 +108,12 @@ class SearchConfig:
     simulate: bool = False               # add CSE-Autoloss's model-optimisation simulation
     # Numerical-range stage: per-sample loss and gradient within ±range_bound (None: no such stage)
     range_bound: float | None = 1e4
+    # Seconds of CPU time one filter stage may spend on one candidate (gp_loss.timeout): a
+    # backstop for pathological formulas, far above what any stage needs, and counted in CPU
+    # time so that a busy machine does not reject what an idle one accepts.
     filter_time_limit_s: float = 10.0
     max_breed_tries: int = 100_000       # filter retries for one child before the slot is dropped
-    # Proxy training
+    # Proxy training; its limit counts CPU time on the CPU, wall time on a GPU (TrainingRun)
     eval_time_limit_s: float = 120.0
     torch_threads: int = 1               # per evaluation; fixed so results do not depend on workers
     device: str = "auto"                 # auto (CUDA when present), cpu, cuda, cuda:N

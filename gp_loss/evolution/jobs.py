@@ -130,16 +130,19 @@ PREPARE_HOLD_S = 0.05
 def prepare(config: dict) -> WorkerInfo:
     """Build this worker's context ahead of its first child; return who it is (process, host, device).
 
-    Loads the task's data and runs the start formulas (if any) through the
-    filters, which builds every stage's samples and networks. A worker that
-    skipped this would spend its first child's job on it while the others
-    wait at the end of the generation. Then it holds the worker for
+    Loads the task's data, has every filter stage build its samples and networks
+    for the searched kinds, and runs the start formulas (if any) through the
+    filters. A worker that skipped this would spend its first child's job on it
+    while the others wait at the end of the generation. Then it holds the worker for
     ``PREPARE_HOLD_S``, so that a round of warm-up jobs spreads over the workers.
     """
     ctx = context_for(config)
     set_torch_threads(ctx.config.torch_threads)
     ctx.task
     warm_up_optimizer()
+    for kind_name in sorted({ctx.layout[name] for name in ctx.config.searched}):
+        ctx.pipeline.prepare(kind_name)  # (a first candidate is never charged for it: see FilterPipeline.prepare)
+        ctx.equivalence.prepare(kind_name)
     if ctx.start is not None:
         for branch in ctx.start:
             ctx.pipeline.check(branch.kind, branch.tree)

@@ -26,6 +26,8 @@ from gp_loss.evolution.run_files import (BASELINES, EVALUATIONS, FINAL, HALL_OF_
 from gp_loss.export import export_torch
 from gp_loss.runtime.checkpoint import save_checkpoint
 from gp_loss.runtime.run_dir import JsonlLine, RunDir, jsonl_digest, jsonl_text
+from gp_loss.runtime.progress import Progress
+from gp_loss.runtime.terminal import safe_line
 
 if TYPE_CHECKING:
     from gp_loss.evolution.search import Search
@@ -45,7 +47,11 @@ class Recorder:
         self.run = run
         self.config = config
         self._last_plot = float("-inf")
-        self._digest = jsonl_digest([])  # of the evaluations.jsonl lines written so far
+        self._digest = jsonl_digest([])  # of the evaluations.jsonl lines counted so far
+        self._kept = 0  # how many lines, from the top of the file, those are
+        self._pending: list[JsonlLine] = []  # lines after them, kept for reuse (resume_evaluations)
+        self._aside: set[int] = set()  # ids of the lines set aside: each is copied there once
+        self.progress_enabled = progress  # None: a bar while stderr is a terminal
         self.bar = tqdm(total=config.max_evaluations, unit="eval", desc="search", disable=progress is False
                         or (progress is None and not sys.stderr.isatty()), file=sys.stderr)
 
@@ -55,9 +61,20 @@ class Recorder:
 
     # -- evaluations.jsonl ------------------------------------------------------------------
     def evaluation(self, record: dict) -> None:
-        """One proxy training (:func:`~gp_loss.evolution.run_files.evaluation_record`), flushed to disk."""
+        """One proxy training (:func:`~gp_loss.evolution.run_files.evaluation_record`), flushed to disk.
+
+        A record already on disk past the checkpoint (a training that finished before an interruption,
+        reused on resume) is the next pending line: it is counted where it stands, not written again.
+        """
         text = jsonl_text(record)
-        self.run.append_jsonl_text(EVALUATIONS, [text])
+        if self._pending and self._pending[0].text == text:
+            self._pending.pop(0)
+        else:
+            if self._pending:  # the search reuses pending lines in file order or sets them aside first
+                self.set_aside([(line, "not reused in the order it was recorded on resume")
+                                for line in self._pending])
+            self.run.append_jsonl_text(EVALUATIONS, [text])
+        self._kept += 1
         self._digest.update((text + "\n").encode("utf-8"))
         self.bar.update(1)
 
@@ -70,26 +87,45 @@ class Recorder:
         return self.run.read_jsonl_lines(EVALUATIONS)
 
     def evaluations_digest(self) -> str:
-        """SHA-256 of the ``evaluations.jsonl`` lines written (or kept on resume) so far."""
+        """SHA-256 of the ``evaluations.jsonl`` lines the search has counted so far."""
         return self._digest.hexdigest()
 
-    def keep_evaluations(self, lines: list[str]) -> None:
-        """``evaluations.jsonl`` becomes exactly ``lines`` (those the checkpoint covers; none for a new run)."""
-        self.run.rewrite_jsonl_text(EVALUATIONS, lines)
-        self._digest = jsonl_digest(lines)
+    def resume_evaluations(self, covered: list[JsonlLine], pending: list[JsonlLine],
+                           unusable: list[tuple[JsonlLine, str]]) -> None:
+        """Line ``evaluations.jsonl`` up with a checkpoint that covers its first ``len(covered)`` lines.
+
+        ``pending``: lines past them that the search may reuse, in file order; they stay where they
+        are until reused (:meth:`evaluation`) or set aside, so a second interruption finds them again.
+        ``unusable`` ``(line, reason)`` pairs are copied to ``evaluations.set_aside.jsonl`` (flushed to
+        disk) before the file is rewritten without them: no record is ever only in memory.
+        """
+        self.set_aside(unusable)
+        if unusable:
+            self.run.rewrite_jsonl_text(EVALUATIONS, [line.text for line in covered + pending])
+        self._kept = len(covered)
+        self._digest = jsonl_digest([line.text for line in covered])
+        self._pending = list(pending)
 
     def set_aside(self, lines: list[tuple[JsonlLine, str]]) -> None:
         """Move ``(line, reason)`` pairs of ``evaluations.jsonl`` to ``evaluations.set_aside.jsonl``, and say so.
 
-        Nothing is dropped silently: each keeps its line number, reason and text as found.
+        Nothing is dropped silently: each keeps its line number, reason and text as found. The copy
+        is on disk before a pending line leaves ``evaluations.jsonl`` (rewritten atomically).
         """
+        lines = [(line, reason) for line, reason in lines if id(line) not in self._aside]
         if not lines:
             return
+        self._aside.update(id(line) for line, _ in lines)
         self.run.append_jsonl_text(SET_ASIDE, [jsonl_text({"line": line.number, "reason": reason,
                                                            "text": line.text}) for line, reason in lines])
         for line, reason in lines:
-            tqdm.write(f"gp-loss: warning: {self.run.file(EVALUATIONS)} line {line.number}: {reason}; "
-                       f"set aside in {SET_ASIDE}", file=sys.stderr)
+            tqdm.write(safe_line(f"gp-loss: warning: {self.run.file(EVALUATIONS)} line {line.number}: {reason}; "
+                                 f"set aside in {SET_ASIDE}"), file=sys.stderr)
+        leaving = {id(line) for line, _ in lines}
+        if any(id(line) in leaving for line in self._pending):
+            self._pending = [line for line in self._pending if id(line) not in leaving]
+            kept = [line.text for line in self.evaluation_lines()[:self._kept]]
+            self.run.rewrite_jsonl_text(EVALUATIONS, kept + [line.text for line in self._pending])
 
     def checkpoint(self, search: Search) -> None:
         """Save the search's state with the digest of the evaluation lines it covers."""
@@ -114,7 +150,7 @@ class Recorder:
             # One line per generation: a long genome (a detector's branches) is cut; the files hold it whole.
             line += f" | best {best.fitness.values[0]:.4f} " + (
                 formulas if len(formulas) <= SUMMARY_FORMULA_CHARS else formulas[:SUMMARY_FORMULA_CHARS - 1] + "…")
-        tqdm.write(line, file=sys.stdout)
+        tqdm.write(safe_line(line), file=sys.stdout)
 
     def write_results(self, search: Search, plot: bool = True) -> None:
         """Logbook, hall of fame (JSON and PyTorch) and, with ``plot``, the fitness plot."""
@@ -135,6 +171,22 @@ class Recorder:
             self._last_plot = time.perf_counter()
 
     # -- results outside the generations ------------------------------------------------------
+    def baselines_start(self, names: list[str], metric: str) -> None:
+        """Show the baselines' proxy trainings as they end: they run before the first generation."""
+        self._baseline_metric = metric
+        self._baselines = Progress(len(names), "baselines", enabled=self.progress_enabled)
+        self._baselines.line(safe_line(f"baselines: {len(names)} proxy training(s) ({', '.join(names)})"))
+
+    def baseline_trained(self, name: str, outcome) -> None:
+        progress = self._baselines
+        progress.step()
+        status = "" if outcome.status == "ok" else f" ({outcome.status}" + (
+            f": {outcome.reason})" if outcome.reason else ")")
+        progress.line(safe_line(f"baseline {progress.done}/{progress.total} | {name}: {self._baseline_metric} "
+                                f"{100 * outcome.score:.2f}{status} | {progress.seconds():.0f} s"))
+        if progress.done >= progress.total:
+            progress.close()
+
     def baselines(self, fitness: dict[str, float]) -> None:
         """The baselines' proxy fitness (``baselines.json``)."""
         self.run.write_json(BASELINES, fitness)

@@ -17,7 +17,13 @@ from gp_loss.metrics import mean_defined
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.device import machine_facts
 from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.progress import Progress, map_reporting
+from gp_loss.runtime.terminal import safe_line, safe_text
 from gp_loss.runtime.run_dir import JsonlLine, RunDir, jsonl_digest
+
+
+# What a run that stopped before its first training leaves (besides an empty evaluations.jsonl).
+UNSTARTED_FILES = {CONFIG, EVALUATIONS, MACHINE, "checkpoint.json", "checkpoint.prev.json"}
 
 
 def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | None, list[str]]:
@@ -30,6 +36,14 @@ def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | No
     """
     if not resume:
         found = [name for name in RUN_FILES if run.exists(name)]
+        if found and set(found) <= UNSTARTED_FILES and not run.read_jsonl_lines(EVALUATIONS):
+            # A run that stopped before its first training (a worker that would not start, data that
+            # failed to load): it holds no result, so the same --out starts it anew with new settings.
+            print(f"gp-loss: note: {run.path} holds a run that stopped before its first training; "
+                  f"starting it anew", file=sys.stderr)
+            for name in found:
+                run.file(name).unlink()
+            found = []
         if CONFIG in found:
             raise GpLossError(f"{run.path} already holds a run: continue it with --resume {run.path}, "
                               f"or choose another --out")
@@ -60,18 +74,18 @@ def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
 
     The lines the checkpoint covers must be exactly those it was saved with
     (their SHA-256 is in it). Lines past them are evaluations of the
-    generation that was interrupted: they are kept aside and reused when that
-    generation is bred again (same seeds, same children), so finished
-    training is not redone. A damaged line (cut short by a kill), a duplicate
-    or a record of another generation is set aside with a warning, never
-    dropped silently.
+    generation that was interrupted: they stay in the file and are reused
+    when that generation is bred again (same seeds, same children), so
+    finished training is neither redone nor lost, however often the run is
+    interrupted. A damaged line (cut short by a kill), a duplicate or a
+    record of another generation is copied to the set-aside file with a
+    warning before it leaves ``evaluations.jsonl``, never dropped silently.
     """
     lines = recorder.evaluation_lines()
     if state is None:
         if lines:
             raise GpLossError(f"{recorder.run.file(EVALUATIONS)} has {len(lines)} line(s) but the run has no "
                               f"checkpoint that covers them: start a new run with another --out")
-        recorder.keep_evaluations([])
         recorder.checkpoint(search)  # from now on every resume has a checkpoint to check against
         return
     search.load_state(state)
@@ -85,8 +99,6 @@ def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
         raise GpLossError(f"{recorder.run.file(EVALUATIONS)} does not hold the {covered} evaluation record(s) "
                           f"the checkpoint was saved with ({where}), so the run cannot continue exactly: "
                           f"restore the file or start a new run with another --out")
-    recorder.keep_evaluations([line.text for line in head])
-    recorder.resumed(search)
     recovered: dict[int, JsonlLine] = {}
     aside: list[tuple[JsonlLine, str]] = []
     for line in lines[covered:]:
@@ -100,13 +112,16 @@ def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
                                 f"checkpoint continues"))
         elif record["slot"] in recovered:
             aside.append((line, f"a second record of slot {record['slot']}"))
+        elif recovered and record["slot"] < max(recovered):
+            aside.append((line, f"slot {record['slot']} recorded after slot {max(recovered)}"))
         else:
             missing = [k for k in ("formulas", "fitness", "seconds", "evaluation") if k not in record]
             if missing:
                 aside.append((line, f"lacks {', '.join(missing)}"))
             else:
                 recovered[record["slot"]] = line
-    recorder.set_aside(aside)
+    recorder.resume_evaluations(head, list(recovered.values()), aside)
+    recorder.resumed(search)
     search.recovered = recovered
 
 
@@ -122,7 +137,25 @@ def final_evaluation(search: Search) -> dict:
     job_list = [TrainJob(config=search.config_dict, formulas=formulas, seed=seed, final=True,
                          baseline=None if name.startswith("top") else name)
                 for name, formulas, _ in entries for seed in seeds]
-    outcomes = list(search.toolbox.map(jobs.evaluate, job_list))
+    names = [name for name, _, _ in entries for _ in seeds]
+    with Progress(len(job_list), "final retraining", enabled=search.recorder.progress_enabled) as progress:
+        progress.line(f"final retraining: {len(entries)} loss(es) x {len(seeds)} seed(s) = {len(job_list)} "
+                      f"trainings on the {info.final_split} split")
+
+        def finished(index: int, outcome) -> None:
+            progress.step()
+            status = "" if outcome.status == "ok" else f" ({outcome.status})"
+            progress.line(safe_line(f"final {progress.done}/{len(job_list)} | {names[index]} seed "
+                                    f"{job_list[index].seed}: {search.metric} {100 * outcome.score:.2f}{status} "
+                                    f"| {progress.seconds():.0f} s"))
+
+        outcomes = map_reporting(search.mapper, jobs.evaluate, job_list, finished)
+    if all(o.failed for o in outcomes):
+        name, first = names[0], outcomes[0]
+        raise GpLossError(f"every training of the final retraining failed ({name}: {first.status}"
+                          + (f": {first.reason}" if first.reason else "") + "): no result to report. Check the "
+                          f"data and the task options (`gp-loss evaluate --task {search.config.task} --loss "
+                          f"{name}` with the same options trains one alone), then --resume {search.recorder.run.path}")
     rows = []
     for i, (name, formulas, proxy) in enumerate(entries):
         mine = outcomes[i * len(seeds):(i + 1) * len(seeds)]
@@ -130,10 +163,18 @@ def final_evaluation(search: Search) -> dict:
         row = {"name": name, "baseline": not name.startswith("top"), "formulas": formulas,
                "proxy_fitness": proxy, "seeds": seeds, "scores": scores,
                "mean": statistics.fmean(scores), "std": statistics.pstdev(scores)}
+        failed = {str(seed): o.status + (f": {o.reason}" if o.reason else "") for seed, o in zip(seeds, mine)
+                  if o.failed}
+        if failed:  # its score on those seeds is the task's failure score, not a measurement
+            row["failed"] = failed
         if mine[0].metrics:  # every metric the task measured (e.g. AP50), mean over the seeds where defined
             row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
         rows.append(row)
-    return {"metric": f"{info.final_split} {search.metric}", "evaluations": search.evaluations, "rows": rows}
+    result = {"metric": f"{info.final_split} {search.metric}", "evaluations": search.evaluations, "rows": rows}
+    note = search.load_dependence()
+    if note:
+        result["load_dependence"] = note
+    return result
 
 
 def final_table(result: dict) -> str:
@@ -142,9 +183,13 @@ def final_table(result: dict) -> str:
     for r in result["rows"]:
         formula = " ".join(f"{n}={f}" for n, f in r["formulas"].items())
         others = ", ".join(f"{m} {100 * v:.1f}" for m, v in r.get("metrics", {}).items() if v is not None)
+        failed = r.get("failed", {})
+        note = f"[failed on {len(failed)} of {len(r['scores'])} seeds: {next(iter(failed.values()))}]  " if failed else ""
         lines.append(f"{r['name']:<22}{100 * r['mean']:>15.2f} ± {100 * r['std']:.2f}  "
-                     + (f"[{others}]  " if others else "") + formula)
-    return "\n".join(lines)
+                     + (f"[{others}]  " if others else "") + note + formula)
+    if result.get("load_dependence"):
+        lines.append(f"warning: {result['load_dependence']}")
+    return safe_text("\n".join(lines))
 
 
 def run_search(config: SearchConfig, out: str, resume: bool = False, workers: int = 1,
@@ -155,6 +200,7 @@ def run_search(config: SearchConfig, out: str, resume: bool = False, workers: in
     workers answer the warm-up than the map has (a SCOOP host down), instead of a warning.
     """
     config.check()
+    Mapper.check(map_kind, workers, config.device)  # every setting is checked before anything is written
     run = RunDir(out)
     run.prepare()
     with run.lock():
@@ -165,14 +211,14 @@ def _run_locked(config: SearchConfig, run: RunDir, resume: bool, workers: int, m
                 progress: bool | None, require_workers: bool = False) -> dict:
     state, warnings = open_run(config, run, resume)
     for w in warnings:
-        print(f"gp-loss: warning: {w}", file=sys.stderr)
+        print(safe_line(f"gp-loss: warning: {w}"), file=sys.stderr)
     with Mapper(map_kind, workers) as mapper:
         recorder = Recorder(run, config, progress=progress)
         search = Search(config, mapper, recorder)
         restore(search, recorder, state)
-        print(f"search {config.task} ({config.scheme} scheme, seed {config.seed}) -> {run.path} "
-              f"[{mapper.kind} map, {mapper.workers} worker(s)]"
-              + (f", resumed at generation {search.generation}" if state else ""))
+        print(safe_line(f"search {config.task} ({config.scheme} scheme, seed {config.seed}) -> {run.path} "
+                        f"[{mapper.kind} map, {mapper.workers} worker(s)]"
+                        + (f", resumed at generation {search.generation}" if state else "")))
         search.prepare_workers(require=require_workers)
         search.evaluate_baselines()
         recorder.baselines(search.baseline_fitness)

@@ -19,6 +19,7 @@ from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_files import read_stored_config
 from gp_loss.runtime.run_dir import RunDir
+from gp_loss.runtime.terminal import safe_line, safe_text
 from gp_loss.runtime.parallel import MAPS, WorkerDied, fail_scoop_launch
 
 # flag -> (config field, type, help)
@@ -160,15 +161,20 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Defau
 
 
 def worker_count(config: SearchConfig, workers: int | None, per_gpu: int | None, map_kind: str = "auto") -> int:
-    """Worker processes from ``--workers`` or ``--workers-per-gpu`` (checked; default 1)."""
+    """Worker processes from ``--workers`` or ``--workers-per-gpu`` (checked against the machine; default 1)."""
     from gp_loss.runtime.device import check_device, gpu_count
     from gp_loss.runtime.parallel import scoop_running
+    from gp_loss.runtime.worker_limits import check_worker_count
 
+    under_scoop = map_kind == "scoop" or (map_kind == "auto" and scoop_running())
     if per_gpu is None:
-        return 1 if workers is None else workers
+        n = 1 if workers is None else workers
+        if n < 1 or not (under_scoop or map_kind == "serial"):  # SCOOP's count is SCOOP's; serial starts none
+            check_worker_count(n, config.device)
+        return n
     if per_gpu < 1:
         raise GpLossError(f"--workers-per-gpu must be at least 1, got {per_gpu}")
-    if map_kind == "scoop" or (map_kind == "auto" and scoop_running()):
+    if under_scoop:
         raise GpLossError("--workers-per-gpu starts its own worker processes; under SCOOP give "
                           "`python -m scoop -n K*GPUS` instead (worker i trains on GPU i mod GPUS)")
     if map_kind == "serial":
@@ -181,6 +187,7 @@ def worker_count(config: SearchConfig, workers: int | None, per_gpu: int | None,
     if workers is not None and workers != per_gpu * gpus:
         raise GpLossError(f"--workers {workers} disagrees with --workers-per-gpu {per_gpu} on {gpus} GPU(s) "
                           f"({per_gpu * gpus} workers); give one of them")
+    check_worker_count(per_gpu * gpus, config.device, "--workers-per-gpu", per=gpus)
     return per_gpu * gpus
 
 
@@ -202,18 +209,18 @@ def main(description: str, defaults: Defaults, default_out: str,
                             progress=False if getattr(args, "no_progress", False) else None,
                             require_workers=getattr(args, "require_workers", False))
     except GpLossError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(safe_text(f"error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: continue with --resume {out}", file=sys.stderr)
+        print(safe_line(f"interrupted: continue with --resume {out}"), file=sys.stderr)
         return 130
     except WorkerDied as err:
-        print(f"error: a worker process died while running a job (killed, or out of memory?): {str(err).rstrip('.')}. "
-              f"Finished work is kept: continue with --resume {out}", file=sys.stderr)
+        print(safe_text(f"error: a worker process died while running a job (killed, or out of memory?): {str(err).rstrip('.')}. "
+                        f"Finished work is kept: continue with --resume {out}"), file=sys.stderr)
         return 1
     print()
     print(final_table(result))
-    print(f"\nrun directory: {out} (hall_of_fame.py, final.json, fitness.png; `gp-loss report {out}`)")
+    print(safe_text(f"\nrun directory: {out} (hall_of_fame.py, final.json, fitness.png; `gp-loss report {out}`)"))
     return 0
 
 

@@ -40,8 +40,10 @@ from gp_loss.evolution.worker import breeding_stage_names
 from gp_loss.filters.equivalence import EquivalenceCache
 from gp_loss.filters.funnel import Funnel
 from gp_loss.runtime.parallel import Mapper, WorkerInfo, missing_workers, scoop_hosts
+from gp_loss.runtime.progress import Progress, map_reporting
 from gp_loss.runtime.run_dir import JsonlLine
 from gp_loss.tasks import TaskInfo, task_info
+from gp_loss.timeout import TOO_SLOW, load_dependence
 
 # 2: the state holds the configuration it was made under and the digest of its evaluation records.
 STATE_VERSION = 2
@@ -67,6 +69,13 @@ class SearchRecorder(Protocol):
 
     def set_aside(self, lines: list) -> None:
         """``(line, reason)`` pairs of the evaluation records that this search will not use."""
+
+    def baselines_start(self, names: list[str], metric: str) -> None:
+        """The baselines ``names`` are about to be trained (minutes, before the first generation), scored by
+        ``metric``."""
+
+    def baseline_trained(self, name: str, outcome) -> None:
+        """The baseline ``name``'s proxy training ended as ``outcome`` (a :class:`TrainOutcome`)."""
 
 
 def slot_seed(seed: int, generation: int, slot: int) -> int:
@@ -127,6 +136,7 @@ class Search:
         self.train_s = 0.0
         self.breed_s = 0.0
         self.baseline_fitness: dict[str, float] = {}
+        self.baselines_time_limited: list[str] = []  # baselines whose proxy training hit its time limit
         self.workers: list[WorkerInfo] = []  # who answered the warm-up: host, device (for the record)
         # slot -> the line of an evaluation that finished after the checkpoint (reused when bred again)
         self.recovered: dict[int, JsonlLine] = {}
@@ -273,7 +283,22 @@ class Search:
         return children
 
     def _score(self, slot: int, child: Individual, result: ChildResult) -> None:
-        """Score ``child`` from its training (or the record of it kept across an interruption), and record it."""
+        """Score ``child`` from its training (or the record of it kept across an interruption), and record it.
+
+        Kept records stand in ``evaluations.jsonl`` in slot order and are counted there as they are
+        reused. One of an earlier slot that breeding passed over is set aside. A child trained anew
+        must be written after every kept record still waiting, so those are set aside (copied) first;
+        one of them that is reused later is then written again at its turn.
+        """
+        passed = sorted(s for s in self.recovered if s < slot)
+        if passed:
+            self.recorder.set_aside([(self.recovered.pop(s), f"slot {s} of generation {self.generation} was not "
+                                                             f"bred again with these formulas on resume")
+                                     for s in passed])
+        if result.outcome != "recorded" and self.recovered:
+            self.recorder.set_aside([(line, f"moved: slot {slot} was trained anew on resume before slot {s}; "
+                                            f"written again after it if reused")
+                                     for s, line in sorted(self.recovered.items())])
         if result.outcome == "recorded":
             record = self.recovered.pop(slot).record
         else:
@@ -355,15 +380,45 @@ class Search:
 
         A resumed search has them from its checkpoint. Baselines are trained by name (the task's
         ``baseline``): a detector's own loss code is one, and is no formula.
+
+        Raises:
+            GpLossError: every baseline's training failed (:attr:`TrainOutcome.failed`). The paper's
+                losses train on any data a search can learn from, so the data or the settings are at
+                fault, and a search would only compare zeros: it stops here, naming the first failure.
         """
         if self.baseline_fitness:
             return
         names = self.baseline_names()
+        if not names:
+            return
         texts = self.baseline_texts()
         job_list = [TrainJob(config=self.config_dict, formulas=texts[n], seed=self.config.seed, baseline=n)
                     for n in names]
-        for name, outcome in zip(names, self.toolbox.map(jobs.evaluate, job_list)):
+        self.recorder.baselines_start(names, self.metric)
+        outcomes = list(zip(names, map_reporting(
+            self.mapper, jobs.evaluate, job_list,
+            lambda index, outcome: self.recorder.baseline_trained(names[index], outcome))))
+        failed = [(name, outcome) for name, outcome in outcomes if outcome.failed]
+        if failed and len(failed) == len(outcomes):
+            name, first = failed[0]
+            if all(o.status == TOO_SLOW for _, o in failed):
+                fix = (f"each ran past eval_time_limit_s ({self.config.eval_time_limit_s:g} s): raise it, or "
+                       f"shorten the proxy training")
+            else:
+                fix = (f"the data or the settings cannot be trained: check the data and the task options "
+                       f"(`gp-loss evaluate --task {self.config.task} --loss {name}` with the same options "
+                       f"trains it alone)")
+            raise GpLossError(f"every baseline training failed ({name}: {first.status}"
+                              + (f": {first.reason}" if first.reason else "") + f"); {fix}")
+        for name, outcome in outcomes:
             self.baseline_fitness[name] = outcome.score
+        self.baselines_time_limited = [name for name, outcome in outcomes if outcome.hit_time_limit]
+
+    def load_dependence(self) -> str | None:
+        """One line if a time limit stopped a proxy training (baselines included) or rejected a candidate:
+        then the results depend on the machine's load (:func:`gp_loss.timeout.load_dependence`)."""
+        limited = [{"hit_time_limit": True}] * len(self.baselines_time_limited)
+        return load_dependence(self.recorder.read_evaluations() + limited, self.funnel.too_slow)
 
     # -- end of a generation ---------------------------------------------------------
     def end_generation(self, **row) -> None:
@@ -405,7 +460,7 @@ class Search:
             "cache": [[list(map(list, sig)), fit] for sig, fit in self.cache.items()],
             "cache_hits": self.cache.hits, "cache_misses": self.cache.misses,
             "funnel": self.funnel.to_dict(), "logbook": list(self.logbook),
-            "baseline_fitness": self.baseline_fitness,
+            "baseline_fitness": self.baseline_fitness, "baselines_time_limited": self.baselines_time_limited,
         }
 
     def load_state(self, state: dict) -> None:
@@ -417,6 +472,7 @@ class Search:
         for key in ("generation", "evaluations", "evaluation_lines", "children", "reused", "dropped",
                     "idle_generations", "elapsed_s", "train_s", "breed_s", "baseline_fitness"):
             setattr(self, key, state[key])
+        self.baselines_time_limited = list(state.get("baselines_time_limited", []))
         version, internal, gauss = state["random_state"]
         random.setstate((version, tuple(internal), gauss))
         self.population = [individual_from_dict(self.layout, d) for d in state["population"]]

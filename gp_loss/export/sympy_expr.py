@@ -46,8 +46,12 @@ SYMBOLS: dict[str, sympy.Symbol] = {n: sympy.Symbol(n, **a) for n, a in _SYMBOLS
 _LATEX_NAMES = {SYMBOLS["yhat"]: "\\hat{y}"}
 
 
-def _named(name: str, nargs: int = 1, latex: str | None = None) -> type:
-    """An opaque SymPy function ``name`` whose LaTeX is ``latex`` (``{0}``, ``{1}``: the arguments)."""
+def _named(name: str, nargs: int = 1, latex: str | None = None, shown: str | None = None) -> type:
+    """An opaque SymPy function ``name`` whose LaTeX is ``latex`` (``{0}``, ``{1}``: the arguments).
+
+    ``shown``: how a reader sees it applied, in plain text (default ``name(x)``, ``name(a, b)``),
+    for the reports' legend of the operators drawn by name (:func:`drawn_by_name`).
+    """
     template = latex or ("\\operatorname{{%s}}\\left(%s\\right)"
                          % (name, ", ".join("{%d}" % k for k in range(nargs))))
 
@@ -55,23 +59,27 @@ def _named(name: str, nargs: int = 1, latex: str | None = None) -> type:
         text = template.format(*(printer._print(a) for a in self.args))
         return f"\\left({text}\\right)^{{{exp}}}" if exp else text
 
-    return type(name, (sympy.Function,), {"nargs": nargs, "_latex": _latex, "__module__": __name__})
+    shown = shown or f"{name}({'x' if nargs == 1 else ', '.join('ab'[:nargs])})"
+    return type(name, (sympy.Function,), {"nargs": nargs, "_latex": _latex, "__module__": __name__,
+                                           "shown": shown})
 
 
 softmax = _named("softmax")
-sigmoid = _named("sigmoid", latex="\\sigma\\left({0}\\right)")
+sigmoid = _named("sigmoid", latex="\\sigma\\left({0}\\right)", shown="σ(x)")
 softplus = _named("softplus")
 gd = _named("gd")
 alf = _named("alf")
 erf = _named("erf")
 erfc = _named("erfc")
-dot = _named("dot", 2, latex="\\left\\langle {0}, {1} \\right\\rangle")
+dot = _named("dot", 2, latex="\\left\\langle {0}, {1} \\right\\rangle", shown="⟨a, b⟩")
 slog = _named("slog")
 ssqrt = _named("ssqrt")
 mean_nhw = _named("mean_nhw", latex="\\operatorname{{mean}}_{{nhw}}\\left({0}\\right)")
 mean_c = _named("mean_c", latex="\\operatorname{{mean}}_{{c}}\\left({0}\\right)")
-maxpool3x3 = _named("maxpool3x3", latex="\\operatorname{{maxpool}}_{{3\\times 3}}\\left({0}\\right)")
-minpool3x3 = _named("minpool3x3", latex="\\operatorname{{minpool}}_{{3\\times 3}}\\left({0}\\right)")
+maxpool3x3 = _named("maxpool3x3", latex="\\operatorname{{maxpool}}_{{3\\times 3}}\\left({0}\\right)",
+                    shown="maxpool_3×3(x)")
+minpool3x3 = _named("minpool3x3", latex="\\operatorname{{minpool}}_{{3\\times 3}}\\left({0}\\right)",
+                    shown="minpool_3×3(x)")
 
 # Operator name -> SymPy maths, per operator set (the ``cse`` set of cls/bcls/reg, and ``zero``).
 _CSE: dict[str, Callable] = {
@@ -87,6 +95,18 @@ _ZERO: dict[str, Callable] = {
     "sqrt": ssqrt, "mean_nhw": mean_nhw, "mean_c": mean_c, "maxpool3x3": maxpool3x3, "minpool3x3": minpool3x3,
 }
 OPERATOR_MAPS: dict[str, dict[str, Callable]] = {"cls": _CSE, "bcls": _CSE, "reg": _CSE, "zero": _ZERO}
+
+
+def drawn_by_name(kind_name: str) -> dict[str, str]:
+    """The operators of a kind that are drawn as a named function, not as standard maths, and how
+    each is shown: operator name -> e.g. ``{"log": "slog(x)", "sqrt": "ssqrt(x)", ...}`` for ``zero``.
+
+    These are the operators a reader cannot know from the drawing alone (``slog``, ``gd``,
+    ``σ``, ``⟨a, b⟩``, this language's rescaled ``erf``); a report explains each with the
+    operator's definition (:attr:`primitives.operator.Operator.definition`).
+    """
+    return {op: fn.shown for op, fn in OPERATOR_MAPS.get(kind_name, {}).items()
+            if isinstance(fn, type) and issubclass(fn, sympy.Function) and isinstance(getattr(fn, "shown", None), str)}
 
 
 def _constant(value) -> sympy.Expr:

@@ -33,6 +33,9 @@ class StageResult:
     numbers: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     judged: bool = True  # False: a limit of gp-loss stopped the stage (not passed, not the loss's fault)
+    # True: rejected for its time limit. Such a verdict could differ on a machine with more or less
+    # to do, so it is counted apart (Funnel.too_slow) and never replayed from the memo.
+    timed_out: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +134,12 @@ class KindBatches:
 
 
 class Stage(Protocol):
-    """A filter stage: ``name`` and a verdict for a candidate."""
+    """A filter stage: ``name`` and a verdict for a candidate.
+
+    A stage may also have ``prepare(kind_name)``, which builds what it needs for that kind
+    (samples, networks, sweeps) once; the pipeline calls it outside the candidates' time
+    limit, so that no candidate is charged for it.
+    """
 
     name: str
 

@@ -74,6 +74,11 @@ class ConvergenceStage:
             self._sweeps[kind_name] = kind_spec(kind_name).convergence.build(self.settings)
         return self._sweeps[kind_name]
 
+    def prepare(self, kind_name: str) -> None:
+        """Build ``kind_name``'s sweep (a kind without a convergence probe needs none)."""
+        if kind_spec(kind_name).convergence is not None:
+            self.sweep(kind_name)
+
     def memo(self, kind_name: str) -> dict:
         """The subtree outputs kept on ``kind_name``'s sweep."""
         return self._memos.setdefault(kind_name, {})

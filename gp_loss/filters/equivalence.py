@@ -210,6 +210,10 @@ class EquivalenceStage:
             self._samples[kind_name] = probe.make_samples(self.seed)
         return self._samples[kind_name]
 
+    def prepare(self, kind_name: str) -> None:
+        """Build ``kind_name``'s probe samples."""
+        self.samples(kind_name)
+
     def signature(self, candidate: Candidate) -> Signature:
         """The candidate's signature, reused from ``info`` when it matches this stage's seed."""
         info = candidate.info

@@ -1,4 +1,9 @@
-"""Funnel statistics: per stage, candidates in, rejected, why, and time spent."""
+"""Funnel statistics: per stage, candidates in, rejected, why, and time spent.
+
+Rejections for the time limit are counted apart (``too_slow``): they are the one
+verdict that could differ on a machine with more or less to do, so a run must be
+able to say how many there were (:func:`gp_loss.timeout.load_dependence`).
+"""
 from __future__ import annotations
 
 import re
@@ -7,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from gp_loss.filters.base import StageResult
+from gp_loss.timeout import TOO_SLOW
 
 _NUMBER = re.compile(r"(?<![\w.])(?<!class )(?<!w=)(?<!bound )(?<!eta )(?<!chance )(-?\d+(\.\d+)?(e[-+]?\d+)?|nan|inf)(?!\w)", re.IGNORECASE)  # measured values only: class 0, w=0.5, bound 1e4, fp32 stay
 
@@ -25,6 +31,7 @@ class StageStats:
     reasons: Counter = field(default_factory=Counter)
     # reason key -> the first reason counted under it, with its measured numbers (for reports)
     examples: dict = field(default_factory=dict)
+    too_slow: int = 0  # of ``rejected``: rejected for the time limit
 
 
 class Funnel:
@@ -43,6 +50,8 @@ class Funnel:
         s.seconds += result.seconds
         if not result.passed:
             s.rejected += 1
+            if result.timed_out:
+                s.too_slow += 1
             key = reason_key(result.reason)
             s.reasons[key] += 1
             if key not in s.examples:
@@ -56,9 +65,15 @@ class Funnel:
             s.entered += o.entered
             s.rejected += o.rejected
             s.seconds += o.seconds
+            s.too_slow += o.too_slow
             s.reasons.update(o.reasons)
             for key, example in o.examples.items():
                 s.examples.setdefault(key, example)
+
+    @property
+    def too_slow(self) -> int:
+        """Candidates rejected for the time limit (each stops at its first rejection: one stage each)."""
+        return sum(s.too_slow for s in self.stages.values())
 
     @property
     def rejection_rate(self) -> float:
@@ -69,9 +84,10 @@ class Funnel:
             "candidates": self.candidates,
             "passed": self.passed,
             "rejected_fraction": self.rejection_rate,
+            "too_slow": self.too_slow,
             # The stages in pipeline order: JSON files are written with sorted keys.
             "order": list(self.stages),
-            "stages": {n: {"in": s.entered, "rejected": s.rejected, "seconds": s.seconds,
+            "stages": {n: {"in": s.entered, "rejected": s.rejected, "too_slow": s.too_slow, "seconds": s.seconds,
                            "reasons": dict(s.reasons.most_common()), "examples": dict(s.examples)}
                        for n, s in self.stages.items()},
         }
@@ -82,8 +98,11 @@ class Funnel:
         f = cls(data.get("order") or list(stages))
         f.candidates, f.passed = data.get("candidates", 0), data.get("passed", 0)
         for n, s in stages.items():
-            f.stages[n] = StageStats(s["in"], s["rejected"], s["seconds"], Counter(s["reasons"]),
-                                     dict(s.get("examples", {})))
+            reasons = Counter(s["reasons"])
+            # A funnel saved before rejections for time were counted apart: its reasons say which they were.
+            too_slow = s.get("too_slow", sum(c for r, c in reasons.items() if r.startswith(TOO_SLOW)))
+            f.stages[n] = StageStats(s["in"], s["rejected"], s["seconds"], reasons, dict(s.get("examples", {})),
+                                     too_slow)
         return f
 
     def table(self, top_reasons: int = 2) -> str:
@@ -94,5 +113,7 @@ class Funnel:
             top = "; ".join(f"{r} ({c})" for r, c in s.reasons.most_common(top_reasons))
             lines.append(f"{name:<12}{s.entered:>8}{s.rejected:>10}{s.entered - s.rejected:>8}{ms:>9.2f}  {top}")
         lines.append(f"{'total':<12}{self.candidates:>8}{self.candidates - self.passed:>10}{self.passed:>8}"
-                     f"{'':>9}  rejected {100 * self.rejection_rate:.2f}%")
+                     f"{'':>9}  rejected {100 * self.rejection_rate:.2f}%"
+                     + (f"; {self.too_slow} for the time limit (depends on the machine's load)"
+                        if self.too_slow else ""))
         return "\n".join(lines)

@@ -48,6 +48,10 @@ class RangeStage:
         self.device = torch.device(device)
         self.batches = KindBatches(seed, device)
 
+    def prepare(self, kind_name: str) -> None:
+        """Build ``kind_name``'s sample batch."""
+        self.batches(kind_name)
+
     def __call__(self, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
         batch = self.batches(candidate.kind.name)

@@ -17,9 +17,12 @@ trees the convergence check is the cheapest and rejects nearly all of them,
 and the rejection protocol, which optimises B predictions for several steps,
 is the dearest (``gp-loss bench filters`` measures both). What each stage
 does per kind comes from the kind's :class:`~gp_loss.kinds.KindSpec`. Each
-stage of each candidate runs under a time limit; an exception, NaN, Inf or
-overrun is a rejection with its reason, and a limit of gp-loss's own (Python's
-recursion limit) leaves the candidate "not judged", saying so.
+stage of each candidate runs under a limit on its CPU time
+(:func:`~gp_loss.timeout.time_limit`); an exception, NaN, Inf or overrun is a
+rejection with its reason, and a limit of gp-loss's own (Python's recursion
+limit) leaves the candidate "not judged", saying so. What a stage builds once
+per kind (samples, networks, sweeps) is built before the first candidate of
+that kind, outside the limit: it is not that candidate's cost.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from gp_loss.filters.base import INTERNAL_LIMITS, Candidate, Stage, StageResult
 from gp_loss.filters.funnel import Funnel
 from gp_loss.filters.numeric_range import DEFAULT_BOUND, RangeStage
 from gp_loss.runtime.threads import torch_threads
-from gp_loss.timeout import TimeLimitExceeded, time_limit
+from gp_loss.timeout import TOO_SLOW, TimeLimitExceeded, time_limit
 
 
 @dataclass
@@ -90,7 +93,7 @@ def default_stages(simulate: bool = False, seed: int = 0, range_bound: float | N
 
 
 class FilterPipeline:
-    """Run candidates through ``stages`` with a per-stage time limit and a funnel."""
+    """Run candidates through ``stages`` with a per-stage time limit (seconds of CPU time) and a funnel."""
 
     def __init__(self, stages: list[Stage], time_limit_s: float | None = 10.0, num_threads: int | None = 1,
                  memo_size: int = 0):
@@ -107,6 +110,26 @@ class FilterPipeline:
         # hundreds of thousands of them would make every full collection walk them.
         self.memo_size = memo_size
         self._memo: dict[tuple[str, tuple[str, ...]], tuple[tuple, ...]] = {}
+        self._prepared: set[str] = set()  # the kinds every stage has been prepared for
+
+    def prepare(self, kind_name: str) -> None:
+        """Have every stage build what it needs for ``kind_name`` (once), outside any time limit.
+
+        Building a kind's samples can take seconds; charged to the first candidate of
+        that kind, it would be the likeliest candidate of all to overrun its limit.
+        """
+        if kind_name in self._prepared:
+            return
+        self._prepared.add(kind_name)
+        with torch_threads(self.num_threads):
+            for stage in self.stages:
+                prepare = getattr(stage, "prepare", None)
+                if prepare is None:
+                    continue
+                try:
+                    prepare(kind_name)
+                except Exception:  # the stage meets the same error on each candidate, and gives it as a reason
+                    pass
 
     def _run_stage(self, stage: Stage, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
@@ -114,7 +137,7 @@ class FilterPipeline:
             with time_limit(self.time_limit_s):
                 result = stage(candidate)
         except TimeLimitExceeded as err:
-            result = StageResult(stage.name, False, f"too slow: {err}")
+            result = StageResult(stage.name, False, f"{TOO_SLOW}: {err}", timed_out=True)
         except INTERNAL_LIMITS as err:  # ours, not the loss's: say so
             result = StageResult(stage.name, False, f"not judged: {type(err).__name__} inside gp-loss ({err}); "
                                                     f"the loss itself may be fine", judged=False)
@@ -130,6 +153,7 @@ class FilterPipeline:
         """
         if first is not None and not first.passed:  # rejected already: no stage left to run
             return self._record(Verdict(candidate.kind, candidate.tree, [first], judged=candidate))
+        self.prepare(candidate.kind.name)
         with torch_threads(self.num_threads):
             verdict = Verdict(candidate.kind, candidate.tree, judged=candidate)
             for i, stage in enumerate(self.stages):
@@ -195,6 +219,8 @@ class FilterPipeline:
 
     def _judge_many(self, stage, candidates: list[Candidate]) -> list[StageResult]:
         """``stage.judge_many(candidates)`` under the time limit; after an overrun or error, one at a time."""
+        for kind_name in {c.kind.name for c in candidates}:
+            self.prepare(kind_name)
         with torch_threads(self.num_threads):
             try:
                 with time_limit(self.time_limit_s):
@@ -208,7 +234,7 @@ class FilterPipeline:
         if not self.memo_size:
             return
         for r in results:
-            if r.reason.startswith("too slow") or not r.judged:
+            if r.timed_out or not r.judged:
                 return
         if len(self._memo) >= self.memo_size and key not in self._memo:
             self._memo.clear()

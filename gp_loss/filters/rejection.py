@@ -70,6 +70,10 @@ class RejectionStage:
             self._initial_metric[kind_name] = samples.metric(samples.prediction)
         return self._samples[kind_name]
 
+    def prepare(self, kind_name: str) -> None:
+        """Build ``kind_name``'s probe samples."""
+        self.samples(kind_name)
+
     def __call__(self, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
 

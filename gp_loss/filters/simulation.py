@@ -29,6 +29,7 @@ from gp_loss.filters.base import Candidate, StageResult, rejection_reason
 from gp_loss.kinds import kind_spec
 from gp_loss.probes.simulation import SimulationProblem
 from gp_loss.runtime.threads import torch_threads
+from gp_loss.timeout import TOO_SLOW
 
 _TOLERANCE = 1e-6
 
@@ -43,7 +44,8 @@ class SimulationStage:
         lr: Adam learning rate; a float for every kind, a dict per kind name,
             or ``None`` for each kind's :attr:`~gp_loss.kinds.KindSpec.simulation_lr`.
         seed: picks the images, weights, boxes and the model initialisation.
-        time_limit: seconds a candidate may take before it is rejected.
+        time_limit: seconds of CPU time (this thread's, see :mod:`gp_loss.timeout`) a candidate
+            may take before it is rejected.
         min_gain: the metric must exceed both the untrained model's and chance
             (the best constant prediction's) by more than this.
         device: where the simulation runs.
@@ -84,16 +86,21 @@ class SimulationStage:
             self._problems[kind_name] = (p, before)
         return self._problems[kind_name]
 
+    def prepare(self, kind_name: str) -> None:
+        """Build ``kind_name``'s problem and its untrained metric."""
+        self.problem(kind_name)
+
     def __call__(self, candidate: Candidate) -> StageResult:
         with torch_threads(self.num_threads):
             return self._simulate(candidate)
 
     def _simulate(self, candidate: Candidate) -> StageResult:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.thread_time()
         numbers: dict[str, float] = {}
 
-        def result(passed: bool, reason: str) -> StageResult:
-            return StageResult(self.name, passed, reason, dict(numbers), time.perf_counter() - start)
+        def result(passed: bool, reason: str, timed_out: bool = False) -> StageResult:
+            return StageResult(self.name, passed, reason, dict(numbers), time.perf_counter() - start,
+                               timed_out=timed_out)
 
         try:
             kind = candidate.kind.name
@@ -105,8 +112,9 @@ class SimulationStage:
             opt = torch.optim.Adam(params, lr=self.lr[kind])
             for step in range(steps + 1):  # the last pass only checks the trained model's loss
                 numbers["steps_run"] = step
-                if time.perf_counter() - start > self.time_limit:
-                    return result(False, f"time limit {self.time_limit} s exceeded at step {step}")
+                if time.thread_time() - cpu_start > self.time_limit:
+                    return result(False, f"{TOO_SLOW}: over its time limit of {self.time_limit:g} s of CPU time "
+                                         f"at step {step}", timed_out=True)
                 loss = candidate.loss(*problem.inputs(model))
                 if loss.dim() != 0:
                     return result(False, f"output is not a scalar (shape {tuple(loss.shape)})")

@@ -26,6 +26,10 @@ class ValidityStage:
         self.seed, self.rel_tol, self.device = seed, rel_tol, device
         self.batch = KindBatches(seed, device)
 
+    def prepare(self, kind_name: str) -> None:
+        """Build ``kind_name``'s sample batch."""
+        self.batch(kind_name)
+
     def __call__(self, candidate: Candidate) -> StageResult:
         start = time.perf_counter()
 

@@ -207,7 +207,7 @@ def _check_count(value, what: str, minimum: int) -> int:
 def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: int, seed: int,
              strategy: str = "dycors", n_init: int | None = None, map: Mapper | None = None,
              workers: int = 1, max_seconds: float | None = None, run_dir: str | os.PathLike | None = None,
-             resume: bool = False) -> Result:
+             resume: bool = False, progress: Callable[[dict], None] | None = None) -> Result:
     """Maximise ``objective(list of int) -> float`` over the integers ``lower[i] <= x[i] <= upper[i]``.
 
     ``budget``: evaluations in all, the ``n_init`` points of the initial design
@@ -221,7 +221,9 @@ def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: i
     saved there (same bounds, seed, strategy and n_init; a larger ``budget``
     extends it; ``max_seconds`` counts the time of every session). Never
     evaluates a point twice; stops early when every grid point has been
-    evaluated. Bad input raises :class:`GpLossError`.
+    evaluated. ``progress``: called with ``{"done", "budget"}`` when the loop starts (results so far,
+    resumed ones included), then after each result with its ``x``, ``value``, ``error``, ``best_x``,
+    ``best_value`` and ``seconds`` (wall time since the start) too. Bad input raises :class:`GpLossError`.
     """
     box = Box.from_bounds(lower, upper)
     seed = check_seed(seed)
@@ -254,17 +256,20 @@ def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: i
             raise GpLossError(f"with several workers the objective must pickle (a top-level function or an "
                               f"instance of a top-level class): {type(err).__name__}: {err}") from None
     if not own_map:
-        return run.result(_loop(run, objective, mapper, max_seconds, path))
+        return run.result(_loop(run, objective, mapper, max_seconds, path, progress))
     # Our own pool: closed when done; on an error or Ctrl-C, terminated without waiting for the jobs.
     with mapper:
-        stopped = _loop(run, objective, mapper, max_seconds, path)
+        stopped = _loop(run, objective, mapper, max_seconds, path, progress)
         mapper.close()
     return run.result(stopped)
 
 
-def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_dir: Path | None) -> str:
+def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_dir: Path | None,
+          progress: Callable[[dict], None] | None = None) -> str:
     """Keep every worker busy until the budget, the time or the grid runs out; returns why it stopped."""
     started = time.perf_counter() - run.elapsed
+    if progress is not None:
+        progress({"done": len(run.records), "budget": run.budget})
     in_flight: dict = {}  # future -> pending item
     # Points in flight when the checkpoint was written go first (parallel resume).
     queued, run.pending = list(run.pending), []
@@ -298,6 +303,11 @@ def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_d
                 value, error = None, f"{type(err).__name__}: {err}"
             run.pending.remove(item)
             run.record(item, value, error, time.perf_counter() - started)
+            if progress is not None:
+                best_x, best_value = run.best()
+                progress({"done": len(run.records), "budget": run.budget, "x": item["x"], "value": value,
+                          "error": error, "best_x": best_x, "best_value": best_value,
+                          "seconds": run.records[-1]["t"]})
         run.elapsed = time.perf_counter() - started
         if run_dir is not None:
             save_checkpoint(run_dir, run.to_state())

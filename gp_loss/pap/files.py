@@ -35,6 +35,8 @@ def read_pap_parameters(path: str | Path) -> PAPParameters:
         doc = json.loads(text)
     except ValueError as err:
         raise GpLossError(f"{where}: not JSON: {_one_line(err)}") from None
+    except RecursionError:  # nested past the parser's depth, which no PAP parameters file comes near
+        raise GpLossError(f"{where}: not PAP parameters (JSON nested too deeply)") from None
     try:
         if isinstance(doc, dict) and "theta" not in doc and "named" not in doc and "best_theta" in doc:
             if doc["best_theta"] is None:  # a search that has no result yet
@@ -47,5 +49,9 @@ def read_pap_parameters(path: str | Path) -> PAPParameters:
         raise GpLossError(f"{where}: {_one_line(message)}") from None
 
 
+MAX_DETAIL = 300  # characters of a problem's detail: it may quote a value of any size from the file
+
+
 def _one_line(err) -> str:
-    return " ".join(str(err).split())
+    text = " ".join(str(err).split())
+    return text if len(text) <= MAX_DETAIL else text[:MAX_DETAIL - 1] + "…"

@@ -298,6 +298,20 @@ class _Run:
                 best_theta, best_reward = h["theta"], h["reward"]
         return best_theta, best_reward
 
+    def done(self) -> int:
+        """Evaluations with a result: the finished rounds' and those of the unfinished one."""
+        pending = 0 if self.pending is None else sum(r is not None for r in self.pending["results"])
+        return len(self.history) + pending
+
+    def best_so_far(self) -> tuple[list[float] | None, float | None]:
+        """:meth:`best` with the results of the unfinished round counted too (for progress on screen)."""
+        best_theta, best_reward = self.best()
+        if self.pending is not None:
+            for theta, r in zip(self.pending["thetas"], self.pending["results"]):
+                if r is not None and r["value"] is not None and (best_reward is None or r["value"] > best_reward):
+                    best_theta, best_reward = theta, r["value"]
+        return best_theta, best_reward
+
     def mean(self) -> list[float]:
         return torch.sigmoid(self.mean_logit).tolist()
 
@@ -362,7 +376,7 @@ def _check_initial(initial, dim: int) -> list[float]:
 def ppo_maximize(objective: Callable[[list[float]], float], dim: int, config: PPOConfig | None = None, *,
                  initial: list[float] | None = None, mapper: Mapper | None = None, workers: int = 1,
                  run_dir: str | os.PathLike | None = None, resume: bool = False,
-                 max_seconds: float | None = None) -> PPOResult:
+                 max_seconds: float | None = None, progress: Callable[[dict], None] | None = None) -> PPOResult:
     """Maximise ``objective(θ: list of d floats in [0, 1]) -> float`` by PPO on a truncated normal policy.
 
     ``config``: :class:`PPOConfig` (default: the official settings). ``initial``:
@@ -374,7 +388,10 @@ def ppo_maximize(objective: Callable[[list[float]], float], dim: int, config: PP
     after every round; ``resume=True`` continues the run saved there (same
     dim, initial and config, else a one-line error). ``max_seconds``: start no
     new round after this wall time (over every session; a started round is
-    finished). Bad input raises :class:`GpLossError`.
+    finished). ``progress``: called with ``{"done", "budget"}`` (evaluations) when the loop starts,
+    resumed ones included, then after each result with its ``round``, ``x`` (θ), ``value``, ``error``,
+    ``best_x``, ``best_value`` and ``seconds`` (wall time over every session) too. Bad input raises
+    :class:`GpLossError`.
     """
     if config is None:
         config = PPOConfig()
@@ -403,10 +420,10 @@ def ppo_maximize(objective: Callable[[list[float]], float], dim: int, config: PP
             raise GpLossError(f"with several workers the objective must pickle (a top-level function or an "
                               f"instance of a top-level class): {type(err).__name__}: {err}") from None
     if not own_map:
-        return _finish(run, _loop(run, objective, mapper, max_seconds, path), path)
+        return _finish(run, _loop(run, objective, mapper, max_seconds, path, progress), path)
     # Our own pool: closed when done; on an error or Ctrl-C, terminated without waiting for the jobs.
     with mapper:
-        stopped = _loop(run, objective, mapper, max_seconds, path)
+        stopped = _loop(run, objective, mapper, max_seconds, path, progress)
         mapper.close()
     return _finish(run, stopped, path)
 
@@ -422,14 +439,25 @@ def _write_results(run_dir: Path, result: PPOResult) -> None:
     write_text_atomic(run_dir / RESULTS, json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
 
 
-def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_dir: Path | None) -> str:
+def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_dir: Path | None,
+          progress: Callable[[dict], None] | None = None) -> str:
     """Run rounds until ``config.rounds`` are done or the time is up; returns why it stopped."""
     started = time.perf_counter() - run.elapsed
+    budget = run.config.rounds * run.config.samples
+    if progress is not None:
+        progress({"done": run.done(), "budget": budget})
 
-    def save() -> None:
+    def save(index: int | None = None) -> None:
+        """Checkpoint; ``index``: the sample of the unfinished round whose result just arrived."""
         run.elapsed = time.perf_counter() - started
         if run_dir is not None:
             save_checkpoint(run_dir, run.to_state())
+        if progress is not None and index is not None:
+            result = run.pending["results"][index]
+            best_x, best_value = run.best_so_far()
+            progress({"done": run.done(), "budget": budget, "round": run.rounds_done,
+                      "x": run.pending["thetas"][index], "value": result["value"], "error": result["error"],
+                      "best_x": best_x, "best_value": best_value, "seconds": run.elapsed})
 
     stopped = "budget"
     while run.rounds_done < run.config.rounds:
@@ -448,7 +476,7 @@ def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_d
     return stopped
 
 
-def _evaluate_round(run: _Run, objective, mapper: Mapper, save: Callable[[], None]) -> None:
+def _evaluate_round(run: _Run, objective, mapper: Mapper, save: Callable[..., None]) -> None:
     """Evaluate the round's samples still without a result, ``mapper.workers`` at a time; save after each."""
     pending = run.pending
     queue = [i for i, r in enumerate(pending["results"]) if r is None]
@@ -465,4 +493,4 @@ def _evaluate_round(run: _Run, objective, mapper: Mapper, save: Callable[[], Non
             except Exception as err:  # the worker itself failed (e.g. it died): a failed sample all the same
                 value, error = None, f"{type(err).__name__}: {err}"
             pending["results"][index] = {"value": value, "error": error}
-            save()
+            save(index)

@@ -1,5 +1,8 @@
 """Read a run directory for a report, file by file, saying what is missing or damaged.
 
+The directory of an HPS-Det or PAP-Loss run is read by :mod:`gp_loss.report.script_runs`
+(:func:`collect` tells which program wrote it); everything else here is an evolutionary search's.
+
 :func:`collect` never raises for one bad file: each file that is absent or not
 what gp-loss writes adds a line to :attr:`RunFiles.problems` and its section is
 left out. Only a path that is not a directory, or a directory none of whose
@@ -12,6 +15,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gp_loss.errors import GpLossError
 from gp_loss.evolution.run_files import (BASELINES, CONFIG, EVALUATIONS, FINAL, HALL_OF_FAME_JSON, LOGBOOK, MACHINE,
@@ -19,6 +23,9 @@ from gp_loss.evolution.run_files import (BASELINES, CONFIG, EVALUATIONS, FINAL, 
 from gp_loss.filters.funnel import Funnel
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.run_dir import RunDir
+
+if TYPE_CHECKING:
+    from gp_loss.report.script_runs import ScriptRun
 
 
 def number(v) -> bool:
@@ -37,8 +44,8 @@ def read_baselines(rd: RunDir) -> dict:
         return {}
     if not isinstance(data, dict) or not all(isinstance(k, str) and (v is None or number(v))
                                              for k, v in data.items()):
-        raise GpLossError(f"{rd.file(BASELINES)} is not a mapping of baseline name to fitness: "
-                          f"restore it, or remove it to report without the baselines")
+        raise GpLossError(f"{rd.file(BASELINES)} is not understood as a mapping of baseline name to fitness; "
+                          f"it is left as it is")
     return {k: v for k, v in data.items() if v is not None}
 
 
@@ -52,8 +59,8 @@ def read_final(rd: RunDir) -> dict | None:
         isinstance(r, dict) and isinstance(r.get("name"), str) and number(r.get("mean")) and number(r.get("std"))
         and isinstance(r.get("formulas"), dict) for r in rows)
     if not ok:
-        raise GpLossError(f"{rd.file(FINAL)} is not a final comparison (metric, and rows of name, formulas, "
-                          f"mean, std): restore it, or remove it to report without the final table")
+        raise GpLossError(f"{rd.file(FINAL)} is not understood as a search's final comparison (metric, and rows "
+                          f"of name, formulas, mean, std); it is left as it is")
     return data
 
 
@@ -89,13 +96,14 @@ class RunFiles:
     evaluations: list[dict] = field(default_factory=list)
     logbook: list[dict] = field(default_factory=list)
     funnel: Funnel | None = None
+    script: "ScriptRun | None" = None  # an HPS-Det or PAP-Loss run (gp_loss.report.script_runs): no search files
     problems: list[str] = field(default_factory=list)  # a file missing or damaged: what the page lacks
     warnings: list[str] = field(default_factory=list)  # e.g. a corrupt checkpoint with a good previous one
 
     @property
     def anything(self) -> bool:
         return bool(self.config or self.state or self.hall_of_fame or self.baselines or self.final
-                    or self.evaluations or self.logbook)
+                    or self.evaluations or self.logbook or self.script)
 
     @property
     def layout(self) -> dict[str, str]:
@@ -112,13 +120,30 @@ def _evaluation_ok(r: dict) -> bool:
     return number(r.get("evaluation")) and number(r.get("fitness"))
 
 
+def read_evaluations(rd: RunDir) -> tuple[list[dict], str | None]:
+    """The evaluation records of ``evaluations.jsonl`` and, where some lines are damaged or not
+    evaluation records, the line saying how many were left out (both reports show it)."""
+    lines = rd.read_jsonl_lines(EVALUATIONS)
+    good = [line.record for line in lines if line.sound and _evaluation_ok(line.record)]
+    bad = len(lines) - len(good)
+    why = (f"{rd.file(EVALUATIONS)}: {bad} of {len(lines)} line(s) damaged or not an evaluation record; "
+           f"left out of the report (the file is left as it is)") if bad else None
+    return good, why
+
+
 def collect(path: str | Path) -> RunFiles:
-    """Read every file of the run directory ``path`` that a report shows."""
+    """Read every file of the run directory ``path`` that a report shows, whichever program wrote it."""
     from gp_loss.evolution.hall_of_fame import check_hall_of_fame
+    from gp_loss.report.script_runs import SEARCH, collect_script_run, report_kind
 
     rd = RunDir(path)
     if not rd.path.is_dir():
         raise GpLossError(f"{rd.path} is not a run directory")
+    kind = report_kind(rd.path)
+    if kind != SEARCH:
+        script = collect_script_run(rd.path, kind)
+        return RunFiles(rd.path, config=script.config, script=script, problems=script.problems,
+                        warnings=script.warnings)
     out = RunFiles(rd.path)
 
     def attempt(name: str, read, missing: str):
@@ -147,13 +172,9 @@ def collect(path: str | Path) -> RunFiles:
     out.machine = machine if isinstance(machine, dict) else None
 
     def evaluations():
-        lines = rd.read_jsonl_lines(EVALUATIONS)
-        records = [line.record for line in lines if line.sound]
-        good = [r for r in records if _evaluation_ok(r)]
-        bad = len(lines) - len(good)
-        if bad:
-            out.problems.append(f"{rd.file(EVALUATIONS)}: {bad} of {len(lines)} line(s) damaged or not an "
-                                f"evaluation record; left out")
+        good, why = read_evaluations(rd)
+        if why:
+            out.problems.append(why)
         return good
     out.evaluations = attempt(EVALUATIONS, evaluations, "no fitness over time or training outcomes") or []
 

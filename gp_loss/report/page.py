@@ -29,6 +29,8 @@ from gp_loss.report import curves as curve_mod
 from gp_loss.report import figures
 from gp_loss.report.collect import RunFiles, finite, number
 from gp_loss.report.formulas import Formula, Formulas, kind_of
+from gp_loss.report.legend import operator_legend
+from gp_loss.report.units import UNIT, metric_label, metric_value, scaled
 
 CURVE_TOP = 3  # found losses drawn per branch
 REASONS_SHOWN = 6
@@ -75,14 +77,6 @@ def img(png: bytes | None, alt: str, cls: str = "chart") -> str:
     return f'<img class="{cls}" alt="{e(alt)}" src="{data_uri(png)}">'
 
 
-def _pct(v) -> str:
-    return f"{100 * v:.2f}" if finite(v) else "–"
-
-
-def _num(v, digits: int = 4) -> str:
-    return f"{v:.{digits}f}" if finite(v) else ("–" if v is None else e(v))
-
-
 def _duration(seconds) -> str:
     if not finite(seconds):
         return "–"
@@ -106,6 +100,15 @@ def display_reason(key: str) -> str:
     return text + " (cut short)" if len(key) >= 120 else text
 
 
+def legend_html(formulas) -> str:
+    """The legend of the operators drawn by name in ``formulas`` (:mod:`gp_loss.report.legend`)."""
+    entries = operator_legend(formulas)
+    if not entries:
+        return ""
+    items = "".join(f"<li><code>{e(entry.text())}</code></li>" for entry in entries)
+    return f'<div class="note">Operators drawn by name in these formulas:<ul>{items}</ul></div>'
+
+
 class Page:
     """Builds the page of one run from its :class:`~gp_loss.report.collect.RunFiles`."""
 
@@ -124,6 +127,7 @@ class Page:
             self.task = None
         self.val_metric = f"validation {self.task.metric}" if self.task else "validation fitness"
         self.final_metric = run.final["metric"] if run.final else "final metric"
+        self.shown: list[Formula] = []  # every formula drawn, for the legend of its operators
 
     # -- data --------------------------------------------------------------------------------
     def hall_rows(self) -> list[dict]:
@@ -161,6 +165,7 @@ class Page:
     # -- pieces ------------------------------------------------------------------------------
     def formula_cell(self, kind_name: object, text: object, branch: str | None = None) -> str:
         f = self.formulas.get(kind_name, text)
+        self.shown.append(f)
         head = "" if branch is None else (f'<div class="branch">{e(branch)}</div>' if branch == kind_name else
                                           f'<div class="branch">{e(branch)} ({e(kind_name)})</div>')
         if not f.parsed:
@@ -179,9 +184,11 @@ class Page:
         if rows:
             best = rows[0]
             fr = self.final_row(f"top{best['rank']}")
-            line = f"Best found loss: <b>#{e(best['rank'])}</b>, {e(self.val_metric)} {_num(best['fitness'])}"
+            line = (f"Best found loss: <b>#{e(best['rank'])}</b>, {e(metric_label(self.val_metric))} "
+                    f"{metric_value(best['fitness'])}")
             if fr:
-                line += f"; {e(self.final_metric)} <b>{_pct(fr['mean'])} ± {_pct(fr['std'])}</b>"
+                line += (f"; {e(metric_label(self.final_metric))} "
+                         f"<b>{metric_value(fr['mean'])} ± {metric_value(fr['std'])}</b>")
             parts.append(line)
         if final:
             found = [r for r in final["rows"] if r.get("baseline") is not True and r["name"].startswith("top")]
@@ -191,12 +198,14 @@ class Page:
                 bb = max(base, key=lambda r: r["mean"] if finite(r["mean"]) else -math.inf)
                 verdict = ("beats" if fb["mean"] > bb["mean"] + bb["std"] else
                            "is below" if fb["mean"] < bb["mean"] - bb["std"] else "is level with")
-                parts.append(f"After retraining, the best found loss ({e(_label(fb['name']))}, {_pct(fb['mean'])} ± "
-                             f"{_pct(fb['std'])}) {verdict} the best baseline ({e(bb['name'])}, "
-                             f"{_pct(bb['mean'])} ± {_pct(bb['std'])}) on {e(final['metric'])}.")
+                parts.append(f"After retraining, the best found loss ({e(_label(fb['name']))}, "
+                             f"{metric_value(fb['mean'])} ± {metric_value(fb['std'])}) {verdict} the best baseline "
+                             f"({e(bb['name'])}, {metric_value(bb['mean'])} ± {metric_value(bb['std'])}) on "
+                             f"{e(metric_label(final['metric']))}.")
         elif run.baselines and rows:
             name, value = max(run.baselines.items(), key=lambda kv: kv[1] if finite(kv[1]) else -math.inf)
-            parts.append(f"Best baseline on the proxy: {e(name)} {_num(value)}.")
+            parts.append(f"Best baseline on the proxy: {e(name)}, {e(metric_label(self.val_metric))} "
+                         f"{metric_value(value)}.")
         if not parts:
             return ""
         return '<div class="glance">' + "<br>".join(parts) + "</div>"
@@ -262,27 +271,29 @@ class Page:
         if not rows:
             return ""
         final = self.run.final
-        head = (f"<tr><th>rank</th><th>{e(self.val_metric)}<br>(proxy)</th><th>{e(self.final_metric)}<br>"
-                f"(mean ± std over seeds)</th><th>found at</th><th>formulas (simplified; exact text below)</th></tr>")
+        head = (f"<tr><th>rank</th><th>{e(metric_label(self.val_metric))}<br>(proxy)</th><th>"
+                f"{e(metric_label(self.final_metric))}<br>(mean ± std over seeds)</th><th>found at</th>"
+                f"<th>formulas (simplified; exact text below)</th></tr>")
         body = []
         for row in rows:
             fr = self.final_row(f"top{row['rank']}")
-            test = f"{_pct(fr['mean'])} ± {_pct(fr['std'])}" if fr else ("not retrained" if final else "–")
+            test = f"{metric_value(fr['mean'])} ± {metric_value(fr['std'])}" if fr else (
+                "not retrained" if final else "–")
             where = []
             if number(row.get("evaluation")):
                 where.append(f"evaluation {e(row['evaluation'])}")
             if number(row.get("generation")):
                 where.append(f"generation {e(row['generation'])}")
             cells = "".join(self.formula_cell(row["kinds"].get(n), t, n) for n, t in row["formulas"].items())
-            body.append(f"<tr><td class=num>#{e(row['rank'])}</td><td class=num>{_num(row['fitness'])}</td>"
+            body.append(f"<tr><td class=num>#{e(row['rank'])}</td><td class=num>{metric_value(row['fitness'])}</td>"
                         f"<td class=num>{test}</td><td>{'<br>'.join(where)}</td><td>{cells}</td></tr>")
         for name, texts in self.baseline_rows():
             fr = self.final_row(name)
-            test = f"{_pct(fr['mean'])} ± {_pct(fr['std'])}" if fr else "–"
+            test = f"{metric_value(fr['mean'])} ± {metric_value(fr['std'])}" if fr else "–"
             cells = "".join(self.formula_cell(self.layout.get(n, "?") if isinstance(n, str) else "?", t, n)
                             for n, t in texts.items())
             body.append(f'<tr class="baseline"><td>baseline<br><b>{e(name)}</b></td>'
-                        f"<td class=num>{_num(self.run.baselines.get(name))}</td><td class=num>{test}</td>"
+                        f"<td class=num>{metric_value(self.run.baselines.get(name))}</td><td class=num>{test}</td>"
                         f"<td></td><td>{cells}</td></tr>")
         others = ""
         if final:
@@ -293,12 +304,12 @@ class Page:
                 for r in final["rows"]:
                     ms = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
                     mrows.append(f"<tr><td>{e(r['name'])}</td>" + "".join(
-                        f"<td class=num>{_pct(ms.get(m))}</td>" for m in metrics) + "</tr>")
-                others = (f"<details><summary>every metric of the final retraining (×100)</summary>"
+                        f"<td class=num>{metric_value(ms.get(m))}</td>" for m in metrics) + "</tr>")
+                others = (f"<details><summary>every metric of the final retraining ({UNIT})</summary>"
                           f"<table><tr><th>loss</th>{mhead}</tr>{''.join(mrows)}</table></details>")
         return (f"<h2>Hall of fame and baselines</h2><p class=note>The formulas are drawn simplified by SymPy, "
                 f"for reading only (the guards of log, div and exp left out); the text below each is the exact "
-                f"loss that trained.</p><table>{head}{''.join(body)}</table>{others}")
+                f"loss that trained.</p><table>{head}{''.join(body)}</table>{legend_html(self.shown)}{others}")
 
     def loss_curves(self) -> str:
         if not self.layout:
@@ -368,7 +379,9 @@ class Page:
         ev = self.run.evaluations
         if not ev:
             return ""
-        png = figures.fitness_png(ev, {k: v for k, v in self.run.baselines.items() if finite(v)}, self.val_metric)
+        png = figures.fitness_png([dict(r, fitness=scaled(r["fitness"])) for r in ev],
+                                  {k: scaled(v) for k, v in self.run.baselines.items() if finite(v)},
+                                  metric_label(self.val_metric))
         return (f"<h2>Fitness over time</h2><p class=note>Each dot is one proxy training, by its evaluation "
                 f"number; crosses are trainings that failed (scored 0); the line is the best so far, dashed lines "
                 f"the baselines' proxy fitness.</p>{img(png, 'fitness over time')}")
@@ -425,16 +438,26 @@ class Page:
     def configuration(self) -> str:
         if not self.config:
             return ""
+        items = sorted(self.config.items())
+        if self.run.script is not None:  # a script's {"task": {...}, "run": {...}}: one row per setting
+            items = [(f"{k}.{n}" if isinstance(v, dict) else k, w)
+                     for k, v in items for n, w in (sorted(v.items()) if isinstance(v, dict) else [(None, v)])]
         rows = "".join(f"<tr><td>{e(k)}</td><td><code>{e(json.dumps(v, sort_keys=True)[:2000])}</code></td></tr>"
-                       for k, v in sorted(self.config.items()))
-        return (f"<h2>Configuration</h2><details><summary>config.json ({len(self.config)} fields)</summary>"
+                       for k, v in items)
+        return (f"<h2>Configuration</h2><details><summary>config.json ({len(items)} fields)</summary>"
                 f"<table>{rows}</table></details>")
 
     # -- the page -----------------------------------------------------------------------------
     def html(self) -> str:
         import gp_loss
-        sections = [self.facts(), self.hall_of_fame(), self.loss_curves(), self.fitness(), self.funnel(),
-                    self.outcomes(), self.configuration()]
+        if self.run.script is not None:
+            from gp_loss.report.script_page import script_glance, script_sections
+            glance, sections = script_glance(self.run.script), script_sections(self.run.script)
+            sections.append(self.configuration())
+        else:
+            sections = [self.facts(), self.hall_of_fame(), self.loss_curves(), self.fitness(), self.funnel(),
+                        self.outcomes(), self.configuration()]
+            glance = self.glance()
         title = f"gp-loss report: {self.run.path.name or self.run.path}"
         made = datetime.datetime.now().isoformat(timespec="seconds")
         return "".join([
@@ -443,7 +466,7 @@ class Page:
             f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
             f"<h1>{e(title)}</h1>",
             f'<p class="sub">{e(self.run.path.resolve())} · made by gp-loss {e(gp_loss.__version__)} on {made}</p>',
-            self.glance(), self.missing(), *sections, "</body></html>\n",
+            glance, self.missing(), *sections, "</body></html>\n",
         ])
 
 

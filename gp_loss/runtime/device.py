@@ -65,6 +65,18 @@ def gpu_count(spec: str) -> int:
     return 1 if index is not None else torch.cuda.device_count()
 
 
+def gpu_memories(spec: str) -> list[int]:
+    """Total memory in bytes of each GPU ``spec`` spreads the workers over (empty for the CPU or when unknown)."""
+    _, index = _parse(spec)
+    if gpu_count(spec) == 0:
+        return []
+    indices = [index] if index is not None else range(torch.cuda.device_count())
+    try:
+        return [torch.cuda.get_device_properties(i).total_memory for i in indices]
+    except (RuntimeError, AssertionError):  # a driver that lists GPUs it cannot describe: no GPU bound
+        return []
+
+
 def resolve_device(spec: str) -> torch.device:
     """The device this process trains on under setting ``spec`` (claims a worker slot for GPUs)."""
     kind, index = _parse(spec)
@@ -153,4 +165,7 @@ def machine_facts() -> dict:
     gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
             if torch.cuda.is_available() else [])
     return {"host": socket.gethostname(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch_version": torch.__version__, "cpu": os.cpu_count(), "gpu": gpus}
+            "torch_version": torch.__version__, "cpu": os.cpu_count(),
+            # The CPU kernels torch picked (AVX2, AVX512, ...): floating-point sums, and so results, differ
+            # between them, which is why bit-identical results hold on one instruction set.
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "gpu": gpus}

@@ -25,7 +25,15 @@ SCOOP the origin therefore asks the broker for a status every few seconds
 (:class:`_BrokerWatchdog`); when it has not answered for
 ``GP_LOSS_SCOOP_BROKER_TIMEOUT_S`` seconds (default 60) the search stops with
 exit status 1, like a dead multiprocessing worker: the checkpoint is kept and
-``--resume`` completes the run.
+``--resume`` completes the run. It stops the search at once when the broker
+closes its connection: the ``python -m scoop`` process itself was killed, and the
+search then ends its local sibling workers on its way out.
+
+No worker outlives its search, however the search ends (SIGKILL from a scheduler
+or the out-of-memory killer included): each multiprocessing worker exits as soon
+as the process that started it is gone (:func:`_die_with_parent`). The count of
+workers is checked against what the machine can hold
+(:func:`gp_loss.runtime.worker_limits.check_worker_count`) before any is started.
 """
 from __future__ import annotations
 
@@ -43,6 +51,7 @@ import time
 from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 from gp_loss.errors import GpLossError
+from gp_loss.runtime.worker_limits import check_worker_count
 
 MAPS = ("auto", "serial", "multiprocessing", "scoop")
 
@@ -196,9 +205,16 @@ class _BrokerWatchdog:
 
     def _run(self) -> None:
         import zmq
+        from zmq.utils.monitor import recv_monitor_message
         context = zmq.Context()
         sock = context.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        # The broker's process ending (`python -m scoop` killed) closes its connections at once:
+        # the search need not wait out the timeout to know that no job will come back.
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(monitor, zmq.POLLIN)
         sock.connect(self._address)
         last_answer = time.monotonic()
         try:
@@ -206,25 +222,32 @@ class _BrokerWatchdog:
                 sock.send_multipart([b"SR", b"gp-loss-watchdog-probe"])  # STATUS_REQ
                 deadline = time.monotonic() + self.PROBE_S
                 while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
-                    if sock.poll(int(min(left, 0.5) * 1000)):
+                    ready = dict(poller.poll(int(min(left, 0.5) * 1000)))
+                    if sock in ready:
                         sock.recv_multipart()
                         last_answer = time.monotonic()
+                    if monitor in ready and recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED \
+                            and not self._stop.is_set():
+                        self._give_up("SCOOP's broker closed its connection: the `python -m scoop` process "
+                                      "ended (killed?)")
                 silent = time.monotonic() - last_answer
                 if silent >= self.timeout_s and not self._stop.is_set():
-                    self._give_up(silent)
+                    self._give_up(f"SCOOP's broker has not answered for {silent:.0f} s: a worker process died "
+                                  f"(killed, or out of memory?) and SCOOP 0.7 cannot go on without it")
                 self._stop.wait(max(0.0, deadline - time.monotonic()))
         finally:
+            sock.disable_monitor()
+            monitor.close()
             sock.close()
             context.term()
 
-    def _give_up(self, silent: float) -> None:
+    def _give_up(self, why: str) -> None:
         sys.stdout.flush()
-        print(f"error: SCOOP's broker has not answered for {silent:.0f} s: a worker process died "
-              f"(killed, or out of memory?) and SCOOP 0.7 cannot go on without it. "
-              f"Finished work is kept: continue with --resume RUN_DIR (the run directory named above)",
+        print(f"error: {why}. Finished work is kept: continue with --resume RUN_DIR (the run directory named above)",
               file=sys.stderr, flush=True)
         # The search's own thread waits inside SCOOP for a job that will never come back: end the
-        # process, and its scoop.launch parent so that `python -m scoop` exits non-zero (see run_script).
+        # process, and its scoop.launch parent and sibling workers, so that none is left behind and
+        # `python -m scoop` (if alive) exits non-zero (see run_script).
         fail_scoop_launch()
         os._exit(1)
 
@@ -236,18 +259,14 @@ class Mapper:
     """A lazy, ordered ``map(fn, items)`` over the chosen backend; ``close()`` when done.
 
     ``workers``: how many processes run jobs at once (1 for serial; SCOOP's own
-    count under ``python -m scoop``).
+    count under ``python -m scoop``); more than the machine can hold is a
+    :class:`GpLossError` (``device``, the training device setting, adds the GPUs'
+    bound). Call it from the thread that created it: a multiprocessing worker is
+    tied to the thread that starts it (:func:`_die_with_parent`).
     """
 
-    def __init__(self, kind: str = "auto", workers: int = 1):
-        if kind not in MAPS:
-            raise GpLossError(f"--map must be one of {', '.join(MAPS)}, got {kind!r}")
-        if workers < 1:
-            raise GpLossError(f"--workers must be at least 1, got {workers}")
-        if kind == "auto":
-            kind = "scoop" if scoop_running() else ("multiprocessing" if workers > 1 else "serial")
-        if kind == "scoop" and not scoop_running():
-            raise GpLossError("--map scoop needs the script started as `python -m scoop -n N script.py ...`")
+    def __init__(self, kind: str = "auto", workers: int = 1, device: str | None = None):
+        kind = self.check(kind, workers, device)
         self.kind = kind
         self._pool = None
         self._watchdog = None
@@ -256,13 +275,34 @@ class Mapper:
             # jobs set their own torch thread count.
             # A process pool whose map fails (BrokenProcessPool -> WorkerDied) when a worker is
             # killed, where multiprocessing.Pool would wait forever for the job it lost.
-            self._pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_die_with_parent, initargs=(os.getpid(),))
         if kind == "scoop":
             import scoop
             self.workers = int(getattr(scoop, "SIZE", 1) or 1)
             self._watchdog = _BrokerWatchdog.start_here()
         else:
             self.workers = workers if kind == "multiprocessing" else 1
+
+    @staticmethod
+    def check(kind: str = "auto", workers: int = 1, device: str | None = None) -> str:
+        """Raise :class:`GpLossError` if a Mapper of these settings cannot start here; else the backend it picks.
+
+        Starts nothing: a script calls it before it creates anything. ``device``: the
+        training device setting (adds the GPUs' bound on the workers), ``None`` if unknown.
+        """
+        if kind not in MAPS:
+            raise GpLossError(f"--map must be one of {', '.join(MAPS)}, got {kind!r}")
+        if workers < 1:
+            raise GpLossError(f"--workers must be at least 1, got {workers}")
+        if kind == "auto":
+            kind = "scoop" if scoop_running() else ("multiprocessing" if workers > 1 else "serial")
+        if kind == "scoop" and not scoop_running():
+            raise GpLossError("--map scoop needs the script started as `python -m scoop -n N script.py ...`")
+        if kind == "multiprocessing":
+            check_worker_count(workers, device)
+        return kind
 
     def __call__(self, fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
         items = list(items)
@@ -336,6 +376,49 @@ class Mapper:
             for process in processes:
                 process.join()
             self._pool = None
+
+
+# -- no worker outlives its search ---------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+PARENT_POLL_S = 0.5
+
+
+def _die_with_parent(parent: int) -> None:
+    """Pool worker initializer: end this worker as soon as ``parent`` (the search process) is gone.
+
+    Without it a worker outlives a search killed by SIGKILL: an idle one waits on a
+    job queue whose writing end it holds itself, so it never sees end-of-file, and a
+    busy one finishes its training and then waits the same way; both keep their memory
+    until killed by hand.
+    Linux delivers SIGKILL the moment the parent dies (``PR_SET_PDEATHSIG``; strictly,
+    when the parent's thread that started the worker ends, hence the Mapper's
+    one-thread rule). Elsewhere, and as a second guard, a thread notices the parent's
+    death within :data:`PARENT_POLL_S` seconds: the worker is handed to another
+    parent, so ``os.getppid()`` changes.
+    """
+    _set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), name="gp-loss parent watch", daemon=True).start()
+
+
+def _set_parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; whether it was set."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        return ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):  # no C library to call: the watching thread still guards
+        return False
+
+
+def _exit_when_orphaned(parent: int, poll_s: float = PARENT_POLL_S) -> None:
+    """Exit this process once ``parent`` is no longer its parent (at once: nothing is owed to a search that is gone)."""
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 # -- ending a SCOOP run with a non-zero status ---------------------------------------

@@ -66,6 +66,8 @@ class RunDir:
 
     def prepare(self) -> None:
         """Create the directory and prove it is writable (a clear error before any work)."""
+        if self.path.exists() and not self.path.is_dir():
+            raise GpLossError(f"output directory {self.path} is a file, not a directory: choose another --out")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / ".write_test"
@@ -212,14 +214,135 @@ def jsonl_digest(lines: list[str]) -> "hashlib._Hash":
     return digest
 
 
+# -- what a directory holds ---------------------------------------------------------------
+# The kinds of run a directory may hold, each with what writes it.
+RUN_KINDS = {
+    "search": "an evolutionary loss search (runs/search_<task>.py)",
+    "hps-det": "an HPS-Det search (runs/hps_det.py)",
+    "pap": "a PAP-Loss search (runs/search_pap.py)",
+}
+# Files that only one kind writes (history.json, final.json and the checkpoint are common to several).
+KIND_FILES = {
+    "search": ("evaluations.jsonl", "logbook.csv", "hall_of_fame.json", "hall_of_fame.py", "baselines.json",
+               "fitness.png"),
+    "hps-det": ("best.json", "history.csv", "ap_over_iterations.png"),
+    "pap": ("results.json", "theta.json", "pap_loss.py", "substitutions.png"),
+}
+# Every file whose presence means a run saved something there (config.json alone does not).
+RESULT_FILES = tuple(name for names in KIND_FILES.values() for name in names) + (
+    "history.json", "final.json", "machine.json", "evaluations.set_aside.jsonl",
+    "checkpoint.json", "checkpoint.prev.json", "checkpoint.corrupt.json")
+
+
+def _stored_config(path: Path) -> Any:
+    """``path/config.json``'s content, or ``None`` where there is none or it is not JSON."""
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+
+
+def run_kind(path: str | os.PathLike) -> str | None:
+    """The kind of run in the directory ``path`` (a key of :data:`RUN_KINDS`), or ``None`` if it holds none.
+
+    Told by the shape of its ``config.json`` (an evolutionary search stores a task name and a scheme; the
+    HPS-Det and PAP-Loss scripts store ``task`` and ``run`` settings, the former with ``bins``, the latter
+    with ``rounds``), or without a readable one by the files that only one kind writes.
+    """
+    path = Path(path)
+    config = _stored_config(path)
+    if isinstance(config, dict):
+        run = config.get("run")
+        if isinstance(config.get("task"), str) and "scheme" in config:
+            return "search"
+        if isinstance(run, dict) and "bins" in run:
+            return "hps-det"
+        if isinstance(run, dict) and "rounds" in run:
+            return "pap"
+    for kind, names in KIND_FILES.items():
+        if any((path / name).exists() for name in names):
+            return kind
+    return None
+
+
+def describe_run(path: str | os.PathLike) -> str:
+    """What ``path`` holds, in words: "a segmentation search (runs/search_segmentation.py)", "no run"."""
+    kind = run_kind(path)
+    if kind is None:
+        return "no run"
+    config = _stored_config(Path(path))
+    task = config.get("task") if kind == "search" and isinstance(config, dict) else None
+    if isinstance(task, str) and task.isidentifier():
+        return f"a {task} search (runs/search_{task}.py)"
+    return RUN_KINDS[kind]
+
+
+def check_kind(path: str | os.PathLike, kind: str) -> None:
+    """Refuse to resume ``path`` with a script of ``kind`` when it holds a run of another kind (one line)."""
+    found = run_kind(path)
+    if found is not None and found != kind:
+        raise GpLossError(f"{path} holds {describe_run(path)}, not {RUN_KINDS[kind]}: this script cannot "
+                          f"resume it; continue it with its own script, or give this one another directory")
+
+
+def claim_new_run(run: RunDir, kind: str) -> None:
+    """A new run of ``kind`` may be made in ``run``, or a one-line error; the caller holds its lock.
+
+    A run that stopped before it saved anything (its ``config.json`` alone) holds nothing of value:
+    the new run takes its place. Files of no run are left alone.
+    """
+    saved = [name for name in RESULT_FILES if run.exists(name)]
+    if not saved:
+        return
+    if run.exists("config.json") and run_kind(run.path) == kind:
+        raise GpLossError(f"{run.path} already holds a run: continue it with --resume {run.path}, "
+                          f"or choose another --out")
+    if run_kind(run.path) is not None:
+        raise GpLossError(f"{run.path} holds {describe_run(run.path)}: choose another --out")
+    raise GpLossError(f"{run.path} holds files of an earlier run ({', '.join(saved)}) but no config.json to "
+                      f"check them against: choose another --out, or move them away")
+
+
+@contextlib.contextmanager
+def script_run(out: str | os.PathLike, resume: bool, kind: str) -> Iterator[RunDir]:
+    """The run directory of a script's run of ``kind``, created, writable and locked while the block runs.
+
+    A new run must be allowed there (:func:`claim_new_run`); checked under the lock, so that two
+    processes started on one directory cannot both begin. Call it only after every setting is checked:
+    a refused setting leaves nothing behind.
+    """
+    run = RunDir(out)
+    run.prepare()
+    with run.lock():
+        if resume:
+            check_kind(run.path, kind)
+        else:
+            claim_new_run(run, kind)
+        yield run
+
+
+def _check_stored(path: Path, spec: tuple, value: Any) -> None:
+    """A stored setting must have its flag's type (``None`` where the flag's default is ``None``)."""
+    name, kind, default = spec[:3]
+    if value is None and default is None:
+        return
+    fits = (isinstance(value, (int, float)) and not isinstance(value, bool)) if kind is float else \
+        (type(value) is kind)
+    if not fits:
+        what = {float: "a number", int: "an integer", str: "text"}.get(kind, kind.__name__)
+        raise GpLossError(f"{path}: {name} = {str(value)[:80]!r} is not {what}: the file was edited or damaged, "
+                          f"and the run cannot be resumed")
+
+
 def script_settings(args, task_flags: dict, run_flags: dict, resumable: set | frozenset,
-                    default_out: str) -> tuple[dict, Path, bool]:
+                    default_out: str, kind: str) -> tuple[dict, Path, bool]:
     """A script's settings from its parsed flags: ``({"task": ..., "run": ...}, run directory, resuming)``.
 
     ``task_flags`` / ``run_flags``: flag -> (setting name, type, default, ...); a flag the user left
     out is absent from ``args`` (``argparse.SUPPRESS``). ``--resume DIR`` reads the settings from
-    ``DIR/config.json``; a flag given then must equal the stored value unless its setting is in
-    ``resumable``. A new run refuses an ``--out`` that already holds one. Errors are one line.
+    ``DIR/config.json``, which must hold a run of ``kind`` (:data:`RUN_KINDS`); a flag given then must
+    equal the stored value unless its setting is in ``resumable``. Creates nothing: whether a new run
+    may use its ``--out`` is :func:`script_run`'s to check. Errors are one line.
     """
     def attr(flag: str) -> str:
         return flag[2:].replace("-", "_")
@@ -227,23 +350,30 @@ def script_settings(args, task_flags: dict, run_flags: dict, resumable: set | fr
     given = {spec[0]: getattr(args, attr(flag))
              for flag, spec in {**task_flags, **run_flags}.items() if hasattr(args, attr(flag))}
     task_names = {spec[0] for spec in task_flags.values()}
+    for flag in ("out", "resume"):
+        if hasattr(args, flag) and not str(getattr(args, flag)).strip():
+            raise GpLossError(f"--{flag} is empty: give a run directory, e.g. --{flag} {default_out}")
     resume = getattr(args, "resume", None)
     if resume is not None:
         if hasattr(args, "out") and Path(args.out) != Path(resume):
             raise GpLossError("give the run directory once: --resume DIR (without --out)")
         out = Path(resume)
+        check_kind(out, kind)
         path = out / "config.json"
         if not path.is_file():
             raise GpLossError(f"{out} holds no run to resume (no config.json)")
         try:
-            stored = json.loads(path.read_text())
+            stored = json.loads(path.read_text(encoding="utf-8"))
             settings = {"task": dict(stored["task"]), "run": dict(stored["run"])}
-        except (ValueError, KeyError, TypeError) as err:
-            raise GpLossError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as err:
+            detail = "nested too deeply" if isinstance(err, RecursionError) else f"{type(err).__name__}: {err}"
+            raise GpLossError(f"{path}: unreadable ({' '.join(detail.split())[:200]}): it is damaged, and "
+                              f"the run cannot be resumed") from None
         # A setting added after the run was made: the run used what is now its default.
         for part, flags in (("task", task_flags), ("run", run_flags)):
             for spec in flags.values():
                 settings[part].setdefault(spec[0], spec[2])
+                _check_stored(path, spec, settings[part][spec[0]])
         for name, value in given.items():
             part = "task" if name in task_names else "run"
             if name in resumable:
@@ -253,8 +383,6 @@ def script_settings(args, task_flags: dict, run_flags: dict, resumable: set | fr
                                   f"only {', '.join(sorted(resumable))} may change")
         return settings, out, True
     out = Path(getattr(args, "out", default_out))
-    if (out / "config.json").exists() or (out / "checkpoint.json").exists():
-        raise GpLossError(f"{out} already holds a run: continue it with --resume {out}, or choose another --out")
     task = {spec[0]: given.get(spec[0], spec[2]) for spec in task_flags.values()}
     run = {spec[0]: given.get(spec[0], spec[2]) for spec in run_flags.values()}
     return {"task": task, "run": run}, out, False

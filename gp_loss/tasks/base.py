@@ -22,6 +22,7 @@ from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.runtime.device import deterministic_error
+from gp_loss.timeout import TOO_SLOW
 
 
 @dataclass
@@ -30,7 +31,7 @@ class TrainOutcome:
 
     ``status``: ``"ok"``; ``"non-finite"`` (a branch's loss turned NaN/Inf and
     training stopped there; ``reason`` names the branch); ``"error"`` (the loss
-    raised); ``"too slow"`` (time limit). A failed training scores 0. A task may
+    raised); ``"too slow"`` (time limit, see :class:`TrainingRun`). A failed training scores 0. A task may
     stop a proxy training early with its own status and score (segmentation's
     ``"collapsed"``: the metrics of a network that predicts one class everywhere).
     ``losses``: each branch's loss value at the last step checked (the terms
@@ -38,6 +39,8 @@ class TrainOutcome:
     record stays strict JSON).
     ``metrics``: every metric the task measured (e.g. detection's ``AP``, ``AP50``, ...;
     ``None`` where undefined), of which ``score`` is the one searched for.
+    ``hit_time_limit``: the time limit stopped this training. Its score could then differ on a
+    machine with more or less to do (:func:`gp_loss.timeout.load_dependence` says so for a run).
     """
 
     score: float
@@ -47,9 +50,20 @@ class TrainOutcome:
     seconds: float = 0.0
     losses: dict[str, float | None] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
+    hit_time_limit: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def failed(self) -> bool:
+        """Whether training ended without measuring the loss (:data:`FAILED_STATUSES`); a task's own early
+        stop (``"collapsed"``) is scored, not failed."""
+        return self.status in FAILED_STATUSES
+
+
+# Statuses of a training that measured nothing: its score 0 says only that it failed.
+FAILED_STATUSES = ("non-finite", "error", TOO_SLOW)
 
 
 @dataclass(frozen=True)
@@ -170,10 +184,20 @@ class TrainingRun:
     optimizer step (each returns the outcome to end training with, or ``None``),
     :meth:`finished` when its steps are done, and :meth:`failed` from its ``except
     Exception``: a bad loss ends its own training, never the search.
+
+    The time limit counts, on the CPU, the CPU time of the training thread
+    (``time.thread_time``), which other processes sharing the cores barely move:
+    with wall time, a proxy that finishes on an idle machine could be stopped on a
+    busy one and score 0, and the search would take another path. On a GPU the
+    work is the device's, which no CPU clock sees, so the limit counts wall time
+    there. Either way a training it stops says so (``hit_time_limit``).
+    ``seconds`` of the outcome is always wall time.
     """
 
     def __init__(self, device: torch.device, time_limit_s: float | None = None):
         self.start = time.perf_counter()
+        self.limit_clock = time.thread_time if device.type == "cpu" else time.perf_counter
+        self.limit_start = self.limit_clock()
         self.time_limit_s = time_limit_s
         self.watch = NonFiniteWatch(device)
         self.steps = 0  # optimizer steps taken
@@ -181,10 +205,14 @@ class TrainingRun:
     def outcome(self, score: float, status: str = "ok", reason: str = "",
                 metrics: dict | None = None) -> TrainOutcome:
         return TrainOutcome(score, status, reason, self.steps, time.perf_counter() - self.start, self.watch.losses,
-                            metrics or {})
+                            metrics or {}, hit_time_limit=status == TOO_SLOW)
 
     def over_time(self) -> bool:
-        return self.time_limit_s is not None and time.perf_counter() - self.start > self.time_limit_s
+        return self.time_limit_s is not None and self.limit_clock() - self.limit_start > self.time_limit_s
+
+    def _limit_text(self) -> str:
+        clock = " of CPU time" if self.limit_clock is time.thread_time else ""
+        return f"over {self.time_limit_s:g} s{clock}"
 
     def _stopped(self, bad: tuple[int, str], back: int) -> TrainOutcome:
         self.steps -= bad[0] + back  # the bad step's index: the optimizer steps before it
@@ -202,7 +230,7 @@ class TrainingRun:
             return None
         bad = self.watch.flush()
         return self._stopped(bad, 1) if bad else self.outcome(
-            0.0, "too slow", f"over {self.time_limit_s:g} s at step {self.steps}")
+            0.0, TOO_SLOW, f"{self._limit_text()} at step {self.steps}")
 
     def step(self, total: torch.Tensor, terms: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
              max_grad_norm: float = 0.0, schedule: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -229,7 +257,7 @@ class TrainingRun:
         """The outcome of a finished training evaluated to ``metrics``: its ``name`` metric (0 where undefined),
         or "too slow" if the evaluation ran past the time limit."""
         if self.over_time():
-            return self.outcome(0.0, "too slow", f"over {self.time_limit_s:g} s with the evaluation", metrics)
+            return self.outcome(0.0, TOO_SLOW, f"{self._limit_text()} with the evaluation", metrics)
         value = metrics.get(name)
         return self.outcome(0.0 if value is None else value, metrics=metrics)
 

@@ -413,3 +413,28 @@ def test_the_page_in_headless_chromium(cls_run, det_run, tmp_path, capsys, which
     lo, hi = image.getextrema()
     assert image.size[0] >= 1000 and hi - lo > 100  # not a blank page
     assert len(image.resize((64, 64)).getcolors(maxcolors=4096) or []) > 20
+
+
+# -- units and the operators' legend --------------------------------------------------------------------------
+def test_the_headline_shows_every_metric_on_one_scale(cls_run, capsys):
+    hof = json.loads((cls_run / "hall_of_fame.json").read_text())
+    hof["hall_of_fame"][0]["fitness"] = 0.1565  # a segmentation-sized mIoU on the proxy ...
+    (cls_run / "hall_of_fame.json").write_text(json.dumps(hof))
+    final = json.loads((cls_run / "final.json").read_text())
+    final["rows"][0]["mean"] = 0.149  # ... and after retraining
+    (cls_run / "final.json").write_text(json.dumps(final))
+    page = _page(capsys, cls_run)
+    glance = page.split('class="glance">')[1].split("</div>")[0]
+    assert "validation accuracy (×100) 15.65" in glance and "test accuracy (×100) <b>14.90 ± 1.00</b>" in glance
+    assert "0.1565" not in page and "0.149" not in page
+    table = page.split(">Hall of fame and baselines")[1]
+    assert ">15.65<" in table and ">91.00<" in table  # the proxy's values and the baselines' on the same scale
+
+
+def test_the_page_explains_the_operators_it_draws_by_name(tmp_path, capsys):
+    run = write_run(tmp_path / "zero_run", {"seg": "zero"}, [{"seg": "neg(mul(y, log(yhat)))"}],
+                    {"zero_ce": {"seg": PAPER_LOSSES["zero_ce"].formula}})
+    page = _page(capsys, run)
+    legend = page.split("Operators drawn by name")[1].split("</div>")[0]
+    assert f"slog(x) = {get_kind('zero').operators['log'].definition}" in legend
+    assert "&quot;log&quot; in the formula text of kind zero" in legend

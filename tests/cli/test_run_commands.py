@@ -25,7 +25,7 @@ def test_report_prints_formulas_latex_baselines_funnel_and_plot(run_dir, capsys)
     out = capsys.readouterr().out
     hof = json.loads((run_dir / "hall_of_fame.json").read_text())["hall_of_fame"]
     assert hof[0]["formulas"]["cls"] in out and "LaTeX:" in out
-    assert "baselines (validation fitness): ce" in out
+    assert "baselines, validation accuracy (×100): ce" in out
     assert "test accuracy" in out and "filter funnel" in out and "fitness.png" in out
     assert main(["report", "--json", str(run_dir)]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -187,3 +187,20 @@ def test_names_that_are_not_plain_stems_are_refused(voc, name):
 def test_num_classes_range(voc):
     assert "num_classes must be between 1 and 255" in _error(_read(voc, num_classes=256))
     assert "num_classes must be between 1 and 255" in _error(_read(voc, num_classes=0))
+
+
+def test_an_image_wider_than_the_largest_side_is_one_line(voc):
+    wide = voc / "JPEGImages" / "b.png"
+    Image.fromarray(np.zeros((1, 65_536, 3), dtype=np.uint8)).save(wide)
+    (voc / "JPEGImages" / "b.jpg").unlink()
+    message = _error(_read(voc))
+    assert message.startswith(f"{wide}: the image width (pixels) must be an integer from 1 to 65535, got 65536")
+    assert "remove b from" in message
+
+
+def test_images_and_masks_over_the_pixel_limit_are_one_line(voc, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 32×40 is past twice the limit: a decompression bomb
+    message = _error(_read(voc))
+    assert f"cannot read image {voc / 'JPEGImages' / 'a.jpg'}" in message and "exceeds limit" in message
+    message = _error(lambda: read_label(voc / "SegmentationClass" / "a.png", 3))
+    assert f"cannot read mask {voc / 'SegmentationClass' / 'a.png'}" in message and "exceeds limit" in message

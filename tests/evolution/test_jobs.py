@@ -246,6 +246,16 @@ def test_prepare_builds_the_worker_context():
     assert gc.get_freeze_count() > 100_000
 
 
+def test_prepare_builds_every_stages_samples_without_start_formulas():
+    # Built in the warm-up, they are never charged to the first candidate's time limit.
+    config = SearchConfig(scheme="zero", start={}, task_options={"proxy_epochs": 1, "final_epochs": 2}).to_dict()
+    jobs.prepare(config)
+    ctx = worker.context_for(config)
+    stages = {s.name: s for s in ctx.pipeline.stages}
+    assert "cls" in stages["convergence"]._sweeps and "cls" in stages["rejection"]._samples
+    assert "cls" in ctx.equivalence._samples
+
+
 def test_cost_rank_reads_the_variation_the_job_will_draw():
     config = SearchConfig.from_dict(CONFIG)
     for seed in range(12):

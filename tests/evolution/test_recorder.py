@@ -112,12 +112,19 @@ def test_evaluations_baselines_and_final(tmp_path):
     # The digest follows the lines as written, and restarts from the lines kept.
     text = (tmp_path / "evaluations.jsonl").read_text()
     assert recorder.evaluations_digest() == hashlib.sha256(text.encode()).hexdigest()
-    first = text.splitlines()[0]
-    recorder.keep_evaluations([first])
-    assert (tmp_path / "evaluations.jsonl").read_text() == first + "\n"
-    assert recorder.evaluations_digest() == hashlib.sha256((first + "\n").encode()).hexdigest()
-    recorder.keep_evaluations([])
-    assert recorder.read_evaluations() == []
+    # On resume the digest restarts from the lines the checkpoint covers; the lines after them stay
+    # in the file until reused, and a reused one is counted where it stands, not written again.
+    covered, pending = recorder.evaluation_lines()
+    fresh = Recorder(RunDir(tmp_path), CONFIG, progress=False)
+    fresh.resume_evaluations([covered], [pending], [])
+    assert (tmp_path / "evaluations.jsonl").read_text() == text
+    assert fresh.evaluations_digest() == hashlib.sha256((covered.text + "\n").encode()).hexdigest()
+    fresh.evaluation({"evaluation": 2, "fitness": 0.25})
+    assert (tmp_path / "evaluations.jsonl").read_text() == text
+    assert fresh.evaluations_digest() == hashlib.sha256(text.encode()).hexdigest()
+    fresh.evaluation({"evaluation": 3, "fitness": 0.125})
+    assert [r["evaluation"] for r in fresh.read_evaluations()] == [1, 2, 3]
+    fresh.close()
     recorder.baselines({"ce": 0.9})
     assert json.loads((tmp_path / "baselines.json").read_text()) == {"ce": 0.9}
     assert recorder.read_final() is None

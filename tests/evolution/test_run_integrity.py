@@ -228,3 +228,75 @@ def test_the_lock_of_a_killed_writer_is_free(tmp_path):
     with RunDir(run).lock():  # the operating system released it with the process
         assert f"pid {os.getpid()}" in (run / ".lock").read_text()
     assert (run / ".lock").read_text() == ""  # released: it names nobody
+
+
+def test_a_resume_interrupted_at_once_keeps_every_finished_record(finished, tmp_path, monkeypatch):
+    """Interrupted, resumed, and killed again before it bred anything: the records past the checkpoint
+    are still on disk, and the next resume reuses them (none trained again, none lost)."""
+    from gp_loss.evolution.search import Search
+
+    run = _killed_in_last_generation(finished, tmp_path / "run")
+    lines = _lines(run)
+    (run / "evaluations.jsonl").write_text("\n".join(lines[:-1]) + "\n" + "garbage {\n")
+
+    def killed(self, require=False):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Search, "prepare_workers", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run_search(tiny(), str(run), resume=True, progress=False)
+    assert _lines(run) == lines[:-1]  # only the unusable line left, and only after it was set aside
+    (aside,) = [json.loads(line) for line in (run / "evaluations.set_aside.jsonl").read_text().splitlines()]
+    assert aside["text"] == "garbage {"
+    run_search(tiny(), str(run), resume=True, progress=False)
+    after = _lines(run)
+    assert after[:5] == lines[:5]  # reused where they stood, byte for byte
+    assert _without_seconds(after) == _without_seconds(_lines(finished))
+
+
+def test_a_kept_record_bred_differently_on_resume_is_set_aside_before_it_leaves(finished, tmp_path):
+    run = _killed_in_last_generation(finished, tmp_path / "run")
+    lines = _lines(run)
+    # Slot 0 of the interrupted generation as if another child had been trained there: breeding makes
+    # the real one again, so that record and every one after it must make way for the new training.
+    stale = json.loads(lines[3])
+    stale["formulas"] = {name: "neg(x)" for name in stale["formulas"]}
+    stale_text = json.dumps(stale, sort_keys=True)
+    (run / "evaluations.jsonl").write_text("\n".join(lines[:3] + [stale_text] + lines[4:5]) + "\n")
+    run_search(tiny(), str(run), resume=True, progress=False)
+    after = _lines(run)
+    assert _without_seconds(after) == _without_seconds(_lines(finished))
+    aside = [json.loads(line) for line in (run / "evaluations.set_aside.jsonl").read_text().splitlines()]
+    assert [a["text"] for a in aside] == [stale_text, lines[4]]
+    assert all("moved: slot 0 was trained anew on resume" in a["reason"] for a in aside)
+    assert after[4] == lines[4]  # slot 1's record, reused and written again after slot 0's
+
+
+def test_a_refused_setting_writes_nothing(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(GpLossError, match="--workers must be at least 1"):
+        run_search(tiny(), str(run), workers=0, progress=False)
+    assert not run.exists()
+
+
+def test_a_run_that_stopped_before_its_first_training_leaves_its_out_usable(tmp_path, monkeypatch, capsys):
+    from gp_loss.evolution.search import Search
+
+    run = tmp_path / "run"
+
+    def data_error(self, require=False):
+        raise GpLossError("the data cannot be read")
+
+    with monkeypatch.context() as m:
+        m.setattr(Search, "prepare_workers", data_error)
+        with pytest.raises(GpLossError, match="the data cannot be read"):
+            run_search(tiny(), str(run), progress=False)
+    assert (run / "config.json").exists()
+    # Fixed settings, the same --out: started anew, not refused as "already holds a run".
+    run_search(tiny(seed=3), str(run), progress=False)
+    assert _json(run / "config.json")["seed"] == 3
+    assert "stopped before its first training; starting it anew" in capsys.readouterr().err
+    # A run with trainings on disk is never started anew.
+    with pytest.raises(GpLossError, match="already holds a run"):
+        run_search(tiny(seed=4), str(run), progress=False)

@@ -51,6 +51,7 @@ def test_missing_data_path(cli, capsys, tmp_path):
 def test_out_into_an_existing_run(cli, capsys, tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "config.json").write_text("{}")
+    (tmp_path / "r" / "baselines.json").write_text('{"ce": 0.9}')  # trained: something to keep
     err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + TINY_FLAGS)
     assert len(err.strip().splitlines()) == 1 and "already holds a run" in err and "--resume" in err
     assert (tmp_path / "r" / "config.json").read_text() == "{}"

@@ -123,3 +123,18 @@ def test_an_alias_names_a_branch_function_again_and_is_checked(tmp_path):
             export_torch(genome, aliases={alias: "top1_seg"})
     with pytest.raises(GpLossError, match="has no branch 'top3_seg'"):
         export_torch(genome, aliases={"seg": "top3_seg"})
+
+
+def test_exported_docstrings_describe_each_input_as_every_task_passes_it(tmp_path):
+    genome = Genome.from_formulas([("cls", "cls", PAPER_LOSSES["ce"].formula),
+                                   ("bcls", "bcls", PAPER_LOSSES["bce"].formula)])
+    path = tmp_path / "losses.py"
+    path.write_text(export_torch(genome))
+    module = _load(path, "docstring_losses")
+    for name in ("cls", "bcls"):
+        doc = getattr(module, name).__doc__
+        w = next(line.strip() for line in doc.splitlines() if line.strip().startswith("w:"))
+        # A weight: the IoU in detection only; image classification (no boxes) passes 1.
+        assert w.startswith("w: sample weight") and "in detection the IoU" in w and "1 in image classification" in w
+        for n, text in get_kind(name).input_docs.items():  # every argument from the kind's definition
+            assert f"{n}: {text}" in doc

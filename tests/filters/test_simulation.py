@@ -84,8 +84,8 @@ def test_non_scalar_loss_is_rejected():
 def test_time_limit():
     p = PAPER_LOSSES["ce"]
     result = SimulationStage(time_limit=0.0)(candidate(p.kind, p.formula))
-    assert not result.passed
-    assert "time limit" in result.reason
+    assert not result.passed and result.timed_out
+    assert "time limit" in result.reason and result.reason.startswith("too slow")
 
 
 def test_deterministic_and_leaves_global_state_alone():

@@ -2,9 +2,14 @@
 import csv
 import importlib.util
 import json
+import os
+import socket
+import threading
 from pathlib import Path
 
 import pytest
+
+from gp_loss.errors import GpLossError
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "hps_det.py"
@@ -22,6 +27,10 @@ def cli():
     return module
 
 
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
 def _user_error(cli, capsys, argv):
     code = cli.main(argv)
     err = capsys.readouterr().err
@@ -30,11 +39,24 @@ def _user_error(cli, capsys, argv):
     return err
 
 
-def test_a_tiny_search_writes_its_files_and_the_comparison_and_resumes(cli, capsys, tmp_path):
+def test_a_tiny_search_writes_its_files_and_the_comparison_and_resumes(cli, capsys, tmp_path, monkeypatch):
     out = tmp_path / "run"
+    # A refused setting leaves nothing behind, and a run stopped before it saved anything holds nothing
+    # of value: the same --out serves the next run.
+    assert "--threads must be at most" in _user_error(cli, capsys, ["--out", str(out)] + TINY + ["--threads", "9999"])
+    assert not out.exists()
+    with monkeypatch.context() as patch:
+        patch.setattr(cli.ProxyObjective, "__call__", _interrupt)
+        assert cli.main(["--out", str(out)] + TINY) == 130
+    assert f"--resume {out}" in capsys.readouterr().err and (out / "config.json").is_file()
     assert cli.main(["--out", str(out)] + TINY) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "dynamic assignment, s = [" in printed and "default assignment (fcos)" in printed and "gain:" in printed
+    # progress: a line per proxy training and per final training, as each ends
+    assert [line.split(" |")[0] for line in printed.splitlines() if line.startswith("eval ")] == \
+        ["eval 1/3", "eval 2/3", "eval 3/3"]
+    assert "final: seed 1/1 of the dynamic assignment | AP " in printed
+    assert "final: seed 1/1 of the default assignment | AP " in printed
     for name in ("config.json", "checkpoint.json", "history.csv", "history.json", "best.json", "final.json",
                  "ap_over_iterations.png"):
         assert (out / name).is_file(), name
@@ -83,6 +105,10 @@ def test_the_default_budget_is_the_initial_design_and_ten_more(cli, capsys, tmp_
     (["--data", "/nonexistent.json"], "/nonexistent.json"),
     (["--proxy-steps", "0"], "proxy_steps must be in"),
     (["--device", "gpu"], "device 'gpu'"),
+    (["--threads", "100000"], "--threads must be at most 256, got 100000"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "100000"], "is more worker processes than this machine can hold"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32 - 1]"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, capsys, tmp_path, argv, message):
     out = tmp_path / "r"
@@ -94,3 +120,113 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, capsys, tmp_path, argv, m
 
 def test_resume_of_a_directory_without_a_run(cli, capsys, tmp_path):
     assert "no run to resume" in _user_error(cli, capsys, ["--resume", str(tmp_path)])
+
+
+@pytest.mark.parametrize("where,message", [
+    ("file", "is a file, not a directory"),
+    ("file/run", "is not writable"),
+    ("/proc/gp-loss-test-run", "is not writable"),
+])
+def test_an_output_directory_that_cannot_be_made_is_one_line(cli, capsys, tmp_path, where, message):
+    (tmp_path / "file").write_text("x")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    assert message in _user_error(cli, capsys, ["--out", out] + TINY)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+def test_an_unwritable_output_directory_is_one_line(cli, capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert "is not writable" in _user_error(cli, capsys, ["--out", str(locked / "run")] + TINY)
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("config,files,holds", [
+    ({"task": "segmentation", "scheme": "zero", "seed": 0}, ["evaluations.jsonl"],
+     "holds a segmentation search (runs/search_segmentation.py), not an HPS-Det search"),
+    ({"task": {"model": "retinanet"}, "run": {"rounds": 3, "strategy": "ppo"}}, ["results.json"],
+     "holds a PAP-Loss search (runs/search_pap.py), not an HPS-Det search"),
+    (None, ["theta.json", "checkpoint.json"], "holds a PAP-Loss search (runs/search_pap.py)"),
+])
+def test_resuming_a_run_of_another_kind_says_what_it_holds(cli, capsys, tmp_path, config, files, holds):
+    if config is not None:
+        (tmp_path / "config.json").write_text(json.dumps(config))
+    for name in files:
+        (tmp_path / name).write_text("{}")
+    err = _user_error(cli, capsys, ["--resume", str(tmp_path)])
+    assert holds in err and "cannot resume it" in err, err
+    assert "--strategy" not in err and "unreadable" not in err
+    # a new run refuses it too, saying what it holds
+    assert holds.split(", not")[0] in _user_error(cli, capsys, ["--out", str(tmp_path)] + TINY)
+
+
+def test_a_second_process_on_a_running_directory_is_refused_naming_the_holder(cli, capsys, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    training, release = threading.Event(), threading.Event()
+
+    def held(self, s):  # the first run's first proxy training: it waits, holding the directory
+        training.set()
+        release.wait(60)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.ProxyObjective, "__call__", held)
+    first = threading.Thread(target=cli.main, args=(["--out", str(out)] + TINY,))
+    first.start()
+    try:
+        assert training.wait(60)
+        capsys.readouterr()
+        for argv in (["--out", str(out)] + TINY, ["--resume", str(out)]):
+            err = _user_error(cli, capsys, argv)
+            assert f"is in use by pid {os.getpid()} on {socket.gethostname()}" in err, err
+    finally:
+        release.set()
+        first.join(60)
+
+
+def test_every_default_training_failing_stops_the_comparison(cli, tmp_path, monkeypatch):
+    from gp_loss.runtime.parallel import Mapper
+
+    def training(job):
+        options, _, seed, _, _ = job
+        failed = options["assignment"] == "default" or seed == 1
+        return {"seed": seed, "score": 0.0 if failed else 0.25, "status": "error" if failed else "ok",
+                "reason": "ValueError: boxes are not finite" if failed else "", "metrics": {}, "seconds": 0.1}
+
+    monkeypatch.setattr(cli, "final_training", training)
+    options = {"metric": "AP", "final_steps": 1}
+    run = {"seed": 0, "final_seeds": 2, "loss": "torchvision", "device": "cpu", "threads": 1}
+    with Mapper("serial") as mapper, pytest.raises(GpLossError) as err:
+        cli.compare(tmp_path, options, run, [3], "AP", mapper)
+    assert "every final training of the default assignment failed" in str(err.value)
+    assert "ValueError: boxes are not finite" in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "final.json").exists()
+
+    # A searched s whose every training failed is reported as failed, with no gain taken from its zeros.
+    monkeypatch.setattr(cli, "final_training", lambda job: {**training(job), **(
+        {"score": 0.0, "status": "non-finite", "reason": "loss is nan"} if job[0]["assignment"] == "dynamic" else
+        {"score": 0.3, "status": "ok", "reason": ""})})
+    with Mapper("serial") as mapper:
+        report = cli.compare(tmp_path, options, run, [3], "AP", mapper)
+    assert report["dynamic"]["failed"] and report["gain"] is None and not report["default"]["failed"]
+
+
+def test_a_data_error_is_one_line_before_anything_is_created(cli, capsys, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    images, annotations = [], []
+    for i in (1, 2, 3):
+        Image.fromarray(np.full((40, 40, 3), 60 * i, dtype=np.uint8)).save(tmp_path / f"img{i}.png")
+        images.append({"id": i, "file_name": f"img{i}.png", "height": 40, "width": 40})
+        annotations.append({"id": 10 * i, "image_id": i, "category_id": 1, "bbox": [4, 4, 20, 20], "area": 400,
+                            "iscrowd": 0})
+    annotations[1]["bbox"] = [1e308, 1e308, 1e308, 1e308]  # finite, but inf once scaled: every training would fail
+    data = tmp_path / "instances.json"
+    data.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    out = tmp_path / "run"
+    err = _user_error(cli, capsys, ["--out", str(out), "--data", str(data)] + TINY)
+    assert str(data) in err and "bbox" in err, err
+    assert not out.exists()

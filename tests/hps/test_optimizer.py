@@ -250,3 +250,17 @@ def test_an_unpicklable_objective_with_workers_is_a_user_error():
 def test_integral_floats_as_bounds_are_accepted():
     result = maximize(quadratic, [0.0, 0, 0], [10, 10.0, np.int64(10)], budget=8, seed=0)
     assert len(result.history) == 8 and all(isinstance(v, int) for v in result.history[0][0])
+
+
+def test_progress_is_told_of_the_start_and_of_each_result_with_the_best_so_far(tmp_path):
+    seen = []
+    maximize(quadratic, [0, 0, 0], [10, 10, 10], budget=9, seed=0, run_dir=tmp_path, progress=seen.append)
+    assert seen[0] == {"done": 0, "budget": 9} and [r["done"] for r in seen] == list(range(10))
+    values = [r["value"] for r in seen[1:]]
+    assert [r["best_value"] for r in seen[1:]] == [max(values[:k + 1]) for k in range(9)]
+    assert all(r["seconds"] >= 0 and len(r["x"]) == 3 and r["error"] is None for r in seen[1:])
+    # a resumed run starts where it was
+    seen.clear()
+    maximize(quadratic, [0, 0, 0], [10, 10, 10], budget=11, seed=0, run_dir=tmp_path, resume=True,
+             progress=seen.append)
+    assert seen[0] == {"done": 9, "budget": 11} and [r["done"] for r in seen[1:]] == [10, 11]

@@ -397,3 +397,22 @@ def test_bad_arguments_are_a_one_line_user_error(kwargs, message):
     with pytest.raises(GpLossError, match=message) as err:
         ppo_maximize(sum, args.pop("dim"), args.pop("config"), **args)
     assert "\n" not in str(err.value)
+
+
+def test_progress_is_told_of_the_start_and_of_each_result_with_the_best_so_far(tmp_path):
+    seen = []
+
+    def objective(theta):
+        if theta[0] > 0.9:
+            raise ValueError("too far")
+        return -sum((t - 0.3) ** 2 for t in theta)
+
+    config = PPOConfig(rounds=2, samples=3, updates=2, seed=1)
+    ppo_maximize(objective, 2, config, run_dir=tmp_path, progress=seen.append)
+    assert seen[0] == {"done": 0, "budget": 6} and [r["done"] for r in seen] == list(range(7))
+    assert [r["round"] for r in seen[1:]] == [0, 0, 0, 1, 1, 1]
+    values = [r["value"] for r in seen[1:]]
+    for k, r in enumerate(seen[1:]):
+        ok = [v for v in values[:k + 1] if v is not None]
+        assert r["best_value"] == (max(ok) if ok else None) and len(r["x"]) == 2
+        assert (r["value"] is None) == (r["error"] is not None)

@@ -2,9 +2,15 @@
 bad flags are one line and exit 2."""
 import importlib.util
 import json
+import os
+import socket
 from pathlib import Path
 
 import pytest
+
+from gp_loss.errors import GpLossError
+from gp_loss.runtime.run_dir import RunDir
+from gp_loss.tasks.base import TrainOutcome
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "search_pap.py"
@@ -36,9 +42,17 @@ def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, ca
     from gp_loss.pap import PAPParameters, read_pap_parameters
 
     out = tmp_path / "run"
+    # a refused setting leaves nothing behind: the same --out serves the run
+    err = _user_error(cli, capsys, ["--out", str(out), "--strategy", strategy] + TINY + ["--grid", "0"])
+    assert "--grid must be at least 1" in err and not out.exists()
     assert cli.main(["--out", str(out), "--strategy", strategy] + TINY) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "PAP-Loss, searched θ" in printed and "Focal + GIoU (fl_giou)" in printed and "±" in printed
+    # progress: a line per proxy training and per final training, as each ends
+    assert [line.split(" |")[0] for line in printed.splitlines() if line.startswith("eval ")] == \
+        (["eval 1/2 (round 1/1)", "eval 2/2 (round 1/1)"] if strategy == "ppo" else ["eval 1/2", "eval 2/2"])
+    for name in ("the searched θ", "fl_giou", "pap (identity)"):
+        assert f"final: seed 1/1 of {name} | AP " in printed, printed
     for name in ("config.json", "checkpoint.json", "theta.json", "pap_loss.py", "substitutions.png", "final.json"):
         assert (out / name).is_file(), name
     assert (out / ("results.json" if strategy == "ppo" else "history.json")).is_file()
@@ -84,6 +98,11 @@ def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, ca
     (["--device", "gpu"], "device 'gpu'"),
     (["--strategy", "surrogate", "--rounds", "1", "--samples", "1"], "at least 2 proxy trainings"),
     (["--theta", "joint"], "--theta must be one of separate, shared"),
+    (["--samples", "1"], "--strategy ppo needs --samples of at least 2"),
+    (["--threads", "100000"], "--threads must be at most 256, got 100000"),
+    (["--workers", "0"], "--workers must be at least 1"),
+    (["--workers", "100000"], "is more worker processes than this machine can hold"),
+    (["--strategy", "surrogate", "--grid", "1", "--rounds", "3", "--samples", "1"], "raise --grid"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(cli, capsys, tmp_path, argv, message):
     err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + argv)
@@ -131,3 +150,83 @@ def test_a_shared_point_is_one_function_for_all_five(cli):
     theta = grid_objective.theta([4, 10][:free])
     assert free == 2 and theta[:2] == [0.2, 0.5] and theta[2:8] == fixed[2:8] and theta[8:10] == [0.2, 0.5]
     assert cli.searched_size({"theta": "shared"}) == 9 and cli.searched_size({"theta": "separate"}) == 41
+
+
+@pytest.mark.parametrize("where,message", [
+    ("file", "is a file, not a directory"),
+    ("file/run", "is not writable"),
+    ("/proc/gp-loss-test-run", "is not writable"),
+])
+def test_an_output_directory_that_cannot_be_made_is_one_line(cli, capsys, tmp_path, where, message):
+    (tmp_path / "file").write_text("x")
+    out = where if where.startswith("/") else str(tmp_path / where)
+    assert message in _user_error(cli, capsys, ["--out", out] + TINY)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+def test_an_unwritable_output_directory_is_one_line(cli, capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert "is not writable" in _user_error(cli, capsys, ["--out", str(locked / "run")] + TINY)
+    finally:
+        locked.chmod(0o700)
+
+
+@pytest.mark.parametrize("config,holds", [
+    ({"task": {"model": "fcos"}, "run": {"bins": "default", "strategy": "dycors"}, "layout": "(3,3,3)"},
+     "holds an HPS-Det search (runs/hps_det.py), not a PAP-Loss search"),
+    ({"task": "classification", "scheme": "zero"}, "holds a classification search (runs/search_classification.py)"),
+])
+def test_resuming_a_run_of_another_kind_says_what_it_holds(cli, capsys, tmp_path, config, holds):
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "checkpoint.json").write_text("{}")
+    err = _user_error(cli, capsys, ["--resume", str(tmp_path)])
+    assert holds in err and "cannot resume it" in err and "--strategy" not in err, err
+
+
+def test_a_directory_in_use_is_refused_naming_the_holder(cli, capsys, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with RunDir(out).lock():
+        err = _user_error(cli, capsys, ["--out", str(out)] + TINY)
+    assert f"is in use by pid {os.getpid()} on {socket.gethostname()}" in err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+class _FailingTask:
+    """Every training raises inside torchvision (as with a box that overflowed to inf)."""
+
+    def proxy_fitness(self, loss, seed):
+        return TrainOutcome(0.0, "error", "ValueError: boxes must be finite")
+
+
+def test_every_proxy_training_failing_stops_with_the_reason(cli, capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "_task", lambda *args: _FailingTask())
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + TINY)
+    assert "every proxy training failed" in err and "boxes must be finite" in err, err
+
+
+def test_every_reference_training_failing_stops_the_comparison(cli, tmp_path, monkeypatch):
+    from gp_loss.runtime.parallel import Mapper
+
+    def training(job):
+        _, spec, _, seed, _, _ = job
+        failed = spec in ("fl_giou", "pap")
+        return {"seed": seed, "score": 0.0 if failed else 0.25, "status": "error" if failed else "ok",
+                "reason": "ValueError: boxes must be finite" if failed else "", "metrics": {}, "seconds": 0.1}
+
+    monkeypatch.setattr(cli, "final_training", training)
+    options = {"metric": "AP", "final_steps": 1}
+    run = {"seed": 0, "final_seeds": 2, "top_k": 500, "device": "cpu", "threads": 1, "strategy": "ppo"}
+    with Mapper("serial") as mapper, pytest.raises(GpLossError) as err:
+        cli.compare(tmp_path, options, run, [0.5] * 41, 0.1, mapper)
+    assert "every final training of fl_giou and pap failed" in str(err.value)
+    assert "boxes must be finite" in str(err.value) and not (tmp_path / "final.json").exists()
+    # one reference left: the comparison stands, the failed loss marked as such
+    monkeypatch.setattr(cli, "final_training", lambda job: {**training(job), **(
+        {"score": 0.2, "status": "ok", "reason": ""} if job[1] == "pap" else {})})
+    with Mapper("serial") as mapper:
+        report = cli.compare(tmp_path, options, run, [0.5] * 41, 0.1, mapper)
+    assert report["losses"]["fl_giou"]["failed"] and not report["losses"]["pap"]["failed"]

@@ -282,7 +282,15 @@ def test_coco_val_data_and_category_checks(tmp_path):
 @pytest.mark.parametrize("segmentation, fragment", [
     (None, "no segmentation"),
     ([[1, 2, 3]], "not a list of polygons"),
-    ([[1, 2, "3", 4, 5, 6]], "not a list of polygons"),
+    ([[1, 2, "3", 4, 5, 6]], "segmentation polygon 0 x2 must be a finite number from -1 to 31, got '3'"),
+    # every coordinate finite and inside the image (pycocotools rasterises them as C ints)
+    ([[1, 2, 3, 4, 1e308, 6]], "segmentation polygon 0 x3 must be a finite number from -1 to 31, got 1e+308"),
+    ([[1, 2, 3, 4, 5, 6], [1, float("nan"), 3, 4, 5, 6]], "segmentation polygon 1 y1 must be a finite number"),
+    ([[1, 2, 3, float("-inf"), 5, 6]], "polygon 0 y2 must be a finite number from -1 to 21, got -inf"),
+    ([[1, 2, 3, 4, 5, 6e6]], "polygon 0 y3 must be a finite number from -1 to 21, got 6000000.0: give polygon "
+                             "coordinates x1, y1, x2, y2, ... in the image's pixels (the image is 30×20)"),
+    ([[1, 2, True, 4, 5, 6]], "polygon 0 x2 must be a finite number from -1 to 31, got True"),
+    ({"size": [float(H), float(W)], "counts": [H * W]}, "RLE size"),
     ({"size": [H, W + 1], "counts": [H * W]}, "RLE size"),
     ({"size": [H, W], "counts": [H * W - 1]}, "RLE runs cover"),
     ({"size": [H, W], "counts": [H * W + 1, -1]}, "RLE runs cover"),
@@ -321,3 +329,8 @@ def test_another_device_gets_copies_of_every_tensor(digits):
         assert split.content == cpu.content and split.names == cpu.names
     assert meta.train.targets is None and all(t.device.type == "meta" for t in meta.val.targets)
     assert digits.val.targets[0].device.type == "cpu"  # the cached CPU data is left as it was
+
+
+def test_a_polygon_within_the_tolerance_past_the_edges_is_rasterised():
+    polygon = [[-0.5, -0.5, W + 0.5, -0.5, W + 0.5, H + 0.5, -0.5, H + 0.5]]  # the tolerance is 1 pixel
+    assert annotation_mask(polygon, H, W, "x").all()

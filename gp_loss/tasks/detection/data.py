@@ -6,7 +6,9 @@ Two sources, read the same way:
   handwritten digits pasted on canvases of ``image_size`` pixels, from ``data_seed``;
 - a COCO instances JSON (``file_name`` relative to its folder), checked entry by entry
   (:func:`~gp_loss.data.coco.read_instances`) and letterboxed to ``image_size``
-  (:func:`~gp_loss.data.coco.letterbox`: any aspect ratio, boxes scaled with the image).
+  (:func:`~gp_loss.data.coco.letterbox`: any aspect ratio, boxes scaled with the image). A box
+  so thin that it has no width or height in float32 once letterboxed is left out of training,
+  with a warning line, as one of no size is.
 
 Validation is a second JSON (``val_data``) or a seeded ``val_fraction`` of the first.
 Images are kept on the device as uint8 (N×3×S×S: a quarter of float32's memory) and
@@ -69,20 +71,27 @@ class DetectionData:
 
 
 def _split(dataset: dict, images: torch.Tensor, scales: torch.Tensor, rows: list[int],
-           category_index: dict[int, int]) -> tuple[torch.Tensor, list, list, list[int], torch.Tensor]:
+           category_index: dict[int, int], source: str) -> tuple[torch.Tensor, list, list, list[int], torch.Tensor]:
     """The images ``rows`` of ``dataset`` (in its ``images`` order) with their training targets."""
     by_image: dict[int, list[dict]] = {}
     for ann in dataset["annotations"]:
         if not ann.get("iscrowd", 0):  # crowd regions are ignored by COCOeval, not trained on
             by_image.setdefault(ann["image_id"], []).append(ann)
     ids = [dataset["images"][r]["id"] for r in rows]
-    boxes, classes = [], []
+    boxes, classes, thin = [], [], []
     for r, image_id in zip(rows, ids):
         anns = by_image.get(image_id, [])
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1) * float(scales[r])
-        boxes.append(xyxy)
-        classes.append(torch.tensor([category_index[a["category_id"]] for a in anns], dtype=torch.int64))
+        # A box thinner than float32 resolves at its letterboxed position has no width or height
+        # there, and the detectors refuse such a target: it is left out of training like one of no size.
+        keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        thin += [a["id"] for a, k in zip(anns, keep.tolist()) if not k]
+        boxes.append(xyxy[keep])
+        classes.append(torch.tensor([category_index[a["category_id"]] for a in anns], dtype=torch.int64)[keep])
+    if thin:
+        print(f"gp-loss: warning: {source}: {len(thin)} box(es) with no width or height once letterboxed "
+              f"(in float32) left out of training (e.g. annotation id {thin[0]})", file=sys.stderr)
     return images[rows], boxes, classes, ids, scales[rows]
 
 
@@ -96,8 +105,7 @@ def _read(path: str, image_size: int) -> tuple[dict, torch.Tensor, torch.Tensor]
 
     instances = read_instances(path)
     if instances.dropped.count:
-        print(f"gp-loss: warning: {path}: {instances.dropped.count} annotation(s) with a box of no width or "
-              f"height left out (e.g. {instances.dropped.example})", file=sys.stderr)
+        print(instances.dropped.warning(path), file=sys.stderr)
     loaded = load_images(instances, image_size)
     return instances.dataset, _to_uint8(loaded.images), loaded.scales
 
@@ -128,8 +136,8 @@ def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digi
         if val_ids != category_ids:
             raise GpLossError(f"{val_data}: its categories (ids {val_ids[:10]}) differ from those of {data} "
                               f"(ids {category_ids[:10]}): give both files the same categories list")
-        train = _split(dataset, images, scales, list(range(len(dataset["images"]))), index)
-        val = _split(val_dataset, val_images, val_scales, list(range(len(val_dataset["images"]))), index)
+        train = _split(dataset, images, scales, list(range(len(dataset["images"]))), index, data)
+        val = _split(val_dataset, val_images, val_scales, list(range(len(val_dataset["images"]))), index, val_data)
         ground_truth = coco_ground_truth(val_dataset)
     else:
         n = len(dataset["images"])
@@ -139,8 +147,8 @@ def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digi
             raise GpLossError(f"{data}: {n} image(s) with val_fraction {val_fraction} leave the "
                               f"{'validation' if n_val < 1 else 'training'} split empty: give more images, "
                               f"another val_fraction, or a validation file (--val-data)")
-        train = _split(dataset, images, scales, sorted(order[n_val:]), index)
-        val = _split(dataset, images, scales, sorted(order[:n_val]), index)
+        train = _split(dataset, images, scales, sorted(order[n_val:]), index, data)
+        val = _split(dataset, images, scales, sorted(order[:n_val]), index, data)
         ground_truth = coco_ground_truth(dataset)
     if not any(len(b) for b in train[1]):
         raise GpLossError(f"{data}: the training split has no (non-crowd) annotation: nothing to train on")

@@ -16,3 +16,15 @@ DATA_AND_SCHEDULE_FLAGS = {
     "--lr": ("lr", float, 0.02, "SGD learning rate (momentum 0.9, linear warm-up)"),
     "--warmup-steps": ("warmup_steps", int, 10, "linear warm-up steps"),
 }
+
+
+def check_data(options) -> None:
+    """Load the data of ``options`` (a checked ``DetectionOptions``) on the CPU, so that a script's data
+    error is one line before its run directory is made. Cached: a training in this process reuses it."""
+    import torch
+
+    from gp_loss.tasks.detection.data import load_detection_data
+
+    o = options
+    load_detection_data(o.data, o.val_data, o.image_size, o.canvases, o.max_digits, o.data_seed, o.split_seed,
+                        o.val_fraction, torch.device("cpu"))

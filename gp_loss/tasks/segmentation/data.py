@@ -24,7 +24,6 @@ user's own resolution.
 """
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from gp_loss.data.checks import number_in, outside_tolerance
 from gp_loss.errors import GpLossError
 
 IGNORE = 255
@@ -155,25 +155,53 @@ def _rle_string_counts(counts: bytes) -> list[int]:
     return runs
 
 
+def _check_polygons(polygons: list[list], height: int, width: int, where: str) -> None:
+    """Every polygon coordinate a finite number inside the ``width``×``height`` image, up to the tolerance
+    of :func:`~gp_loss.data.checks.outside_tolerance` (pycocotools rasterises them in C ints and would
+    overflow, or allocate for every pixel of a huge edge, where a coordinate is far out)."""
+    bounds = [(-outside_tolerance(width), width + outside_tolerance(width)),
+              (-outside_tolerance(height), height + outside_tolerance(height))]
+    fix = (f"give polygon coordinates x1, y1, x2, y2, ... in the image's pixels (the image is "
+           f"{width}×{height})")
+    for k, polygon in enumerate(polygons):
+        if _polygon_inside(polygon, bounds):  # the common case, checked in numpy
+            continue
+        for j, v in enumerate(polygon):  # names the first bad coordinate
+            lo, hi = bounds[j % 2]
+            number_in(v, lo, hi, where, f"segmentation polygon {k} {'xy'[j % 2]}{j // 2 + 1}", fix)
+
+
+def _polygon_inside(polygon: list, bounds: list[tuple[float, float]]) -> bool:
+    """Whether every coordinate of ``polygon`` is an int or float (not a bool) within ``bounds`` (x, y)."""
+    if not set(map(type, polygon)) <= {int, float}:
+        return False
+    try:
+        xy = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    except OverflowError:  # an integer beyond any float
+        return False
+    (x_lo, x_hi), (y_lo, y_hi) = bounds
+    # NaN fails every comparison, so it is never inside.
+    return bool(((xy[:, 0] >= x_lo) & (xy[:, 0] <= x_hi) & (xy[:, 1] >= y_lo) & (xy[:, 1] <= y_hi)).all())
+
+
 def annotation_mask(segmentation, height: int, width: int, where: str) -> np.ndarray | None:
     """An annotation's ``segmentation`` (polygons, RLE or uncompressed RLE) as an H×W bool mask, as
     pycocotools' ``annToMask`` decodes it; None for polygons with no area. Malformed input is one error line."""
     from pycocotools import mask as mask_utils
 
-    def number(v) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
     if isinstance(segmentation, list):  # polygons [[x1, y1, x2, y2, ...], ...]
-        if not all(isinstance(p, list) and len(p) % 2 == 0 and all(map(number, p)) for p in segmentation):
+        if not all(isinstance(p, list) and len(p) % 2 == 0 for p in segmentation):
             raise GpLossError(f"{where}: segmentation is not a list of polygons [x1, y1, x2, y2, ...] of finite "
                               f"numbers")
+        _check_polygons(segmentation, height, width, where)
         polygons = [p for p in segmentation if len(p) >= 6]  # fewer than 3 points: no area
         if not polygons:
             return None
         rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
     elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size, counts = segmentation["size"], segmentation["counts"]
-        if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
+        if (not isinstance(size, list) or len(size) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in size) or size != [height, width]):
             raise GpLossError(f"{where}: RLE size {size!r} is not the image's [height, width] [{height}, {width}]")
         if isinstance(counts, list):
             runs = counts
@@ -281,8 +309,7 @@ def _read_coco(path: str):
 
     instances = read_instances(path)
     if instances.dropped.count:
-        print(f"gp-loss: warning: {path}: {instances.dropped.count} annotation(s) with a box of no width or "
-              f"height left out (e.g. {instances.dropped.example})", file=sys.stderr)
+        print(instances.dropped.warning(path), file=sys.stderr)
     return instances
 
 

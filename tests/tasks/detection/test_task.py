@@ -142,6 +142,40 @@ def test_categories_of_the_validation_file_must_match(tmp_path):
         make_task("detection", {**TINY, "data": str(path), "val_data": str(tmp_path / "val.json")})
 
 
+def test_an_overflowing_box_stops_before_any_training_naming_file_and_annotation(tmp_path):
+    path = _coco_folder(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"][1]["bbox"] = [1e308, 1e308, 1e308, 1e308]  # finite, but inf once added or scaled
+    path.write_text(json.dumps(data))
+    with pytest.raises(GpLossError) as err:
+        make_task("detection", {**TINY, "data": str(path)})
+    assert str(err.value).startswith(f"{path}: annotations[1] (id 101): bbox width must be a finite number")
+
+
+def test_boxes_past_the_edges_train_clipped_to_their_letterboxed_image(tmp_path):
+    path = _coco_folder(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"][0]["bbox"] = [-0.5, -0.5, 80.8, 48.9]  # image 1 is 80×48: within the 1-pixel tolerance
+    path.write_text(json.dumps(data))
+    task = make_task("detection", {**TINY, "data": str(path), "val_data": str(path), "image_size": 48})
+    boxes = torch.cat(task.data.train.boxes)
+    assert torch.isfinite(boxes).all() and boxes.min() >= 0 and boxes.max() <= 48
+    assert task.data.train.boxes[0][0].tolist() == pytest.approx([0, 0, 48, 48 * 48 / 80])
+
+
+def test_a_box_too_thin_for_float32_is_left_out_of_training_with_a_warning(tmp_path, capsys):
+    path = _coco_folder(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"][0]["bbox"] = [2, 3, 1e-300, 14]  # positive, but x + width == x in float32
+    path.write_text(json.dumps(data))
+    task = make_task("detection", {**TINY, "data": str(path), "val_data": str(path), "image_size": 48})
+    assert [len(b) for b in task.data.train.boxes] == [1, 2, 2] and len(task.data.train.classes[0]) == 1
+    boxes = torch.cat(task.data.train.boxes)
+    assert ((boxes[:, 2:] > boxes[:, :2]).all())  # what the detectors require of every target
+    assert "1 box(es) with no width or height once letterboxed (in float32) left out of training (e.g. annotation " \
+           "id 100)" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("options, message", [
     ({"model": "yolo"}, "task option model must be one of fcos, retinanet, fasterrcnn, got 'yolo'"),
     ({"backbone": "vgg"}, "task option backbone must be one of resnet18, resnet34, resnet50, small"),
