@@ -46,7 +46,7 @@ from gp_loss.errors import GpLossError  # noqa: E402
 from gp_loss.evolution.script import run_script  # noqa: E402
 from gp_loss.runtime.atomic import write_bytes_atomic, write_text_atomic  # noqa: E402
 from gp_loss.runtime.parallel import WorkerDied  # noqa: E402
-from gp_loss.runtime.terminal import safe_line  # noqa: E402
+from gp_loss.runtime.terminal import safe_line, safe_text  # noqa: E402
 from gp_loss.tasks.base import FAILED_STATUSES as FAILED  # noqa: E402
 from gp_loss.tasks.detection.script_flags import DATA_AND_SCHEDULE_FLAGS  # noqa: E402
 
@@ -124,7 +124,7 @@ def check_settings(settings: dict) -> dict:
     ``options`` (the task options, a dict, ``aspect_bins`` from the layout), ``layout``, the bounds
     ``lower`` / ``upper`` of s, ``n_init`` and ``budget``.
     """
-    from gp_loss.evolution.config import MAX_TORCH_THREADS
+    from gp_loss.evolution.config import MAX_FINAL_SEEDS, MAX_TORCH_THREADS
     from gp_loss.hps import STRATEGIES
     from gp_loss.hps.design import check_size
     from gp_loss.hps.space import Box
@@ -149,6 +149,8 @@ def check_settings(settings: dict) -> dict:
         _count(run[name], name, minimum)
     if run["threads"] > MAX_TORCH_THREADS:
         raise GpLossError(f"--threads must be at most {MAX_TORCH_THREADS}, got {run['threads']}")
+    if run["final_seeds"] > MAX_FINAL_SEEDS:
+        raise GpLossError(f"--final-seeds must be at most {MAX_FINAL_SEEDS}, got {run['final_seeds']}")
     if not 0 <= run["seed"] <= 2**32 - 1:
         raise GpLossError(f"--seed must be in [0, 2**32 - 1], got {run['seed']}")
     if run["max_seconds"] is not None and not (run["max_seconds"] > 0 and math.isfinite(run["max_seconds"])):
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"HPS-Det: {options['model']} ({options['backbone']}), layout {layout.notation()} = "
                   f"{layout.size} bins, s in [1, {plan['upper'][0]}], budget {plan['budget']} proxy trainings "
                   f"({plan['n_init']} in the initial design), {options['proxy_steps']} steps each; run directory "
-                  f"{out}", flush=True)
+                  f"{safe_line(out)}", flush=True)
             with Mapper(map_kind(run), run["workers"], run["device"]) as mapper:
                 started = time.perf_counter()
                 result = search(out, plan, run, resume, mapper)
@@ -357,14 +359,14 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 report = compare(out, options, run, result.best_x, metric, mapper)
     except GpLossError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(safe_text(f"error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: continue with --resume {out}" if out else "interrupted", file=sys.stderr)
+        print(f"interrupted: continue with --resume {safe_line(out)}" if out else "interrupted", file=sys.stderr)
         return 130
     except WorkerDied as err:
-        print(f"error: a worker process died (killed, or out of memory?): {str(err).rstrip('.')}. "
-              f"Continue with --resume {out}", file=sys.stderr)
+        print(safe_text(f"error: a worker process died (killed, or out of memory?): {str(err).rstrip('.')}. "
+              f"Continue with --resume {out}"), file=sys.stderr)
         return 1
     d, b = report["dynamic"], report["default"]
     print(f"\n{metric} after {options['final_steps']} steps, seeds {report['seeds']}:")
@@ -375,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         print(f"  {(label + ':').ljust(width)}{value}")
-    print(f"\nrun directory: {out} (best.json, final.json, history.csv, history.json, ap_over_iterations.png, "
-          f"checkpoint.json)")
+    print(f"\nrun directory: {safe_line(out)} (best.json, final.json, history.csv, history.json, "
+          f"ap_over_iterations.png, checkpoint.json)")
     return 0
 
 

@@ -58,7 +58,7 @@ from gp_loss.errors import GpLossError  # noqa: E402
 from gp_loss.evolution.script import run_script  # noqa: E402
 from gp_loss.runtime.atomic import write_text_atomic  # noqa: E402
 from gp_loss.runtime.parallel import WorkerDied  # noqa: E402
-from gp_loss.runtime.terminal import safe_line  # noqa: E402
+from gp_loss.runtime.terminal import safe_line, safe_text  # noqa: E402
 from gp_loss.tasks.base import FAILED_STATUSES as FAILED  # noqa: E402
 from gp_loss.tasks.detection.script_flags import DATA_AND_SCHEDULE_FLAGS  # noqa: E402
 
@@ -92,6 +92,9 @@ RUN_FLAGS = {
 # Settings that may differ on --resume (the rest must match the stored run).
 RESUMABLE = {"workers", "device", "threads", "final_seeds"}
 THETA_MODES = ("separate", "shared")
+# θ drawn per round: each is a proxy training, and the round's draws are one tensor (a mistyped
+# count of 1e9 asks for hundreds of GB); the paper draws 8.
+MAX_SAMPLES = 10_000
 
 
 def searched_size(run: dict) -> int:
@@ -136,7 +139,7 @@ def map_kind(run: dict) -> str:
 def check_settings(settings: dict) -> dict:
     """Checked task options (a dict): every setting checked and the data loaded once, before anything is
     created."""
-    from gp_loss.evolution.config import MAX_TORCH_THREADS
+    from gp_loss.evolution.config import MAX_FINAL_SEEDS, MAX_TORCH_THREADS
     from gp_loss.pap import PPOConfig
     from gp_loss.runtime.device import check_device
     from gp_loss.runtime.parallel import Mapper
@@ -156,6 +159,10 @@ def check_settings(settings: dict) -> dict:
             raise GpLossError(f"--{name.replace('_', '-')} must be at least {minimum}, got {run[name]}")
     if run["threads"] > MAX_TORCH_THREADS:
         raise GpLossError(f"--threads must be at most {MAX_TORCH_THREADS}, got {run['threads']}")
+    if run["final_seeds"] > MAX_FINAL_SEEDS:
+        raise GpLossError(f"--final-seeds must be at most {MAX_FINAL_SEEDS}, got {run['final_seeds']}")
+    if run["samples"] > MAX_SAMPLES:
+        raise GpLossError(f"--samples must be at most {MAX_SAMPLES}, got {run['samples']}")
     if not 0 <= run["seed"] <= 2**32 - 1:
         raise GpLossError(f"--seed must be in [0, 2**32 - 1], got {run['seed']}")
     if run["strategy"] == "ppo":
@@ -411,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             out = run_dir.path
             write_text_atomic(out / "config.json", json.dumps(settings, indent=1) + "\n")
             print(f"PAP-Loss search: {options['model']} ({options['backbone']}, {options['image_size']} px), "
-                  f"{how}: {budget} proxy trainings of {options['proxy_steps']} steps; run directory {out}",
+                  f"{how}: {budget} proxy trainings of {options['proxy_steps']} steps; run directory {safe_line(out)}",
                   flush=True)
             with Mapper(map_kind(run), run["workers"], run["device"]) as mapper:
                 started = time.perf_counter()
@@ -427,14 +434,14 @@ def main(argv: list[str] | None = None) -> int:
                           f"(the searched θ, fl_giou, pap; seeds {seeds})", flush=True)
                     report = compare(out, options, run, best, proxy_best, mapper)
     except GpLossError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(safe_text(f"error: {err}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"interrupted: continue with --resume {out}" if out else "interrupted", file=sys.stderr)
+        print(f"interrupted: continue with --resume {safe_line(out)}" if out else "interrupted", file=sys.stderr)
         return 130
     except WorkerDied as err:
-        print(f"error: a worker process died (killed, or out of memory?): {str(err).rstrip('.')}. "
-              f"Continue with --resume {out}", file=sys.stderr)
+        print(safe_text(f"error: a worker process died (killed, or out of memory?): {str(err).rstrip('.')}. "
+              f"Continue with --resume {out}"), file=sys.stderr)
         return 1
     metric = report["metric"]
     print(f"\n{metric} after {report['final_steps']} steps, seeds {report['seeds']} (mean ± std):")
@@ -446,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         value = "failed (every seed)" if row.get("failed") else f"{row['mean']:.4f} ± {row['std']:.4f}"
         print(f"  {(label + ':').ljust(width)}{value}")
     own = "results.json, checkpoint.json" if run["strategy"] == "ppo" else "history.json, checkpoint.json"
-    print(f"\nrun directory: {out} (theta.json, pap_loss.py, substitutions.png, final.json, {own})")
+    print(f"\nrun directory: {safe_line(out)} (theta.json, pap_loss.py, substitutions.png, final.json, {own})")
     return 0
 
 

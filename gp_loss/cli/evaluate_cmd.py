@@ -160,15 +160,15 @@ def losses_from(specs: list[str], info, options) -> list[tuple[str, object]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gp_loss.evolution.config import MAX_TORCH_THREADS, retrain_seeds
+    from gp_loss.evolution.config import MAX_FINAL_SEEDS, MAX_TORCH_THREADS, retrain_seeds
     from gp_loss.metrics import mean_defined, std_defined
     from gp_loss.runtime.device import check_device, resolve_device
     from gp_loss.runtime.threads import torch_threads
     from gp_loss.tasks import make_task, task_info
 
     info = task_info(args.task)
-    if args.seeds < 1:
-        raise GpLossError(f"--seeds must be at least 1, got {args.seeds}")
+    if not 1 <= args.seeds <= MAX_FINAL_SEEDS:
+        raise GpLossError(f"--seeds must be from 1 to {MAX_FINAL_SEEDS}, got {args.seeds}")
     if args.seed < 0:
         raise GpLossError(f"--seed must be 0 or more, got {args.seed}")
     if not 1 <= args.threads <= MAX_TORCH_THREADS:

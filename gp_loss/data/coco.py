@@ -162,6 +162,8 @@ def read_instances(path: str | Path) -> Instances:
         raise GpLossError(f"cannot read {path}: {err}") from None
     except json.JSONDecodeError as err:
         raise GpLossError(f"{path} is not valid JSON (truncated?): {err}") from None
+    except ValueError as err:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise GpLossError(f"{path} is not a COCO instances file: {' '.join(str(err).split())[:200]}") from None
     except RecursionError:
         raise GpLossError(f"{path} nests its JSON too deeply to be a COCO instances file") from None
     if not isinstance(data, dict):

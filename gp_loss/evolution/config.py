@@ -51,6 +51,9 @@ MAX_SEED = 2**32 - 1
 MAX_TREE_HEIGHT = 17
 # Threads per evaluation beyond any machine's cores: more only fail to start (or crash BLAS).
 MAX_TORCH_THREADS = 256
+# Seeds of a final retraining, each a full training of every compared loss: far beyond any
+# affordable protocol, and the jobs of a mistyped count (1e8) fill the memory before the first runs.
+MAX_FINAL_SEEDS = 1000
 
 
 @dataclass
@@ -165,6 +168,8 @@ class SearchConfig:
                 raise GpLossError(f"{name} must be positive, got {v}")
         if self.torch_threads > MAX_TORCH_THREADS:
             raise GpLossError(f"torch_threads must be at most {MAX_TORCH_THREADS}, got {self.torch_threads}")
+        if self.final_seeds > MAX_FINAL_SEEDS:
+            raise GpLossError(f"final_seeds must be at most {MAX_FINAL_SEEDS}, got {self.final_seeds}")
         for name in ("branches", "start"):
             mapping = getattr(self, name)
             for key, value in mapping.items():

@@ -1,6 +1,7 @@
 """Run a search end to end: run directory, resume, the evolution loop, the final retraining."""
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 
@@ -19,7 +20,7 @@ from gp_loss.runtime.device import machine_facts
 from gp_loss.runtime.parallel import Mapper
 from gp_loss.runtime.progress import Progress, map_reporting
 from gp_loss.runtime.terminal import safe_line, safe_text
-from gp_loss.runtime.run_dir import JsonlLine, RunDir, jsonl_digest
+from gp_loss.runtime.run_dir import JsonlLine, RunDir, check_kind, claim_new_run, jsonl_digest, run_kind
 
 
 # What a run that stopped before its first training leaves (besides an empty evaluations.jsonl).
@@ -34,6 +35,10 @@ def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | No
     the checkpoint holds it, so an edited ``config.json`` is caught as surely as
     a flag that disagrees. The caller holds the directory's lock.
     """
+    if run_kind(run.path) not in (None, "search"):  # an HPS-Det or PAP-Loss run: never read as a search's
+        if resume:
+            check_kind(run.path, "search")
+        claim_new_run(run, "search")
     if not resume:
         found = [name for name in RUN_FILES if run.exists(name)]
         if found and set(found) <= UNSTARTED_FILES and not run.read_jsonl_lines(EVALUATIONS):
@@ -116,13 +121,24 @@ def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
             aside.append((line, f"slot {record['slot']} recorded after slot {max(recovered)}"))
         else:
             missing = [k for k in ("formulas", "fitness", "seconds", "evaluation") if k not in record]
+            # Reused as they stand (a training's score and time): an edited value must not reach the search.
+            bad = [k for k, low in (("fitness", -math.inf), ("seconds", 0.0))
+                   if k in record and not _number_at_least(record[k], low)]
             if missing:
                 aside.append((line, f"lacks {', '.join(missing)}"))
+            elif bad:
+                aside.append((line, f"unusable {', '.join(bad)} (a finite number is needed; seconds 0 or more)"))
             else:
                 recovered[record["slot"]] = line
     recorder.resume_evaluations(head, list(recovered.values()), aside)
     recorder.resumed(search)
     search.recovered = recovered
+
+
+def _number_at_least(value: object, low: float) -> bool:
+    """``value`` is a finite int or float (not a bool) of at least ``low``."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value >= low)
 
 
 def final_evaluation(search: Search) -> dict:

@@ -18,7 +18,7 @@ from typing import Callable
 from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_files import read_stored_config
-from gp_loss.runtime.run_dir import RunDir
+from gp_loss.runtime.run_dir import RunDir, check_kind
 from gp_loss.runtime.terminal import safe_line, safe_text
 from gp_loss.runtime.parallel import MAPS, WorkerDied, fail_scoop_launch
 
@@ -149,6 +149,7 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Defau
     if given.get("deterministic"):
         overrides["deterministic"] = True
     if resume:
+        check_kind(out, "search")  # an HPS-Det or PAP-Loss run's config.json is not a SearchConfig
         base = read_stored_config(RunDir(out))
         if base is None:
             raise GpLossError(f"nothing to resume in {out}: it has no config.json")

@@ -296,8 +296,9 @@ class Search:
                                                              f"bred again with these formulas on resume")
                                      for s in passed])
         if result.outcome != "recorded" and self.recovered:
-            self.recorder.set_aside([(line, f"moved: slot {slot} was trained anew on resume before slot {s}; "
-                                            f"written again after it if reused")
+            self.recorder.set_aside([(line, f"moved: generation {self.generation} was bred differently on resume "
+                                            f"from slot {slot} on; written again after slot {slot}'s new record "
+                                            f"if slot {s} is reused")
                                      for s, line in sorted(self.recovered.items())])
         if result.outcome == "recorded":
             record = self.recovered.pop(slot).record

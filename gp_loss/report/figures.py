@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from gp_loss.report.curves import CurveData, Sweep
+from gp_loss.runtime.terminal import safe_line
 
 DPI = 90
 FOUND_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
@@ -29,8 +30,12 @@ def _plt():
 
 
 def plain(text: object, limit: int = 40) -> str:
-    """``text`` safe as a matplotlib label: ``$`` and backslashes escaped (no mathtext), cut to ``limit``."""
-    s = str(text)
+    """``text`` safe as a matplotlib label: ``$`` and backslashes escaped (no mathtext), cut to ``limit``.
+
+    Control and bidi characters are shown as escapes first: matplotlib warns of a glyph it lacks on
+    stderr, quoting the character raw, so an escape sequence in a run file would reach the terminal.
+    """
+    s = safe_line(text)
     s = s if len(s) <= limit else s[:limit - 1] + "…"
     return s.replace("\\", "\\\\").replace("$", "\\$")
 

@@ -30,6 +30,7 @@ from gp_loss.report import figures
 from gp_loss.report.collect import RunFiles, finite, number
 from gp_loss.report.formulas import Formula, Formulas, kind_of
 from gp_loss.report.legend import operator_legend
+from gp_loss.runtime.terminal import safe_text
 from gp_loss.report.units import UNIT, metric_label, metric_value, scaled
 
 CURVE_TOP = 3  # found losses drawn per branch
@@ -63,8 +64,9 @@ td ul{margin:0;padding-left:18px}
 
 
 def e(value: object) -> str:
-    """Escaped text of anything from the run directory."""
-    return html.escape(str(value), quote=True)
+    """Escaped text of anything from the run directory: HTML's special characters, and control characters
+    and bidirectional overrides shown as visible escapes (a browser would otherwise reorder the text)."""
+    return html.escape(safe_text(value), quote=True)
 
 
 def data_uri(png: bytes) -> str:
@@ -202,6 +204,8 @@ class Page:
                              f"{metric_value(fb['mean'])} ± {metric_value(fb['std'])}) {verdict} the best baseline "
                              f"({e(bb['name'])}, {metric_value(bb['mean'])} ± {metric_value(bb['std'])}) on "
                              f"{e(metric_label(final['metric']))}.")
+            if isinstance(final.get("load_dependence"), str):  # a time limit stopped trainings or candidates
+                parts.append(f"<b>Warning</b>: {e(final['load_dependence'])}.")
         elif run.baselines and rows:
             name, value = max(run.baselines.items(), key=lambda kv: kv[1] if finite(kv[1]) else -math.inf)
             parts.append(f"Best baseline on the proxy: {e(name)}, {e(metric_label(self.val_metric))} "

@@ -182,10 +182,12 @@ class _BrokerWatchdog:
     """
 
     PROBE_S = 5.0
+    CONNECT_WAIT_S = 10.0
 
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
         self._stop = threading.Event()
+        self._connected = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gp-loss scoop broker watchdog", daemon=True)
 
     @classmethod
@@ -201,6 +203,9 @@ class _BrokerWatchdog:
         watchdog = cls(timeout_s)
         watchdog._address = f"tcp://{broker.hostname}:{broker.task_port}"
         watchdog._thread.start()
+        # Connected before the search starts: a broker that dies before its connection is made sends no
+        # disconnection, and would be noticed only after timeout_s.
+        watchdog._connected.wait(cls.CONNECT_WAIT_S)
         return watchdog
 
     def _run(self) -> None:
@@ -211,7 +216,7 @@ class _BrokerWatchdog:
         sock.setsockopt(zmq.LINGER, 0)
         # The broker's process ending (`python -m scoop` killed) closes its connections at once:
         # the search need not wait out the timeout to know that no job will come back.
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        monitor = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
@@ -226,8 +231,11 @@ class _BrokerWatchdog:
                     if sock in ready:
                         sock.recv_multipart()
                         last_answer = time.monotonic()
-                    if monitor in ready and recv_monitor_message(monitor)["event"] == zmq.EVENT_DISCONNECTED \
-                            and not self._stop.is_set():
+                        self._connected.set()
+                    event = recv_monitor_message(monitor)["event"] if monitor in ready else None
+                    if event == zmq.EVENT_CONNECTED:
+                        self._connected.set()
+                    if event == zmq.EVENT_DISCONNECTED and not self._stop.is_set():
                         self._give_up("SCOOP's broker closed its connection: the `python -m scoop` process "
                                       "ended (killed?)")
                 silent = time.monotonic() - last_answer
@@ -275,6 +283,8 @@ class Mapper:
             # jobs set their own torch thread count.
             # A process pool whose map fails (BrokenProcessPool -> WorkerDied) when a worker is
             # killed, where multiprocessing.Pool would wait forever for the job it lost.
+            # Read by gp_loss/__init__.py in each worker as it starts: the workers of this process die with it.
+            os.environ[WORKER_MARK] = str(os.getpid())
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"),
                 initializer=_die_with_parent, initargs=(os.getpid(),))
@@ -358,6 +368,7 @@ class Mapper:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+            _forget_worker_mark()
 
     def __enter__(self) -> "Mapper":
         return self
@@ -376,11 +387,19 @@ class Mapper:
             for process in processes:
                 process.join()
             self._pool = None
+            _forget_worker_mark()
 
 
 # -- no worker outlives its search ---------------------------------------------------
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+WORKER_MARK = "GP_LOSS_SEARCH_PID"  # set while a pool starts workers: see gp_loss/__init__.py
+
+
+def _forget_worker_mark() -> None:
+    """No more workers of this process start: later children of it (a subprocess) are not marked."""
+    if os.environ.get(WORKER_MARK) == str(os.getpid()):
+        del os.environ[WORKER_MARK]
 PARENT_POLL_S = 0.5
 
 

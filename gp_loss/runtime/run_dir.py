@@ -118,8 +118,8 @@ class RunDir:
             return None
         try:
             return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise GpLossError(f"{path} is not readable JSON ({err})") from None
+        except (OSError, UnicodeDecodeError, ValueError) as err:  # ValueError: bad JSON, or a too long integer
+            raise GpLossError(f"{path} is not readable JSON ({' '.join(str(err).split())[:200]})") from None
         except RecursionError:
             raise GpLossError(f"{path} is not readable JSON (nested too deeply to be one of gp-loss's files)") from None
 

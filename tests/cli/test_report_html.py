@@ -438,3 +438,25 @@ def test_the_page_explains_the_operators_it_draws_by_name(tmp_path, capsys):
     legend = page.split("Operators drawn by name")[1].split("</div>")[0]
     assert f"slog(x) = {get_kind('zero').operators['log'].definition}" in legend
     assert "&quot;log&quot; in the formula text of kind zero" in legend
+
+
+def test_a_run_whose_results_depend_on_load_says_so(cls_run, capsys):
+    final = json.loads((cls_run / "final.json").read_text())
+    note = "2 proxy trainings hit the time limit (eval_time_limit_s) and scored 0: these results depend on the load"
+    (cls_run / "final.json").write_text(json.dumps({**final, "load_dependence": note}))
+    glance = _page(capsys, cls_run).split('class="glance">')[1].split("</div>")[0]
+    assert f"<b>Warning</b>: {note}." in glance
+    assert main(["report", str(cls_run)]) == 0
+    assert f"warning: {note}" in capsys.readouterr().out
+
+
+def test_control_characters_and_bidi_overrides_are_shown_escaped_on_the_page(cls_run, capsys):
+    hof = json.loads((cls_run / "hall_of_fame.json").read_text())
+    row = hof["hall_of_fame"][0]
+    name = "cls\u202etxt.exe\x1b]52;c;ZXZpbA==\x07"
+    row["formulas"][name] = "neg(x)"
+    row["kinds"][name] = "cls"
+    (cls_run / "hall_of_fame.json").write_text(json.dumps(hof))
+    page = _page(capsys, cls_run)
+    assert "\u202e" not in page and "\x1b" not in page and "\x07" not in page
+    assert "cls\\u202etxt.exe\\x1b]52;c;ZXZpbA==\\x07" in page

@@ -52,9 +52,10 @@ def test_run_commands_reject_bad_input(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--out", str(tmp_path / "x.py")]) == 2  # no hall of fame
     assert main(["evaluate", "--loss", "nonsense"]) == 2
     assert main(["evaluate", "--loss", "ce", "--seeds", "0"]) == 2
+    assert main(["evaluate", "--loss", "ce", "--seeds", "1001"]) == 2  # before any training
     assert main(["evaluate", "--loss", "ce", "--data", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "not a run directory" in err
+    assert "Traceback" not in err and "not a run directory" in err and "--seeds must be from 1 to 1000" in err
 
 
 def test_evaluate_ranks_ce_above_an_inverted_loss(capsys):

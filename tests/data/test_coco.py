@@ -235,3 +235,7 @@ def test_an_image_over_the_pixel_limit_is_one_line(tmp_path, monkeypatch):
 
 def test_deeply_nested_json_is_one_line(tmp_path):
     assert "nests its JSON too deeply" in _error(_write(tmp_path, "[" * 100_000 + "]" * 100_000))
+
+
+def test_an_integer_too_long_to_convert_is_one_line(tmp_path):
+    assert "is not a COCO instances file" in _error(_write(tmp_path, '{"images": [' + "9" * 5000 + "]}"))

@@ -57,6 +57,7 @@ def test_default_lists_are_not_shared_between_instances():
     ({"init_depth": 100}, "init_depth"),
     ({"init_depth": 13}, "init_depth"),  # deeper than max_height (12)
     ({"max_height": 18}, "max_height"),
+    ({"final_seeds": 10**8}, "final_seeds must be at most 1000"),
     ({"task_options": {"lr": float("nan")}}, "lr"),
     ({"task_options": {"train_fraction": float("inf")}}, "train_fraction"),
 ])

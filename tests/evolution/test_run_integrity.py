@@ -269,7 +269,9 @@ def test_a_kept_record_bred_differently_on_resume_is_set_aside_before_it_leaves(
     assert _without_seconds(after) == _without_seconds(_lines(finished))
     aside = [json.loads(line) for line in (run / "evaluations.set_aside.jsonl").read_text().splitlines()]
     assert [a["text"] for a in aside] == [stale_text, lines[4]]
-    assert all("moved: slot 0 was trained anew on resume" in a["reason"] for a in aside)
+    assert [a["reason"] for a in aside] == [
+        f"moved: generation 1 was bred differently on resume from slot 0 on; written again after slot 0's new "
+        f"record if slot {s} is reused" for s in (0, 1)]
     assert after[4] == lines[4]  # slot 1's record, reused and written again after slot 0's
 
 
@@ -300,3 +302,18 @@ def test_a_run_that_stopped_before_its_first_training_leaves_its_out_usable(tmp_
     # A run with trainings on disk is never started anew.
     with pytest.raises(GpLossError, match="already holds a run"):
         run_search(tiny(seed=4), str(run), progress=False)
+
+
+def test_another_scripts_run_is_neither_resumed_nor_replaced(tmp_path):
+    run = tmp_path / "hps"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": {"model": "fcos"}, "run": {"bins": "default"}}))
+    (run / "checkpoint.json").write_text("{}")
+    (run / "history.json").write_text("[]")
+    before = _files(run)
+    with pytest.raises(GpLossError, match=r"holds an HPS-Det search \(runs/hps_det.py\), not an evolutionary "
+                                          r"loss search"):
+        run_search(tiny(), str(run), resume=True, progress=False)
+    with pytest.raises(GpLossError, match=r"holds an HPS-Det search \(runs/hps_det.py\): choose another --out"):
+        run_search(tiny(), str(run), progress=False)
+    assert {k: v for k, v in _files(run).items() if k != ".lock"} == before

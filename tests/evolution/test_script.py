@@ -62,6 +62,14 @@ def test_resume_a_dir_without_a_run(cli, capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1 and "nothing to resume" in err
 
 
+def test_resume_of_an_hps_det_run_names_what_it_holds(cli, capsys, tmp_path):
+    run = tmp_path / "hps"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"task": {"model": "fcos"}, "run": {"bins": "default"}}))
+    err = _user_error(cli, capsys, ["--resume", str(run)])
+    assert len(err.strip().splitlines()) == 1 and "holds an HPS-Det search (runs/hps_det.py)" in err
+
+
 def test_out_and_resume_differ(cli, capsys, tmp_path):
     err = _user_error(cli, capsys, ["--out", str(tmp_path / "a"), "--resume", str(tmp_path / "b")])
     assert "not both" in err

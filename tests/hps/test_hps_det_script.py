@@ -106,6 +106,7 @@ def test_the_default_budget_is_the_initial_design_and_ten_more(cli, capsys, tmp_
     (["--proxy-steps", "0"], "proxy_steps must be in"),
     (["--device", "gpu"], "device 'gpu'"),
     (["--threads", "100000"], "--threads must be at most 256, got 100000"),
+    (["--final-seeds", "100000000"], "--final-seeds must be at most 1000, got 100000000"),
     (["--workers", "0"], "--workers must be at least 1"),
     (["--workers", "100000"], "is more worker processes than this machine can hold"),
     (["--seed", "-1"], "--seed must be in [0, 2**32 - 1]"),
@@ -120,6 +121,11 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, capsys, tmp_path, argv, m
 
 def test_resume_of_a_directory_without_a_run(cli, capsys, tmp_path):
     assert "no run to resume" in _user_error(cli, capsys, ["--resume", str(tmp_path)])
+
+
+def test_an_error_naming_a_hostile_path_shows_its_control_characters_as_escapes(cli, capsys, tmp_path):
+    err = _user_error(cli, capsys, ["--resume", str(tmp_path / "a\x1b]52;c;ZXZpbA==\x07\u202eb")])
+    assert "no run to resume" in err and "\\x1b]52" in err and not any(c in err for c in "\x1b\x07\u202e")
 
 
 @pytest.mark.parametrize("where,message", [

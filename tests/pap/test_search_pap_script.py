@@ -100,6 +100,8 @@ def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, ca
     (["--theta", "joint"], "--theta must be one of separate, shared"),
     (["--samples", "1"], "--strategy ppo needs --samples of at least 2"),
     (["--threads", "100000"], "--threads must be at most 256, got 100000"),
+    (["--final-seeds", "100000000"], "--final-seeds must be at most 1000, got 100000000"),
+    (["--samples", "1000000000"], "--samples must be at most 10000, got 1000000000"),
     (["--workers", "0"], "--workers must be at least 1"),
     (["--workers", "100000"], "is more worker processes than this machine can hold"),
     (["--strategy", "surrogate", "--grid", "1", "--rounds", "3", "--samples", "1"], "raise --grid"),
@@ -114,6 +116,11 @@ def test_unparsable_flag_and_missing_resume_exit_2(cli, capsys, tmp_path):
     assert cli.main(["--rounds", "many"]) == 2
     capsys.readouterr()
     assert "no run to resume" in _user_error(cli, capsys, ["--resume", str(tmp_path / "none")])
+
+
+def test_an_error_naming_a_hostile_path_shows_its_control_characters_as_escapes(cli, capsys, tmp_path):
+    err = _user_error(cli, capsys, ["--resume", str(tmp_path / "a\x1b]52;c;ZXZpbA==\x07\u202eb")])
+    assert "no run to resume" in err and "\\x1b]52" in err and not any(c in err for c in "\x1b\x07\u202e")
 
 
 @pytest.mark.parametrize("theta,size", [("separate", 41), ("shared", 9)])

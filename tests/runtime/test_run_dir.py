@@ -41,6 +41,13 @@ def test_json_round_trip_and_errors_name_the_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["final.json"]  # no temporary file left
 
 
+def test_json_with_an_integer_too_long_to_convert_is_a_user_error(tmp_path):
+    run = RunDir(tmp_path)
+    run.file("final.json").write_text('{"n": ' + "9" * 5000 + "}")
+    with pytest.raises(GpLossError, match="final.json is not readable JSON"):
+        run.read_json("final.json")
+
+
 def test_csv_has_a_column_for_every_key(tmp_path):
     run = RunDir(tmp_path)
     run.write_csv("rows.csv", [])
