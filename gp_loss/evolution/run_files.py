@@ -29,10 +29,6 @@ BASELINES = "baselines.json"
 FINAL = "final.json"
 PLOT = "fitness.png"
 MACHINE = "machine.json"  # where the run last ran: not a result, so apart from final.json
-# The files whose presence means a run was made here (a new run refuses such a directory
-# when it has no config.json to check them against).
-RUN_FILES = (CONFIG, EVALUATIONS, SET_ASIDE, LOGBOOK, HALL_OF_FAME_JSON, BASELINES, FINAL, MACHINE, "checkpoint.json",
-             "checkpoint.prev.json", "checkpoint.corrupt.json")
 
 
 def read_stored_config(run: RunDir) -> dict | None:

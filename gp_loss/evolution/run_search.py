@@ -12,7 +12,7 @@ from gp_loss.evolution.config import SearchConfig, config_diff, with_added_field
 from gp_loss.evolution.individual import formulas_of
 from gp_loss.evolution.jobs import TrainJob
 from gp_loss.evolution.recorder import Recorder
-from gp_loss.evolution.run_files import CONFIG, EVALUATIONS, MACHINE, RUN_FILES, read_stored_config
+from gp_loss.evolution.run_files import CONFIG, EVALUATIONS, MACHINE, read_stored_config
 from gp_loss.evolution.search import Search
 from gp_loss.metrics import mean_defined
 from gp_loss.runtime.checkpoint import load_checkpoint
@@ -20,11 +20,11 @@ from gp_loss.runtime.device import machine_facts
 from gp_loss.runtime.parallel import Mapper
 from gp_loss.runtime.progress import Progress, map_reporting
 from gp_loss.runtime.terminal import safe_line, safe_text
-from gp_loss.runtime.run_dir import JsonlLine, RunDir, check_kind, claim_new_run, jsonl_digest, run_kind
+from gp_loss.runtime.run_dir import JsonlLine, RunDir, check_kind, claim_new_run, jsonl_digest
 
 
-# What a run that stopped before its first training leaves (besides an empty evaluations.jsonl).
-UNSTARTED_FILES = {CONFIG, EVALUATIONS, MACHINE, "checkpoint.json", "checkpoint.prev.json"}
+# What a search writes before its first training, besides config.json (and an empty evaluations.jsonl).
+UNSTARTED_FILES = frozenset({MACHINE, "checkpoint.json", "checkpoint.prev.json"})
 
 
 def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | None, list[str]]:
@@ -35,28 +35,15 @@ def open_run(config: SearchConfig, run: RunDir, resume: bool) -> tuple[dict | No
     the checkpoint holds it, so an edited ``config.json`` is caught as surely as
     a flag that disagrees. The caller holds the directory's lock.
     """
-    if run_kind(run.path) not in (None, "search"):  # an HPS-Det or PAP-Loss run: never read as a search's
-        if resume:
-            check_kind(run.path, "search")
-        claim_new_run(run, "search")
     if not resume:
-        found = [name for name in RUN_FILES if run.exists(name)]
-        if found and set(found) <= UNSTARTED_FILES and not run.read_jsonl_lines(EVALUATIONS):
+        if claim_new_run(run, "search", UNSTARTED_FILES):
             # A run that stopped before its first training (a worker that would not start, data that
             # failed to load): it holds no result, so the same --out starts it anew with new settings.
-            print(f"gp-loss: note: {run.path} holds a run that stopped before its first training; "
-                  f"starting it anew", file=sys.stderr)
-            for name in found:
-                run.file(name).unlink()
-            found = []
-        if CONFIG in found:
-            raise GpLossError(f"{run.path} already holds a run: continue it with --resume {run.path}, "
-                              f"or choose another --out")
-        if found:
-            raise GpLossError(f"{run.path} holds files of an earlier run ({', '.join(found)}) but no "
-                              f"config.json to check them against: choose another --out, or move them away")
+            print(safe_line(f"gp-loss: note: {run.path} holds a run that stopped before its first training; "
+                            f"starting it anew"), file=sys.stderr)
         run.write_json(CONFIG, config.to_dict())
         return None, []
+    check_kind(run.path, "search")  # an HPS-Det or PAP run is never read as a search's
     stored = read_stored_config(run)
     if stored is None:
         raise GpLossError(f"nothing to resume in {run.path}: it has no config.json")

@@ -285,19 +285,25 @@ def check_kind(path: str | os.PathLike, kind: str) -> None:
                           f"resume it; continue it with its own script, or give this one another directory")
 
 
-def claim_new_run(run: RunDir, kind: str) -> None:
+def claim_new_run(run: RunDir, kind: str, unstarted: frozenset[str] = frozenset()) -> bool:
     """A new run of ``kind`` may be made in ``run``, or a one-line error; the caller holds its lock.
 
-    A run that stopped before it saved anything (its ``config.json`` alone) holds nothing of value:
-    the new run takes its place. Files of no run are left alone.
+    A run that stopped before it saved anything holds nothing of value, and the new run takes its
+    place: its ``config.json`` alone, empty files, or only ``unstarted`` files (those a run of ``kind``
+    writes before its first result, e.g. a search's first checkpoint), which are then removed.
+    Files of no run are left alone. Returns whether such a run was replaced (the caller says so).
     """
-    saved = [name for name in RESULT_FILES if run.exists(name)]
+    saved = [name for name in RESULT_FILES if run.exists(name) and run.file(name).stat().st_size]
     if not saved:
-        return
+        return run.exists("config.json")
+    if set(saved) <= unstarted and run_kind(run.path) in (None, kind):
+        for name in saved:
+            run.file(name).unlink()
+        return True
     if run.exists("config.json") and run_kind(run.path) == kind:
         raise GpLossError(f"{run.path} already holds a run: continue it with --resume {run.path}, "
                           f"or choose another --out")
-    if run_kind(run.path) is not None:
+    if run_kind(run.path) not in (None, kind):
         raise GpLossError(f"{run.path} holds {describe_run(run.path)}: choose another --out")
     raise GpLossError(f"{run.path} holds files of an earlier run ({', '.join(saved)}) but no config.json to "
                       f"check them against: choose another --out, or move them away")
