@@ -36,6 +36,10 @@ PAPER_LOSSES: dict[str, PaperLoss] = {
     "label_smoothing_ce": PaperLoss(
         "cls", "neg(dot(add(mul(0.9, y), 0.01), log(softmax(x))))",
         "cross-entropy with label smoothing 0.1 over 10 classes (0.1/10 = 0.01 per class)"),
+    # Generalized Cross Entropy (Zhang & Sabuncu, NeurIPS 2018), robust to noisy labels: L_q = (1 - p_y^q) / q,
+    # here q = 1/2 without the constant factor 1/q, which rescales the gradient only.
+    "gce": PaperLoss("cls", "sub(1, sqrt(dot(y, softmax(x))))",
+                     "generalized cross-entropy, q = 1/2: 1 - sqrt(p_y) (robust to label noise)"),
     "cse_autoloss_a_cls": PaperLoss(
         "cls", "neg(dot(mul(add(1, sin(w)), y), log(softmax(x))))", "CSE-Autoloss-A classification"),
     "bce": PaperLoss(

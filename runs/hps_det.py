@@ -24,8 +24,9 @@ The run directory holds config.json (the settings; --resume uses them), checkpoi
 (the search, exact on resume), history.csv and history.json (every evaluation: s, AP,
 seconds, error), best.json (the best s), ap_over_iterations.png (the paper's Fig. 2) and
 final.json: the best s and the default assignment retrained for --final-steps on the same
---final-seeds, with their AP. Each proxy and final training prints one line as it ends (a progress
-bar too when stderr is a terminal). While it runs, the directory is locked: a second process on it
+--final-seeds, with their AP and the paired difference of the two (its 95% interval and verdict).
+Each proxy and final training prints one line as it ends (a progress bar too when stderr is a
+terminal). While it runs, the directory is locked: a second process on it
 is refused, naming the first. A user error is one line and exit status 2, and leaves nothing behind.
 """
 from __future__ import annotations
@@ -259,12 +260,21 @@ def plot_history(path: Path, rows: list[dict], metric: str, n_init: int) -> None
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def _per_seed(arm: dict) -> dict:
+    """``{"seeds", "scores"}`` of one arm's final trainings (shape (n,) each), for the paired comparison."""
+    return {"seeds": [t["seed"] for t in arm["trainings"]], "scores": [t["score"] for t in arm["trainings"]]}
+
+
 def compare(out: Path, options: dict, run: dict, best: list[int], metric: str, mapper) -> dict:
     """Retrain the best s and the default assignment (same seeds, --final-steps), a line each; final.json.
+
+    final.json's ``dynamic`` holds ``vs_reference``: its paired difference from the default assignment
+    (``"reference"``), the 95% interval and the verdict (gp_loss.metrics.paired).
 
     Every training of the default assignment failing leaves nothing to compare against: a one-line
     error with the first reason, never a gain over zeros.
     """
+    from gp_loss.metrics.paired import compare_rows
     from gp_loss.runtime.progress import Progress, map_reporting
 
     seeds = [run["seed"] + k for k in range(run["final_seeds"])]
@@ -295,6 +305,11 @@ def compare(out: Path, options: dict, run: dict, best: list[int], metric: str, m
     report["dynamic"]["positives"] = best
     # A searched s whose every training failed has no score to take a gain from.
     report["gain"] = None if report["dynamic"]["failed"] else report["dynamic"]["mean"] - report["default"]["mean"]
+    # Both arms trained on the same seeds: the paired difference and its interval say whether the gain
+    # exceeds seed noise (a failed training scores 0, as in every final comparison).
+    report["reference"] = "default"
+    report["dynamic"]["vs_reference"] = {"baseline": "default", **compare_rows(
+        _per_seed(report["dynamic"]), _per_seed(report["default"]))}
     write_text_atomic(out / "final.json", json.dumps(report, indent=1) + "\n")
     return report
 
@@ -329,6 +344,7 @@ def search(out: Path, plan: dict, run: dict, resume: bool, mapper):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gp_loss.metrics.paired import comparison_text
     from gp_loss.runtime.parallel import Mapper
     from gp_loss.runtime.run_dir import script_run
 
@@ -373,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     dynamic = "failed (every seed)" if d["failed"] else f"{d['mean']:.4f}"
     rows = [(f"dynamic assignment, s = {d['positives']}", dynamic),
             (f"default assignment ({options['model']})", f"{b['mean']:.4f}"),
-            ("gain", "none (the searched s failed)" if report["gain"] is None else f"{report['gain']:+.4f}")]
+            ("gain", "none (the searched s failed)" if report["gain"] is None else f"{report['gain']:+.4f}"),
+            ("vs default, paired (×100, 95% CI)", safe_line(comparison_text(d["vs_reference"])))]
     width = max(len(label) for label, _ in rows) + 2
     for label, value in rows:
         print(f"  {(label + ':').ljust(width)}{value}")

@@ -47,7 +47,7 @@ TASK_FLAGS = {
 def defaults(given: dict) -> SearchConfig:
     """The default search for the detector of the given task options (FCOS unless ``model`` says otherwise).
 
-    Sized to finish in about 15 minutes on 2 CPU cores with the task's default (small) proxy.
+    Sized to finish in about 20 minutes on 2 CPU cores with the task's default (small) proxy.
     """
     from gp_loss.tasks.detection.task import baseline_loss
 
@@ -59,9 +59,8 @@ def defaults(given: dict) -> SearchConfig:
     scheme = given.get("scheme", "cse")
     return SearchConfig(task="detection", scheme="cse", search_in_turn=scheme == "cse",
                         branches={b.name: b.kind.name for b in start}, start=start.formulas(),
-                        population=4, offspring_per_generation=4, max_evaluations=12,
-                        final_top=1, final_seeds=2, baselines=["fl_giou"], torch_threads=2,
-                        eval_time_limit_s=300.0)
+                        population=4, offspring_per_generation=4, max_evaluations=12, warm_start="baselines",
+                        final_top=1, baselines=["fl_giou"], torch_threads=2, eval_time_limit_s=300.0)
 
 
 if __name__ == "__main__":

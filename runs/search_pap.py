@@ -37,7 +37,8 @@ checkpoint.json (and results.json for ppo; history.json for surrogate), theta.js
 PAPParameters.to_json; ``gp-loss evaluate --task detection --loss pap=DIR/theta.json``),
 pap_loss.py (a standalone PyTorch module of the best loss), substitutions.png (its five
 functions, the appendix's Figure 1) and final.json: the best θ, fl_giou and pap (identity)
-retrained for --final-steps on --final-seeds seeds, AP mean ± std. Each proxy and final training
+retrained for --final-steps on --final-seeds seeds, AP mean ± std, and the paired difference of the
+searched θ and of pap from fl_giou (its 95% interval and verdict). Each proxy and final training
 prints one line as it ends (a progress bar too when stderr is a terminal). While it runs, the
 directory is locked: a second process on it is refused, naming the first. A user error is one line
 and exit status 2, and leaves nothing behind.
@@ -318,15 +319,20 @@ def search_surrogate(objective: ProxyObjective, run: dict, out: Path, resume: bo
 
 LABELS = {"searched": "the searched θ", "fl_giou": "fl_giou", "pap": "pap (identity)"}
 REFERENCES = ("fl_giou", "pap")  # what the searched θ is compared with
+PAIRED_REFERENCE = "fl_giou"  # the baseline every other loss's paired difference is taken from
 
 
 def compare(out: Path, options: dict, run: dict, best: list[float], proxy_best: float, mapper) -> dict:
     """Retrain the best θ, fl_giou and pap (identity) on the same seeds for --final-steps, a line each;
     final.json.
 
+    Every loss but fl_giou (``"reference"``) holds ``vs_reference``: its paired difference from fl_giou
+    on the same seeds, the 95% interval and the verdict (gp_loss.metrics.paired).
+
     Every training of both references failing leaves nothing to compare against: a one-line error with
     the first reason, never a table of zeros.
     """
+    from gp_loss.metrics.paired import add_verdicts
     from gp_loss.runtime.progress import Progress, map_reporting
 
     seeds = [run["seed"] + k for k in range(run["final_seeds"])]
@@ -358,6 +364,15 @@ def compare(out: Path, options: dict, run: dict, best: list[float], proxy_best: 
         raise GpLossError(safe_line(f"every final training of fl_giou and pap failed (fl_giou, seed {first['seed']}: "
                                     f"{first['status']}: {first['reason']}): nothing to compare the searched θ "
                                     f"with; check the data and the task settings"))
+    # Every loss trained on the same seeds: seed s of one is paired with seed s of fl_giou (a failed
+    # training scores 0, as in every final comparison).
+    rows = [{"name": name, "seeds": [t["seed"] for t in row["trainings"]],
+             "scores": [t["score"] for t in row["trainings"]]} for name, row in report["losses"].items()]
+    add_verdicts(rows, PAIRED_REFERENCE)
+    report["reference"] = PAIRED_REFERENCE
+    for row in rows:
+        if "vs_reference" in row:
+            report["losses"][row["name"]]["vs_reference"] = row["vs_reference"]
     write_text_atomic(out / "final.json", json.dumps(report, indent=1) + "\n")
     return report
 
@@ -389,6 +404,7 @@ def stored_comparison(out: Path, best: list[float], seeds: list[int]) -> dict | 
 # ----------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
+    from gp_loss.metrics.paired import comparison_text, read_comparison
     from gp_loss.runtime.parallel import Mapper
     from gp_loss.runtime.run_dir import script_run
 
@@ -444,14 +460,19 @@ def main(argv: list[str] | None = None) -> int:
               f"Continue with --resume {out}"), file=sys.stderr)
         return 1
     metric = report["metric"]
-    print(f"\n{metric} after {report['final_steps']} steps, seeds {report['seeds']} (mean ± std):")
+    print(f"\n{metric} after {report['final_steps']} steps, seeds {report['seeds']} (mean ± std; paired "
+          f"difference from fl_giou ×100, 95% CI):")
     labels = {"searched": f"PAP-Loss, searched θ ({run['strategy']})", "fl_giou": "Focal + GIoU (fl_giou)",
               "pap": "PAP-Loss, identity substitutions (pap)"}
     width = max(len(v) for v in labels.values()) + 2
     for name, label in labels.items():
         row = report["losses"][name]
         value = "failed (every seed)" if row.get("failed") else f"{row['mean']:.4f} ± {row['std']:.4f}"
-        print(f"  {(label + ':').ljust(width)}{value}")
+        # a final.json that --resume kept may hold no verdict: the row is then shown without one
+        compared = read_comparison(row.get("vs_reference"))
+        verdict = safe_line(comparison_text(compared)) if compared else \
+            "reference" if name == report.get("reference") else ""
+        print(f"  {(label + ':').ljust(width)}{value:<19}  {verdict}".rstrip())
     own = "results.json, checkpoint.json" if run["strategy"] == "ppo" else "history.json, checkpoint.json"
     print(f"\nrun directory: {safe_line(out)} (theta.json, pap_loss.py, substitutions.png, final.json, {own})")
     return 0

@@ -52,13 +52,13 @@ TASK_FLAGS = {
     "--precision": ("precision", str, "fp32 (default) or bf16 (forward pass under autocast)"),
 }
 
-# AutoLoss-Zero from scratch on the `seg` branch, from its K = 20 random losses; sized to finish in
-# under 15 minutes on 2 CPU cores with the task's default (small) proxy, whose collapse check ends
-# most random losses' trainings at a third. The baselines are retrained beside the found losses.
+# AutoLoss-Zero's aging evolution on the `seg` branch, its K = 20 first genomes the baselines and
+# random losses; sized to finish in about 15 minutes on 2 CPU cores with the task's default (small)
+# proxy, whose collapse check ends most random losses' trainings at a third. The baselines are
+# retrained beside the found losses.
 DEFAULTS = SearchConfig(task="segmentation", scheme="zero", branches={"seg": "zero"}, start={},
-                        population=20, offspring_per_generation=10, max_evaluations=80,
-                        final_top=2, final_seeds=3, baselines=["ce", "dice"], torch_threads=2,
-                        eval_time_limit_s=300.0)
+                        population=20, offspring_per_generation=10, max_evaluations=80, warm_start="baselines",
+                        final_top=2, baselines=["ce", "dice"], torch_threads=2, eval_time_limit_s=300.0)
 
 if __name__ == "__main__":
     # Exit 2 on a user error and non-zero on a crash, serially, with multiprocessing and under SCOOP.

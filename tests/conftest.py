@@ -15,3 +15,22 @@ def _unfreeze_gc():
     (gp_loss.evolution.jobs.prepare); in the test process, let later tests collect it."""
     yield
     gc.unfreeze()
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("search_classification")``: a ``runs/`` script loaded as a module (its ``main`` not run)."""
+    import importlib.util
+    from pathlib import Path
+
+    loaded = {}
+
+    def load(name: str):
+        if name not in loaded:
+            path = Path(__file__).resolve().parents[1] / "runs" / f"{name}.py"
+            spec = importlib.util.spec_from_file_location(f"{name}_script", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            loaded[name] = module
+        return loaded[name]
+    return load

@@ -14,8 +14,15 @@ from gp_loss.tasks.registry import TASK_SUMMARIES
 OPTION_FLAGS = {
     "--data": ("data", str, "the task's data: 'digits' (built in), an ImageFolder directory (classification), "
                             "a COCO instances JSON (detection, segmentation) or a Pascal VOC folder (segmentation)"),
-    "--val-data": ("val_data", str, "detection, segmentation: a validation instances JSON (default: a seeded "
-                                    "split of --data)"),
+    "--val-data": ("val_data", str, "detection, segmentation: a validation instances JSON; classification: an "
+                                    "ImageFolder root for validation whose class folders match --data's "
+                                    "(default: a seeded split of --data)"),
+    "--test-data": ("test_data", str, "classification: an ImageFolder root for test whose class folders match "
+                                      "--data's (default: a seeded split of --data)"),
+    "--label-noise": ("label_noise", float, "classification: fraction of training labels flipped uniformly to "
+                                            "another class (default 0)"),
+    "--noise-seed": ("noise_seed", int, "classification: seed of the label noise (default: the --seed given, as "
+                                        "a search draws it from its seed)"),
     "--model": ("model", str, "detection: fcos, retinanet or fasterrcnn; segmentation: small, "
                               "lraspp_mobilenet_v3_large, deeplabv3_mobilenet_v3_large, deeplabv3_resnet50, "
                               "fcn_resnet50"),
@@ -37,7 +44,9 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="train a task with a loss and report its metric",
                        description="Train the task's model with each loss (a baseline name, or formulas by "
                                    "branch) for the full schedule, once per seed, and report the task's metric "
-                                   "(mean ± std). The seeds are those of a search's final retraining "
+                                   "(mean ± std); each loss after the first is compared with the first, paired "
+                                   "on the seeds (mean difference, 95% confidence interval, verdict). The seeds "
+                                   "are those of a search's final retraining "
                                    "(--seed S: S+1000, S+1001, ...), so `--seed` and `--threads` of a run "
                                    "(its torch_threads) reproduce its final.json rows.")
     p.add_argument("--task", default="classification",
@@ -78,6 +87,8 @@ def task_options_from(args: argparse.Namespace, info) -> dict:
         if name not in known:
             raise GpLossError(f"{flag} does not apply to the {info.name} task (it has no option {name})")
         options[name] = value
+    if "label_noise" in options and "noise_seed" in known and "noise_seed" not in options:
+        options["noise_seed"] = args.seed  # the noise of the search run with this --seed
     return options
 
 
@@ -162,6 +173,7 @@ def losses_from(specs: list[str], info, options) -> list[tuple[str, object]]:
 def run(args: argparse.Namespace) -> int:
     from gp_loss.evolution.config import MAX_FINAL_SEEDS, MAX_TORCH_THREADS, retrain_seeds
     from gp_loss.metrics import mean_defined, std_defined
+    from gp_loss.metrics.paired import compare_rows, interval_text
     from gp_loss.runtime.device import check_device, resolve_device
     from gp_loss.runtime.threads import torch_threads
     from gp_loss.tasks import make_task, task_info
@@ -204,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
                           + (f": {first.reason}" if first.reason else "")
                           + "); no score to report: check the losses, the data and the task options (a "
                             "baseline that fails too means the data or the settings cannot be trained)")
+    for r in rows[1:]:  # every loss trained on the same seeds: each is judged against the first by its pairs
+        r["vs_reference"] = {"baseline": rows[0]["loss"], **compare_rows(r, rows[0])}
     if args.json:
         print(json.dumps({"task": info.name, "metric": f"{info.final_split} {metric}", "device": str(task.device),
                           "rows": rows,
@@ -217,6 +231,9 @@ def run(args: argparse.Namespace) -> int:
         line = f"  {score}  {r['loss']}"
         if "metrics" in r:
             line += "  [" + ", ".join(f"{m} {_pct(v)}" for m, v in r["metrics"].items()) + "]"
+        if "vs_reference" in r and not (r["failed"] or rows[0]["failed"]):  # zeros alone are no comparison
+            vs = r["vs_reference"]
+            line += f"  vs the first (paired, 95% CI): {interval_text(vs)} {vs['verdict']}"
         print(line + (f"  ({'; '.join(bad)})" if bad else ""))
     return 0
 

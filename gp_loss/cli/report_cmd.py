@@ -149,7 +149,7 @@ def _legend(formulas) -> None:
 
 # -- an HPS-Det or PAP-Loss run -----------------------------------------------------------------
 def _script(args: argparse.Namespace, kind: str) -> int:
-    from gp_loss.report.script_runs import collect_script_run, describe, point_text
+    from gp_loss.report.script_runs import collect_script_run, describe, point_text, verdict_text
     from gp_loss.report.units import metric_gain, metric_label, metric_value
 
     run = collect_script_run(args.run_dir, kind)  # one line and exit 2 when nothing can be shown
@@ -179,13 +179,15 @@ def _script(args: argparse.Namespace, kind: str) -> int:
             say(f"  {name}: {value}")
     if run.final:
         seeds = ", ".join(str(s) for s in run.final_seeds) or "?"
+        paired = any(r.vs_reference is not None for r in run.final)
         say(f"\nfinal comparison, {metric_label(run.final_metric or run.metric)} after {run.final_steps} steps "
-            f"on seeds {seeds} (mean ± std):")
+            f"on seeds {seeds} (mean ± std" + ("; the paired difference, 95% CI" if paired else "") + "):")
         gain = f"gain over {run.gain_over}"
         width = max([len(r.label) for r in run.final] + [len(gain)]) + 2
         for r in run.final:
+            verdict = verdict_text(run, r)  # the paired difference from the reference, where final.json has it
             say(f"  {(r.label + ':').ljust(width)}{metric_value(r.mean)} ± {metric_value(r.std)}"
-                + (f"  ({'; '.join(r.failed)})" if r.failed else ""))
+                + (f"  {verdict}" if verdict else "") + (f"  ({'; '.join(r.failed)})" if r.failed else ""))
         if run.gain is not None:
             say(f"  {(gain + ':').ljust(width)}{metric_gain(run.gain)}")
     for path in run.pictures.values():

@@ -52,3 +52,35 @@ def image_folder_tensors(root: str | Path, image_size: int = 32, grayscale: bool
             raise GpLossError(f"cannot read image {dataset.samples[i][0]}: {err}; fix or remove it") from None
     images, labels = zip(*items)
     return torch.stack(images), torch.tensor(labels, dtype=torch.int64), list(dataset.classes)
+
+
+def class_names(root: str | Path) -> list[str]:
+    """The class names of an ImageFolder root, in label order (its sub-folders, sorted as torchvision
+    sorts them), without reading an image; ``[]`` if it has no sub-folder."""
+    from torchvision.datasets.folder import find_classes
+
+    try:
+        return find_classes(str(root))[0]
+    except FileNotFoundError:  # no class folder: the loader names that problem when it reads the root
+        return []
+
+
+def check_same_classes(classes: list[str], reference: list[str], what: str, reference_what: str) -> None:
+    """Raise :class:`GpLossError` unless ``classes`` equals ``reference``: the same names in the same order.
+
+    ``what`` and ``reference_what`` name the two folders in the message, e.g. ``"--val-data /x/val"``
+    and ``"--data /x/train"``; the message lists the missing and the extra class names.
+    """
+    if classes == reference:
+        return
+    missing = [c for c in reference if c not in classes]
+    extra = [c for c in classes if c not in reference]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(map(repr, missing))}")
+    if extra:
+        parts.append(f"extra {', '.join(map(repr, extra))}")
+    if not parts:
+        parts.append(f"the same names in another order ({', '.join(map(repr, classes))})")
+    raise GpLossError(f"{what}: its class folders differ from {reference_what}'s: {'; '.join(parts)}; "
+                      f"name its sub-folders as the training folder's")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-from deap import tools
-
 from gp_loss.evolution.schemes import AUTOLOSS_ZERO, CSE_AUTOLOSS
 from gp_loss.evolution.search import Search
 from gp_loss.evolution.variation import AGING, GIVEN, INIT, PAIR
@@ -20,16 +18,19 @@ from gp_loss.evolution.variation import AGING, GIVEN, INIT, PAIR
 def aging_evolution(search: Search) -> None:
     """AutoLoss-Zero (Li et al., CVPR 2022, section 3.2).
 
-    K random genomes of depth D start the population. Each generation picks
+    K random genomes of depth D start the population (with ``warm_start``, the baselines first:
+    :meth:`Search.warm_start`). Each generation picks
     every parent by a tournament over T% of the population, makes a child by
     copy, re-initialisation or two typed mutations (repeated until it passes
     the filters), trains it, and appends it; only the newest P stay.
     """
     cfg = search.config
     if search.generation == 0:
-        count = min(cfg.population, cfg.max_evaluations)
-        children = search.make_children([(INIT, [])] * count)
-        search.population.extend(children)
+        known, given = search.warm_start()
+        count = max(1, search.affordable(max(1, cfg.population - len(known))))
+        given = given[:count]
+        children = search.make_children([(GIVEN, [g]) for g in given] + [(INIT, [])] * (count - len(given)))
+        search.population.extend(known + children)
         search.end_generation()
 
     while search.budget_left():
@@ -67,10 +68,13 @@ def cse_evolution(search: Search) -> None:
     if search.generation == 0:
         row, branches = search.phase_row(), search.phase_branches()
         start = search.start_individual()
+        known, given = search.warm_start()
         # Like the zero scheme's, generation 0 never makes more children than the budget (or phase) allows.
-        count = min(cfg.population, search.evaluations_left())
-        children = search.make_children([(GIVEN, [start])] + [(PAIR, [start, start])] * (count - 1), branches)
-        search.population.extend(children)
+        count = max(1, search.affordable(max(1, cfg.population - len(known))))
+        given = given[:count - 1]
+        children = search.make_children([(GIVEN, [start])] + [(GIVEN, [g]) for g in given]
+                                        + [(PAIR, [start, start])] * (count - 1 - len(given)), branches)
+        search.population.extend(known + children)
         search.end_generation(**row)
 
     while search.budget_left():
@@ -78,13 +82,13 @@ def cse_evolution(search: Search) -> None:
         if search.phase_starts():
             # A new phase: the best so far, kept with its score, and mutants of it in the phase's branch.
             best = search.best_kept()
-            count = min(cfg.population - 1, search.evaluations_left())
+            count = search.affordable(cfg.population - 1)
             children = search.make_children([(PAIR, [best, best])] * count, branches) if count > 0 else []
             search.population[:] = [best] + children
         else:
             pairs = [search.toolbox.select(search.population, 2) for _ in range(search.slots())]
             children = search.make_children([(PAIR, pair) for pair in pairs], branches)
-            search.population[:] = tools.selBest(search.population + children, cfg.population)
+            search.population[:] = search.toolbox.select_best(search.population + children, cfg.population)
         search.end_generation(**row)
 
 

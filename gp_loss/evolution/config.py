@@ -54,6 +54,26 @@ MAX_TORCH_THREADS = 256
 # Seeds of a final retraining, each a full training of every compared loss: far beyond any
 # affordable protocol, and the jobs of a mistyped count (1e8) fill the memory before the first runs.
 MAX_FINAL_SEEDS = 1000
+WARM_STARTS = ("none", "baselines")
+# Rungs of successive halving: each is a full pass over the promoted children, so a handful is plenty.
+MAX_FIDELITIES = 8
+MAX_REFINE = 10_000
+
+
+def check_fidelities(fidelities: list) -> None:
+    """Raise :class:`GpLossError` unless ``fidelities`` ascend strictly in (0, 1] and end at 1."""
+    if (not isinstance(fidelities, list) or not fidelities
+            or any(isinstance(f, bool) or not isinstance(f, (int, float)) for f in fidelities)):
+        raise GpLossError(f"fidelities must be a list of fractions of the proxy's length, e.g. 0.25,0.5,1; "
+                          f"got {fidelities!r}")
+    if len(fidelities) > MAX_FIDELITIES:
+        raise GpLossError(f"fidelities may have at most {MAX_FIDELITIES} rungs, got {len(fidelities)}")
+    if any(not (math.isfinite(f) and 0 < f <= 1) for f in fidelities) or fidelities[-1] != 1:
+        raise GpLossError(f"fidelities must be fractions in (0, 1] ending at 1 (the full proxy), e.g. 0.25,0.5,1; "
+                          f"got {','.join(f'{f:g}' for f in fidelities)}")
+    if any(b <= a for a, b in zip(fidelities, fidelities[1:])):
+        raise GpLossError(f"fidelities must ascend strictly, e.g. 0.25,0.5,1; "
+                          f"got {','.join(f'{f:g}' for f in fidelities)}")
 
 
 @dataclass
@@ -122,9 +142,22 @@ class SearchConfig:
     device: str = "auto"                 # auto (CUDA when present), cpu, cuda, cuda:N
     deterministic: bool = False          # torch.use_deterministic_algorithms in every worker
     # Results
+    # The initial population: "none" (random genomes, or the cse scheme's start and its mutants) or
+    # "baselines" (the task's baselines that fit the searched branches, then those; see Search.warm_start)
+    warm_start: str = "none"
+    # Successive halving (Li et al., JMLR 2018): ascending fractions of the proxy's length, ending at 1.
+    # A generation's children train at the first; the best ``promote`` of each rung move on to the next.
+    fidelities: list = field(default_factory=lambda: [1.0])
+    promote: float = 1 / 3
+    # Proxy evaluations per top formula spent tuning its numeric literals after the search (0: off)
+    refine: int = 0
+    # The hall of fame's best 2 × final_top are trained for the final schedule on the validation split
+    # with this many seeds; the final top is the best of them by mean (0: the hall of fame's order)
+    selection_seeds: int = 2
+    # Results
     hall_of_fame_size: int = 10
     final_top: int = 3                   # best losses retrained at the end
-    final_seeds: int = 3
+    final_seeds: int = 5                 # paired: every loss and baseline trains on the same seeds
     baselines: list = field(default_factory=lambda: ["ce"])
 
     # -- checking -------------------------------------------------------------
@@ -168,6 +201,21 @@ class SearchConfig:
                 raise GpLossError(f"{name} must be positive, got {v}")
         if self.torch_threads > MAX_TORCH_THREADS:
             raise GpLossError(f"torch_threads must be at most {MAX_TORCH_THREADS}, got {self.torch_threads}")
+        if self.warm_start not in WARM_STARTS:
+            raise GpLossError(f"warm_start must be one of {', '.join(WARM_STARTS)}, got {self.warm_start!r}")
+        check_fidelities(self.fidelities)
+        if len(self.fidelities) > 1 and self.max_evaluations < sum(self.fidelities):
+            raise GpLossError(f"max_evaluations ({self.max_evaluations}) cannot take one child through every "
+                              f"fidelity ({'+'.join(f'{f:g}' for f in self.fidelities)} = "
+                              f"{sum(self.fidelities):g} full proxy trainings): raise it, or give fewer fidelities")
+        if not 0 < self.promote < 1:
+            raise GpLossError(f"promote is the fraction of a rung that moves on to the next fidelity, in (0, 1); "
+                              f"got {self.promote}")
+        if not 0 <= self.refine <= MAX_REFINE:
+            raise GpLossError(f"refine (proxy evaluations per top formula) must be in [0, {MAX_REFINE}], "
+                              f"got {self.refine}")
+        if not 0 <= self.selection_seeds <= MAX_FINAL_SEEDS:
+            raise GpLossError(f"selection_seeds must be in [0, {MAX_FINAL_SEEDS}], got {self.selection_seeds}")
         if self.final_seeds > MAX_FINAL_SEEDS:
             raise GpLossError(f"final_seeds must be at most {MAX_FINAL_SEEDS}, got {self.final_seeds}")
         for name in ("branches", "start"):
@@ -264,6 +312,11 @@ class SearchConfig:
         return (phase + 1) * self.max_evaluations // len(self.searched)
 
     @property
+    def selection_seed_list(self) -> list[int]:
+        """The ``selection_seeds`` seeds that choose the final top: apart from the search's and the final's."""
+        return [self.seed + 2000 + i for i in range(self.selection_seeds)]
+
+    @property
     def retrain_seeds(self) -> list[int]:
         """The ``final_seeds`` seeds of the final retraining (:func:`retrain_seeds`)."""
         return retrain_seeds(self.seed, self.final_seeds)
@@ -293,7 +346,8 @@ class SearchConfig:
 
 # Fields added after runs were already being made, with the value that reproduces what those
 # runs did: a config.json without them is read with these, so such runs resume unchanged.
-ADDED_FIELDS = {"device": "cpu", "deterministic": False, "range_bound": None, "search_in_turn": False}
+ADDED_FIELDS = {"device": "cpu", "deterministic": False, "range_bound": None, "search_in_turn": False,
+                "warm_start": "none", "fidelities": [1.0], "promote": 1 / 3, "refine": 0, "selection_seeds": 0}
 
 
 def with_added_fields(stored: dict) -> dict:

@@ -16,11 +16,18 @@ if not hasattr(creator, "LossFitness"):
     creator.create("LossFitness", base.Fitness, weights=(1.0,))  # the task metric, maximised
 if not hasattr(creator, "LossIndividual"):
     # id: evaluation order; generation: when it was born; signature: gradient-equivalence
-    # signature of its branches; reused: its fitness came from an equivalent loss.
+    # signature of its branches; reused: its fitness came from an equivalent loss; fidelity: the
+    # fraction of the proxy its fitness was measured at (successive halving; a failed training counts
+    # at the lowest).
     creator.create("LossIndividual", list, fitness=creator.LossFitness, id=None, generation=None,
-                   signature=None, reused=False)
+                   signature=None, reused=False, fidelity=1.0)
 
 Individual = creator.LossIndividual
+
+
+def rank(ind: Individual) -> tuple[float, float]:
+    """What selection compares when fitnesses of several fidelities meet: the fidelity, then the fitness."""
+    return ind.fidelity, ind.fitness.values[0]
 
 
 def individual_from_formulas(layout: dict[str, str], formulas: dict[str, str]) -> Individual:
@@ -39,11 +46,11 @@ def genome_of(layout: dict[str, str], ind: list[gp.PrimitiveTree]) -> Genome:
 
 
 def individual_to_dict(layout: dict[str, str], ind: Individual) -> dict:
-    """JSON form: formulas, fitness, id, generation, signature, reused."""
+    """JSON form: formulas, fitness, id, generation, signature, reused, fidelity."""
     return {"formulas": formulas_of(layout, ind),
             "fitness": ind.fitness.values[0] if ind.fitness.valid else None,
             "id": ind.id, "generation": ind.generation,
-            "signature": ind.signature, "reused": ind.reused}
+            "signature": ind.signature, "reused": ind.reused, "fidelity": ind.fidelity}
 
 
 def individual_from_dict(layout: dict[str, str], data: dict) -> Individual:
@@ -51,6 +58,7 @@ def individual_from_dict(layout: dict[str, str], data: dict) -> Individual:
     if data.get("fitness") is not None:
         ind.fitness.values = (data["fitness"],)
     ind.id, ind.generation, ind.reused = data.get("id"), data.get("generation"), data.get("reused", False)
+    ind.fidelity = data.get("fidelity", 1.0)
     sig = data.get("signature")
     ind.signature = freeze(sig) if sig is not None else None
     return ind

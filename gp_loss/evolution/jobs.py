@@ -72,13 +72,17 @@ class BreedResult:
 @dataclass(frozen=True)
 class TrainJob:
     """Train the task under ``formulas`` (or the task's ``baseline`` of that name): proxy fitness,
-    or with ``final`` the test metric."""
+    with ``final`` the test metric, with ``selection`` the final schedule's validation metric
+    (:meth:`~gp_loss.tasks.base.Task.selection_score`). ``fidelity``: the fraction of the proxy's
+    length to train (successive halving's lower rungs; the final training is always whole)."""
 
     config: dict
     formulas: Formulas
     seed: int
     final: bool = False
     baseline: str | None = None
+    fidelity: float = 1.0
+    selection: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class ChildJob:
     interruption, or ``None``; a child with those formulas is not trained again.
     ``plan``: an id shared by the children of one
     :meth:`~gp_loss.evolution.search.Search.make_children`; ``slot``: the child's place in it.
+    ``fidelity``: the fraction of the proxy it trains (the first rung of successive halving).
     """
 
     breed: BreedJob
@@ -100,6 +105,7 @@ class ChildJob:
     recorded: Formulas | None
     plan: str
     slot: int
+    fidelity: float = 1.0
 
 
 # What became of a child: no child passed the filters; its score is known; it is
@@ -273,6 +279,10 @@ def evaluate(job: TrainJob) -> TrainOutcome:
         genome = genome_of(ctx.layout, individual_from_formulas(ctx.layout, job.formulas))
     if job.final:
         return ctx.task.final_score(genome, job.seed)
+    if job.selection:
+        return ctx.task.selection_score(genome, job.seed)
+    if job.fidelity != 1.0:
+        return ctx.task.proxy_fitness(genome, job.seed, cfg.eval_time_limit_s, fidelity=job.fidelity)
     return ctx.task.proxy_fitness(genome, job.seed, cfg.eval_time_limit_s)
 
 
@@ -337,7 +347,8 @@ def make_child(job: ChildJob) -> ChildResult:
         outcome = "recorded"
     else:
         outcome = "trained"
-        trained = evaluate(TrainJob(config=job.breed.config, formulas=bred.formulas, seed=job.train_seed))
+        trained = evaluate(TrainJob(config=job.breed.config, formulas=bred.formulas, seed=job.train_seed,
+                                    fidelity=job.fidelity))
     if outcome in ("trained", "recorded"):
         twins[sig] = min(job.slot, twins.get(sig, job.slot))
     return ChildResult(bred=bred, outcome=outcome, trained=trained)

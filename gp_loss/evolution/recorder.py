@@ -76,7 +76,7 @@ class Recorder:
             self.run.append_jsonl_text(EVALUATIONS, [text])
         self._kept += 1
         self._digest.update((text + "\n").encode("utf-8"))
-        self.bar.update(1)
+        self.bar.update(record.get("fidelity", 1.0))  # the bar counts the budget: full proxy trainings
 
     def read_evaluations(self) -> list[dict]:
         """The records of ``evaluations.jsonl``'s sound lines."""
@@ -133,7 +133,7 @@ class Recorder:
 
     def resumed(self, search: Search) -> None:
         """The search continues from a checkpoint: its evaluations so far are done."""
-        self.bar.update(search.evaluations)
+        self.bar.update(search.spent)
 
     # -- the end of a generation ---------------------------------------------------------------
     def generation(self, search: Search) -> None:
@@ -142,7 +142,9 @@ class Recorder:
         self.write_results(search, plot=now - self._last_plot >= PLOT_EVERY_S)
         self.checkpoint(search)
         funnel, best = search.funnel, search.best()
-        line = (f"gen {search.generation - 1:>3} | evals {search.evaluations}/{self.config.max_evaluations} "
+        spent = f" ({search.spent:.1f} of {self.config.max_evaluations} spent)" if search.multi_fidelity else (
+            f"/{self.config.max_evaluations}")
+        line = (f"gen {search.generation - 1:>3} | evals {search.evaluations}{spent} "
                 f"| reused {search.reused} | candidates {funnel.candidates} "
                 f"({100 * funnel.rejection_rate:.1f}% filtered) | {search.elapsed():.0f} s")
         if best is not None:
@@ -167,7 +169,9 @@ class Recorder:
                        f"defined under the branch's own name).",
                 aliases={branch: f"top1_{branch}" for branch in rows[0]["formulas"]}))
         if plot:
-            plot_fitness(self.read_evaluations(), search.baseline_fitness, self.run.file(PLOT), metric)
+            # Scores of the whole proxy only: a lower rung's are not comparable with the baselines'.
+            whole = [r for r in self.read_evaluations() if r.get("fidelity", 1.0) == 1.0]
+            plot_fitness(whole, search.baseline_fitness, self.run.file(PLOT), metric)
             self._last_plot = time.perf_counter()
 
     # -- results outside the generations ------------------------------------------------------

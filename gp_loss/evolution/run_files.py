@@ -46,7 +46,7 @@ def read_stored_config(run: RunDir) -> dict | None:
 
 
 def evaluation_record(outcome: TrainOutcome, *, generation: int, slot: int, evaluation: int,
-                      formulas: dict[str, str], signature: tuple) -> dict:
+                      formulas: dict[str, str], signature: tuple, fidelity: float = 1.0) -> dict:
     """One line of ``evaluations.jsonl``: where the child was made, and its training.
 
     Every field of the outcome goes in (its ``score`` as ``fitness``), so one
@@ -54,5 +54,5 @@ def evaluation_record(outcome: TrainOutcome, *, generation: int, slot: int, eval
     """
     trained = outcome.to_dict()
     trained["fitness"] = trained.pop("score")
-    return {"generation": generation, "slot": slot, "evaluation": evaluation, "formulas": formulas,
-            "signature": signature, **trained}
+    return {"generation": generation, "slot": slot, "evaluation": evaluation, "fidelity": fidelity,
+            "formulas": formulas, "signature": signature, **trained}

@@ -1,6 +1,7 @@
 """Run a search end to end: run directory, resume, the evolution loop, the final retraining."""
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
@@ -9,12 +10,15 @@ from gp_loss.errors import GpLossError
 from gp_loss.evolution import jobs
 from gp_loss.evolution.algorithms import SCHEMES
 from gp_loss.evolution.config import SearchConfig, config_diff, with_added_fields
-from gp_loss.evolution.individual import formulas_of
 from gp_loss.evolution.jobs import TrainJob
 from gp_loss.evolution.recorder import Recorder
+from gp_loss.evolution.final_choice import Entry, choose_final_top, top_entries
+from gp_loss.evolution.refine import refine_top
 from gp_loss.evolution.run_files import CONFIG, EVALUATIONS, MACHINE, read_stored_config
-from gp_loss.evolution.search import Search
+from gp_loss.evolution.search import Search, evaluation_place
 from gp_loss.metrics import mean_defined
+from gp_loss.metrics.paired import (add_verdicts, comparison_text, read_comparison, reference_name,
+                                    verdict_summary)
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.device import machine_facts
 from gp_loss.runtime.parallel import Mapper
@@ -91,10 +95,11 @@ def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
         raise GpLossError(f"{recorder.run.file(EVALUATIONS)} does not hold the {covered} evaluation record(s) "
                           f"the checkpoint was saved with ({where}), so the run cannot continue exactly: "
                           f"restore the file or start a new run with another --out")
-    recovered: dict[int, JsonlLine] = {}
+    recovered: dict[tuple[int, int], JsonlLine] = {}
     aside: list[tuple[JsonlLine, str]] = []
     for line in lines[covered:]:
         record = line.record
+        key = _record_key(record, search.fidelities)
         if not line.complete:
             aside.append((line, "cut short (the run was interrupted while writing it)"))
         elif record is None:
@@ -102,10 +107,13 @@ def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
         elif record.get("generation") != search.generation or not isinstance(record.get("slot"), int):
             aside.append((line, f"not an evaluation of generation {search.generation}, the one the "
                                 f"checkpoint continues"))
-        elif record["slot"] in recovered:
-            aside.append((line, f"a second record of slot {record['slot']}"))
-        elif recovered and record["slot"] < max(recovered):
-            aside.append((line, f"slot {record['slot']} recorded after slot {max(recovered)}"))
+        elif key is None:
+            aside.append((line, f"its fidelity {record.get('fidelity')!r} is not one of this run's "
+                                f"({', '.join(f'{f:g}' for f in search.fidelities)})"))
+        elif key in recovered:
+            aside.append((line, f"a second record of {evaluation_place(key)}"))
+        elif recovered and key < max(recovered):
+            aside.append((line, f"{evaluation_place(key)} recorded after {evaluation_place(max(recovered))}"))
         else:
             missing = [k for k in ("formulas", "fitness", "seconds", "evaluation") if k not in record]
             # Reused as they stand (a training's score and time): an edited value must not reach the search.
@@ -116,10 +124,21 @@ def restore(search: Search, recorder: Recorder, state: dict | None) -> None:
             elif bad:
                 aside.append((line, f"unusable {', '.join(bad)} (a finite number is needed; seconds 0 or more)"))
             else:
-                recovered[record["slot"]] = line
+                recovered[key] = line
     recorder.resume_evaluations(head, list(recovered.values()), aside)
     recorder.resumed(search)
     search.recovered = recovered
+
+
+def _record_key(record: dict | None, fidelities: list[float]) -> tuple[int, int] | None:
+    """``(rung, slot)`` of an evaluation record: the rung is its fidelity's place among ``fidelities``
+    (``None`` if it has none of them)."""
+    if not isinstance(record, dict):
+        return None
+    fidelity = record.get("fidelity")
+    if isinstance(fidelity, bool) or not isinstance(fidelity, (int, float)) or fidelity not in fidelities:
+        return None
+    return fidelities.index(fidelity), record.get("slot")
 
 
 def _number_at_least(value: object, low: float) -> bool:
@@ -128,12 +147,14 @@ def _number_at_least(value: object, low: float) -> bool:
             and value >= low)
 
 
-def final_evaluation(search: Search) -> dict:
-    """Retrain the best ``final_top`` losses and the baselines with ``final_seeds`` seeds; test metric."""
+def final_evaluation(search: Search, found: list[Entry] | None = None, extra: list[Entry] | None = None,
+                     selection: dict | None = None) -> dict:
+    """Retrain the ``found`` losses (default: the hall of fame's best ``final_top``), the ``extra`` ones (the
+    refined formulas, named ``top<rank>_refined``) and the baselines with ``final_seeds`` seeds; test metric.
+    ``selection``: how ``found`` was chosen (:func:`choose_final_top`), kept in the result."""
     cfg = search.config
     info = search.task_info
-    entries = [(f"top{rank}", formulas_of(search.layout, ind), ind.fitness.values[0])
-               for rank, ind in enumerate(list(search.hall_of_fame)[:cfg.final_top], 1)]
+    entries = (top_entries(search) if found is None else list(found)) + list(extra or [])
     texts = search.baseline_texts()
     entries += [(name, texts[name], search.baseline_fitness.get(name)) for name in search.baseline_names()]
     seeds = cfg.retrain_seeds
@@ -174,6 +195,19 @@ def final_evaluation(search: Search) -> dict:
             row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
         rows.append(row)
     result = {"metric": f"{info.final_split} {search.metric}", "evaluations": search.evaluations, "rows": rows}
+    if selection is not None:
+        result["selection"] = selection
+        chosen = {json.dumps(c["formulas"], sort_keys=True): c for c in selection["candidates"]}
+        for row in rows:  # where each found loss stood in the hall of fame, and its validation score there
+            c = chosen.get(json.dumps(row["formulas"], sort_keys=True))
+            if c is not None and not row["baseline"]:
+                row["hall_of_fame_rank"], row["selection_mean"] = c["hall_of_fame_rank"], c["mean"]
+    # Every loss trained on the same seeds: each is judged against one baseline by its paired interval.
+    reference = reference_name(info.reference_baseline, search.baseline_names())
+    if reference is not None:
+        result["reference"] = reference
+        add_verdicts(rows, reference)
+        result["summary"] = verdict_summary(rows, result["metric"])
     note = search.load_dependence()
     if note:
         result["load_dependence"] = note
@@ -181,15 +215,25 @@ def final_evaluation(search: Search) -> dict:
 
 
 def final_table(result: dict) -> str:
-    """The final comparison as text: one row per loss, mean ± std over seeds (and the task's other metrics)."""
-    lines = [f"{'loss':<22}{result['metric']:>22}  formula"]
-    for r in result["rows"]:
+    """The final comparison as text: one row per loss, mean ± std over seeds, the paired difference from the
+    reference baseline with its 95% interval and verdict (where final.json holds them), the task's other
+    metrics; then the summary sentence."""
+    reference = result.get("reference") if isinstance(result.get("reference"), str) else None
+    compared = [read_comparison(r.get("vs_reference")) for r in result["rows"]]
+    texts = [safe_line(comparison_text(c)) if c else "reference" if r["name"] == reference else ""
+             for r, c in zip(result["rows"], compared)]
+    label = f"vs {reference} (paired, 95% CI)" if reference else "paired difference (95% CI)"
+    width = max(len(t) for t in [label, *texts]) if any(texts) else 0  # no column for a run without verdicts
+    lines = [f"{'loss':<22}{result['metric']:>22}  " + (f"{label:<{width}}  " if width else "") + "formula"]
+    for r, text in zip(result["rows"], texts):
         formula = " ".join(f"{n}={f}" for n, f in r["formulas"].items())
         others = ", ".join(f"{m} {100 * v:.1f}" for m, v in r.get("metrics", {}).items() if v is not None)
         failed = r.get("failed", {})
         note = f"[failed on {len(failed)} of {len(r['scores'])} seeds: {next(iter(failed.values()))}]  " if failed else ""
         lines.append(f"{r['name']:<22}{100 * r['mean']:>15.2f} ± {100 * r['std']:.2f}  "
-                     + (f"[{others}]  " if others else "") + note + formula)
+                     + (f"{text:<{width}}  " if width else "") + (f"[{others}]  " if others else "") + note + formula)
+    if isinstance(result.get("summary"), str) and result["summary"]:
+        lines.append(safe_line(result["summary"]))
     if result.get("load_dependence"):
         lines.append(f"warning: {result['load_dependence']}")
     return safe_text("\n".join(lines))
@@ -235,7 +279,11 @@ def _run_locked(config: SearchConfig, run: RunDir, resume: bool, workers: int, m
         run.write_json(MACHINE, {**machine_facts(), "workers": [f"{w.host}: {w.device}" for w in search.workers]})
         result = recorder.read_final()
         if result is None or result.get("evaluations") != search.evaluations:
-            result = final_evaluation(search)  # a resumed run that searched further retrains
+            # A resumed run that searched further refines and retrains; one whose final.json is current
+            # redoes neither (an interrupted refinement resumes from its checkpoints, adding nothing done).
+            found, selection = choose_final_top(search)
+            extra = refine_top(search, found, run) if config.refine > 0 else []
+            result = final_evaluation(search, found, extra, selection)
             recorder.final(result)
         mapper.close()
     return result

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,19 @@ from gp_loss.evolution.run_files import read_stored_config
 from gp_loss.runtime.run_dir import RunDir, check_kind
 from gp_loss.runtime.terminal import safe_line, safe_text
 from gp_loss.runtime.parallel import MAPS, WorkerDied, fail_scoop_launch
+
+def fraction(text: str) -> float:
+    """A number from a flag, as a decimal (``0.25``) or a ratio of integers (``1/3``)."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError, OverflowError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.25 or 1/3, got {text!r}") from None
+
+
+def fractions(text: str) -> list[float]:
+    """Comma-separated :func:`fraction` values: ``0.25,0.5,1`` or ``1/9,1/3,1``."""
+    return [fraction(part) for part in text.split(",")]
+
 
 # flag -> (config field, type, help)
 FLAGS = {
@@ -35,8 +49,23 @@ FLAGS = {
     "--offspring": ("offspring_per_generation", int, "children per generation"),
     "--final-seeds": ("final_seeds", int, "seeds of the final retraining"),
     "--final-top": ("final_top", int, "best losses retrained at the end"),
+    "--refine": ("refine", int, "after the search, tune the numeric literals of each top formula with N proxy "
+                                "evaluations (HPS-Det's surrogate search, a Gaussian process with an RBF "
+                                "kernel); 0: off"),
+    "--selection-seeds": ("selection_seeds", int, "the hall of fame's best 2 x --final-top are trained for the "
+                                                  "final schedule on the validation split with N seeds, and the "
+                                                  "best by mean become top1, top2, ... (default 2; 0: the hall "
+                                                  "of fame's order)"),
     "--range-bound": ("range_bound", float, "reject losses whose per-sample value or gradient exceeds this "
                                             "(default 1e4) at sample or confident predictions, fp32 or bf16"),
+    "--warm-start": ("warm_start", str, "baselines: the initial population holds the task's baselines that fit the "
+                                        "searched branches (DiscoPOP's warm start), random genomes the rest; none: "
+                                        "AutoLoss-Zero's search from scratch"),
+    "--fidelities": ("fidelities", fractions, "successive halving: ascending fractions of the proxy's length "
+                                              "ending at 1, e.g. 1/9,1/3,1; each generation's children train at "
+                                              "the first, the best --promote of each rung at the next. 1: one "
+                                              "fidelity. The budget counts a training at fraction f as f"),
+    "--promote": ("promote", fraction, "fraction of a rung that moves on to the next fidelity (default 1/3)"),
     "--device": ("device", str, "where proxy training runs: auto (default: CUDA when present), cpu, cuda "
                                 "(every GPU; worker i on GPU i mod n) or cuda:N"),
 }

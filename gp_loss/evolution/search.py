@@ -18,6 +18,7 @@ depends on which worker runs a job.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import random
 import statistics
@@ -32,23 +33,27 @@ from gp_loss.errors import GpLossError
 from gp_loss.evolution import jobs
 from gp_loss.evolution.config import SearchConfig, config_digest
 from gp_loss.evolution.individual import (Individual, formulas_of, freeze, individual_from_dict,
-                                          individual_from_formulas, individual_to_dict, same_formulas)
-from gp_loss.evolution.jobs import BreedJob, ChildJob, ChildResult, SignatureJob, TrainJob
+                                          individual_from_formulas, individual_to_dict, rank, same_formulas)
+from gp_loss.evolution.jobs import BreedJob, ChildJob, SignatureJob, TrainJob
 from gp_loss.evolution.run_files import evaluation_record
 from gp_loss.evolution.variation import GIVEN, Mode
 from gp_loss.evolution.worker import breeding_stage_names
 from gp_loss.filters.equivalence import EquivalenceCache
 from gp_loss.filters.funnel import Funnel
 from gp_loss.runtime.parallel import Mapper, WorkerInfo, missing_workers, scoop_hosts
-from gp_loss.runtime.progress import Progress, map_reporting
+from gp_loss.runtime.progress import map_reporting
 from gp_loss.runtime.run_dir import JsonlLine
+from gp_loss.runtime.terminal import safe_line
 from gp_loss.tasks import TaskInfo, task_info
+from gp_loss.tasks.base import FAILED_STATUSES, TrainOutcome
 from gp_loss.timeout import TOO_SLOW, load_dependence
 
-# 2: the state holds the configuration it was made under and the digest of its evaluation records.
-STATE_VERSION = 2
+# 3: evaluation records carry their fidelity, and the state the successive-halving counters.
+STATE_VERSION = 3
 # Stop when this many generations in a row trained nothing new (all offspring reused).
 MAX_IDLE_GENERATIONS = 50
+# Sums of fidelities such as 1/3 carry rounding: a budget within this of its end is spent.
+BUDGET_SLACK = 1e-9
 _PLAN_IDS = itertools.count()  # ids of make_children calls, unique in this process
 WARM_UP_S = 60.0
 # Warm-up stops waiting for missing workers after this long without a new one (a host down is
@@ -83,10 +88,49 @@ def slot_seed(seed: int, generation: int, slot: int) -> int:
     return int(np.random.SeedSequence([seed, generation, slot]).generate_state(1)[0])
 
 
-def select_tournament(population: list, k: int, fraction: float) -> list:
-    """DEAP tournament selection over ``fraction`` of the population (at least 2 entrants)."""
-    size = max(2, round(fraction * len(population)))
-    return tools.selTournament(population, k, tournsize=min(size, len(population)))
+def select_tournament(population: list, k: int, fraction: float, by_rank: bool = False) -> list:
+    """DEAP tournament selection over ``fraction`` of the population (at least 2 entrants).
+
+    ``by_rank`` (successive halving): the entrants are compared by :func:`rank`, fidelity first,
+    with DEAP's own draw of the entrants.
+    """
+    size = min(max(2, round(fraction * len(population))), len(population))
+    if not by_rank:
+        return tools.selTournament(population, k, tournsize=size)
+    return [max(tools.selRandom(population, size), key=rank) for _ in range(k)]
+
+
+def select_best(individuals: list, k: int, by_rank: bool = False) -> list:
+    """DEAP's ``selBest``; ``by_rank``: by :func:`rank`, fidelity first."""
+    return sorted(individuals, key=rank, reverse=True)[:k] if by_rank else tools.selBest(individuals, k)
+
+
+def promoted_count(candidates: int, promote: float) -> int:
+    """How many of a rung's ``candidates`` move on to the next fidelity: ``ceil(promote × candidates)``
+    (at least one of a non-empty rung, so every generation's best reaches the full proxy)."""
+    return max(1, math.ceil(promote * candidates - 1e-9)) if candidates else 0
+
+
+def promotions(scored: list[tuple[int, float]], promote: float) -> list[int]:
+    """The slots of ``scored`` ``(slot, fitness)`` pairs (one rung of one generation) that move on, in slot
+    order: the best :func:`promoted_count`, ties to the earlier slot."""
+    best = sorted(scored, key=lambda pair: (-pair[1], pair[0]))[:promoted_count(len(scored), promote)]
+    return sorted(slot for slot, _ in best)
+
+
+def generation_cost(children: int, fidelities: list[float], promote: float) -> float:
+    """The budget (in full proxy trainings) that ``children`` trained children cost through every rung."""
+    cost, count = 0.0, children
+    for fidelity in fidelities:
+        cost += count * fidelity
+        count = promoted_count(count, promote)
+    return cost
+
+
+def evaluation_place(key: tuple[int, int]) -> str:
+    """``(rung, slot)`` in words: "slot 3", or "slot 3 at rung 1" with successive halving."""
+    rung, slot = key
+    return f"slot {slot}" + (f" at rung {rung}" if rung else "")
 
 
 def _in_slot_order(order: list[int], results: Iterable[T]) -> Iterator[tuple[int, T]]:
@@ -115,7 +159,13 @@ class Search:
         self.recorder = recorder
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", mapper)
-        self.toolbox.register("select", select_tournament, fraction=config.tournament_fraction)
+        self.fidelities = [float(f) for f in config.fidelities]
+        self.multi_fidelity = len(self.fidelities) > 1
+        # With successive halving, selection compares the fidelity first: scores of different rungs
+        # are not comparable, and one measured further along is the better-founded.
+        self.toolbox.register("select", select_tournament, fraction=config.tournament_fraction,
+                              by_rank=self.multi_fidelity)
+        self.toolbox.register("select_best", select_best, by_rank=self.multi_fidelity)
         self.hall_of_fame = tools.HallOfFame(config.hall_of_fame_size, similar=same_formulas)
         self.logbook = tools.Logbook()
         self.stats = tools.Statistics(key=lambda ind: ind.fitness.values[0])
@@ -127,6 +177,9 @@ class Search:
         self.population: list[Individual] = []
         self.generation = 0
         self.evaluations = 0          # proxy trainings done
+        self.spent = 0.0              # the budget they used: a training at fidelity f costs f
+        self.rung_counts = [0] * len(self.fidelities)  # proxy trainings at each fidelity
+        self.cache_fidelity: dict = {}  # signature -> fidelity of its cached fitness, where below 1
         self.evaluation_lines = 0     # lines of evaluations.jsonl covered by the checkpoint
         self.children = 0             # offspring made (trained or reused)
         self.reused = 0
@@ -138,8 +191,9 @@ class Search:
         self.baseline_fitness: dict[str, float] = {}
         self.baselines_time_limited: list[str] = []  # baselines whose proxy training hit its time limit
         self.workers: list[WorkerInfo] = []  # who answered the warm-up: host, device (for the record)
-        # slot -> the line of an evaluation that finished after the checkpoint (reused when bred again)
-        self.recovered: dict[int, JsonlLine] = {}
+        # (rung, slot) -> the line of an evaluation that finished after the checkpoint (reused when
+        # the generation makes it again)
+        self.recovered: dict[tuple[int, int], JsonlLine] = {}
         self._generation_start = time.perf_counter()
         self._clock = time.perf_counter()
         random.seed(config.seed)
@@ -150,27 +204,42 @@ class Search:
 
     def budget_left(self) -> bool:
         cfg = self.config
-        if self.evaluations >= cfg.max_evaluations or self.idle_generations >= MAX_IDLE_GENERATIONS:
+        if self.spent >= cfg.max_evaluations - BUDGET_SLACK or self.idle_generations >= MAX_IDLE_GENERATIONS:
             return False
+        if self.multi_fidelity and (cfg.max_evaluations - self.spent + BUDGET_SLACK
+                                    < generation_cost(1, self.fidelities, cfg.promote)):
+            return False  # what is left cannot take one more child through every rung
         return cfg.max_seconds is None or self.elapsed() < cfg.max_seconds
 
     def slots(self) -> int:
-        """Offspring to make this generation (never more than the evaluations left in the budget, or in the
-        phase with ``search_in_turn``)."""
-        return max(1, min(self.config.offspring_per_generation, self.evaluations_left()))
+        """Offspring to make this generation (never more than the budget left affords, or the phase's with
+        ``search_in_turn``; at least one)."""
+        return max(1, self.affordable(self.config.offspring_per_generation))
 
-    def evaluations_left(self) -> int:
-        """Proxy trainings left in the budget, or with ``search_in_turn`` in the current phase."""
+    def affordable(self, children: int) -> int:
+        """The most children, up to ``children``, whose trainings through every rung fit in
+        :meth:`evaluations_left` (:func:`generation_cost`; one training each without successive halving)."""
+        left = self.evaluations_left() + BUDGET_SLACK
+        if not self.multi_fidelity:
+            return max(0, min(children, math.floor(left)))
+        n = children
+        while n > 0 and generation_cost(n, self.fidelities, self.config.promote) > left:
+            n -= 1
+        return n
+
+    def evaluations_left(self) -> float:
+        """The budget left, in full proxy trainings (:attr:`spent`), or with ``search_in_turn`` in the
+        current phase."""
         end = self.config.max_evaluations
         if self.config.search_in_turn:
             end = min(end, self.config.phase_end(self.phase()))
-        return end - self.evaluations
+        return end - self.spent
 
     # -- phases (search_in_turn) -----------------------------------------------------------
     def phase(self) -> int | None:
         """With ``search_in_turn``, the current phase (index into ``config.searched``): a function of the
         evaluation count (:meth:`SearchConfig.phase_at`); otherwise ``None``."""
-        return self.config.phase_at(self.evaluations) if self.config.search_in_turn else None
+        return self.config.phase_at(self.spent) if self.config.search_in_turn else None
 
     def phase_branches(self) -> list[str]:
         """The branches children may vary now: the current phase's, or every searched branch."""
@@ -214,6 +283,60 @@ class Search:
         ind.signature = signature
         return ind
 
+    def warm_start(self) -> tuple[list[Individual], list[Individual]]:
+        """The baselines that join the initial population with ``warm_start = "baselines"``:
+        ``(known, given)``.
+
+        DiscoPOP (Lu et al., NeurIPS 2024) starts its archive from the known losses; so does this,
+        with the run's baselines that are formulas of this layout's kinds (a detector's own loss code
+        is none). A baseline gives the searched branches their formulas; the others keep their start
+        formulas. Where that is the baseline itself, its proxy fitness is known (it was trained on the
+        same seed before the search): ``known`` members join with that score, cost no budget, and stay
+        out of the hall of fame, which holds found losses. The others (``given``) are trained as
+        generation 0's first children. A baseline the filters reject, or one equal to the cse scheme's
+        start, is left out. Each member's signature is set and, for ``known``, cached with its score,
+        so a child equivalent to a baseline reuses its score instead of training.
+        """
+        if self.config.warm_start != "baselines":
+            return [], []
+        texts, names, searched = self.baseline_texts(), self.baseline_names(), set(self.config.searched)
+        start = dict(self.config.start)
+        genomes: list[tuple[str, dict[str, str]]] = []
+        for name in names:
+            formulas = {b: texts[name][b] if b in searched or b not in start else start[b] for b in self.layout}
+            try:
+                individual_from_formulas(self.layout, formulas)
+            except (GpLossError, KeyError):  # not a formula of this layout (e.g. a detector's own loss code)
+                continue
+            if formulas in [f for _, f in genomes] or (self.config.scheme == "cse" and formulas == start):
+                continue
+            genomes.append((name, formulas))
+        if not genomes:
+            print(safe_line(f"warm start: no baseline of {', '.join(names) or 'this run'} is a formula of the "
+                            f"searched branches; the population starts without one"))
+            return [], []
+        sig_jobs = [SignatureJob(self.config_dict, formulas, branches=list(self.config.searched))
+                    for _, formulas in genomes]
+        rejections = self.toolbox.map(jobs.start_rejections, sig_jobs)
+        signatures = self.toolbox.map(jobs.signature_of, sig_jobs)
+        known, given, left_out = [], [], []
+        for (name, formulas), rejected, signature in zip(genomes, rejections, signatures):
+            if rejected:
+                left_out.append(f"{name} ({'; '.join(rejected.values())})")
+                continue
+            ind = individual_from_formulas(self.layout, formulas)
+            ind.generation, ind.signature = self.generation, freeze(signature)
+            if formulas == texts[name] and name in self.baseline_fitness:
+                ind.fitness.values, ind.reused = (self.baseline_fitness[name],), True
+                self.cache.store(ind.signature, self.baseline_fitness[name])
+                known.append((name, ind))
+            else:
+                given.append((name, ind))
+        print(safe_line("warm start: " + ", ".join(
+            [f"{name} (proxy fitness known)" for name, _ in known] + [f"{name} (trained)" for name, _ in given]
+            + [f"not {item}: the filters reject it" for item in left_out])))
+        return [ind for _, ind in known], [ind for _, ind in given]
+
     def make_children(self, plan: list[tuple[Mode, list[Individual]]],
                       branches: list[str] | None = None) -> list[Individual]:
         """One child per ``(mode, parents)`` of ``plan``, bred through the filters and scored.
@@ -244,12 +367,13 @@ class Search:
                                             parents=[formulas_of(self.layout, p) for p in parents],
                                             branches=branches),
                              known=known, train_seed=self.config.seed,
-                             recorded=self.recovered[slot].record["formulas"] if slot in self.recovered else None,
-                             plan=plan_id, slot=slot)
+                             recorded=(self.recovered[(0, slot)].record["formulas"] if (0, slot) in self.recovered
+                                       else None),
+                             plan=plan_id, slot=slot, fidelity=self.fidelities[0])
                     for slot, (mode, parents) in enumerate(plan)]
         # Longest jobs first (the variation is known from the seed), then record in slot order.
         order = sorted(range(len(job_list)), key=lambda i: jobs.cost_rank(job_list[i], self.config))
-        children, trained = [], []
+        children, trained = [], []  # trained: (slot, child) at the first rung
         for slot, result in _in_slot_order(order, self.toolbox.map(jobs.make_child, [job_list[i] for i in order])):
             bred = result.bred
             self.funnel.merge(bred.funnel)
@@ -262,10 +386,11 @@ class Search:
             self.children += 1
             if child.signature in self.cache:  # reused in its job, or a twin of an earlier sibling
                 child.fitness.values, child.reused = (self.cache.lookup(child.signature),), True
+                child.fidelity = self.cache_fidelity.get(child.signature, 1.0)
                 self.reused += 1
             else:
-                self._score(slot, child, result)
-                trained.append(child)
+                self._count((0, slot), child, None if result.outcome == "recorded" else result.trained)
+                trained.append((slot, child))
             children.append(child)
         if not children and not self.population:
             raise GpLossError(
@@ -273,44 +398,86 @@ class Search:
                 f"tried max_breed_tries ({self.config.max_breed_tries}) candidates. Raise max_breed_tries, "
                 f"loosen filter_time_limit_s, or search fewer branches at once (each branch must pass); "
                 f"then start a new run with another --out")
-        self.hall_of_fame.update(trained)
+        for rung in range(1, len(self.fidelities)):  # successive halving within the generation
+            trained = self._promote(trained, rung)
+        if self.multi_fidelity:  # a twin takes its sibling's score at the rung the sibling reached
+            for child in children:
+                if child.reused:
+                    child.fitness.values = (self.cache.peek(child.signature),)
+                    child.fidelity = self.cache_fidelity.get(child.signature, 1.0)
+        self.hall_of_fame.update([child for _, child in trained if child.fidelity == 1.0])
         self.idle_generations = 0 if trained else self.idle_generations + 1
-        if self.recovered:  # records of this generation that breeding did not make again
-            self.recorder.set_aside([(line, f"slot {slot} of generation {self.generation} was not bred "
-                                             f"again with these formulas on resume")
-                                     for slot, line in sorted(self.recovered.items())])
+        if self.recovered:  # records of this generation that it did not make again
+            self.recorder.set_aside([(line, f"{evaluation_place(key)} of generation {self.generation} was not made "
+                                            f"again with these formulas on resume")
+                                     for key, line in sorted(self.recovered.items())])
             self.recovered = {}
         return children
 
-    def _score(self, slot: int, child: Individual, result: ChildResult) -> None:
-        """Score ``child`` from its training (or the record of it kept across an interruption), and record it.
+    def _promote(self, rung_below: list[tuple[int, Individual]], rung: int) -> list[tuple[int, Individual]]:
+        """Successive halving's step (Li et al., JMLR 2018): the best :func:`promoted_count` of the
+        ``(slot, child)`` pairs trained at the rung below (compared only with each other) train at
+        ``fidelities[rung]``, in one parallel map; the promoted pairs, in slot order.
 
-        Kept records stand in ``evaluations.jsonl`` in slot order and are counted there as they are
-        reused. One of an earlier slot that breeding passed over is set aside. A child trained anew
-        must be written after every kept record still waiting, so those are set aside (copied) first;
-        one of them that is reused later is then written again at its turn.
+        A training recorded before an interruption (same slot, rung and formulas) is not redone.
         """
-        passed = sorted(s for s in self.recovered if s < slot)
+        chosen = set(promotions([(slot, child.fitness.values[0]) for slot, child in rung_below
+                                 if child.fidelity == self.fidelities[rung - 1]], self.config.promote))
+        promoted = [(slot, child) for slot, child in rung_below if slot in chosen]
+        to_train = [(slot, child) for slot, child in promoted if not self._recorded((rung, slot), child)]
+        outcomes = self.toolbox.map(jobs.evaluate, [
+            TrainJob(config=self.config_dict, formulas=formulas_of(self.layout, child), seed=self.config.seed,
+                     fidelity=self.fidelities[rung]) for _, child in to_train])
+        trained = dict(zip((slot for slot, _ in to_train), outcomes))
+        for slot, child in promoted:
+            self._count((rung, slot), child, trained.get(slot))
+        return promoted
+
+    def _recorded(self, key: tuple[int, int], child: Individual) -> bool:
+        """Whether the training ``key`` = ``(rung, slot)`` of ``child`` finished before an interruption."""
+        line = self.recovered.get(key)
+        return line is not None and line.record["formulas"] == formulas_of(self.layout, child)
+
+    def _count(self, key: tuple[int, int], child: Individual, trained: TrainOutcome | None) -> None:
+        """Score ``child`` from its training ``key`` = ``(rung, slot)``, or, with ``trained`` ``None``,
+        from the record of it kept across an interruption; and record it.
+
+        Kept records stand in ``evaluations.jsonl`` in (rung, slot) order and are counted there as
+        they are reused. One that the generation passed over is set aside. A child trained anew must
+        be written after every kept record still waiting, so those are set aside (copied) first; one
+        of them that is reused later is then written again at its turn.
+        """
+        rung, slot = key
+        passed = sorted(k for k in self.recovered if k < key)
         if passed:
-            self.recorder.set_aside([(self.recovered.pop(s), f"slot {s} of generation {self.generation} was not "
-                                                             f"bred again with these formulas on resume")
-                                     for s in passed])
-        if result.outcome != "recorded" and self.recovered:
-            self.recorder.set_aside([(line, f"moved: generation {self.generation} was bred differently on resume "
-                                            f"from slot {slot} on; written again after slot {slot}'s new record "
-                                            f"if slot {s} is reused")
-                                     for s, line in sorted(self.recovered.items())])
-        if result.outcome == "recorded":
-            record = self.recovered.pop(slot).record
+            self.recorder.set_aside([(self.recovered.pop(k), f"{evaluation_place(k)} of generation "
+                                                             f"{self.generation} was not made again with these "
+                                                             f"formulas on resume")
+                                     for k in passed])
+        if trained is not None and self.recovered:
+            self.recorder.set_aside([(line, f"moved: generation {self.generation} went otherwise on resume "
+                                            f"from {evaluation_place(key)} on; written again after its new record "
+                                            f"if {evaluation_place(k)} is reused")
+                                     for k, line in sorted(self.recovered.items())])
+        if trained is None:
+            record = self.recovered.pop(key).record
         else:
-            record = evaluation_record(result.trained, generation=self.generation, slot=slot,
-                                       evaluation=self.evaluations + 1,
-                                       formulas=formulas_of(self.layout, child), signature=child.signature)
+            record = evaluation_record(trained, generation=self.generation, slot=slot,
+                                       evaluation=self.evaluations + 1, formulas=formulas_of(self.layout, child),
+                                       signature=child.signature, fidelity=self.fidelities[rung])
         self.evaluations += 1
+        self.spent += self.fidelities[rung]
+        self.rung_counts[rung] += 1
         self.train_s += record["seconds"]
         child.id = record["evaluation"]
         child.fitness.values = (record["fitness"],)
+        # A failed training measured nothing at its fidelity: it ranks with the lowest rung's.
+        child.fidelity = self.fidelities[0] if record.get("status") in FAILED_STATUSES else self.fidelities[rung]
         self.cache.store(child.signature, record["fitness"])
+        if child.fidelity < 1.0:
+            self.cache_fidelity[child.signature] = child.fidelity
+        else:
+            self.cache_fidelity.pop(child.signature, None)
         self.recorder.evaluation(record)
         self.evaluation_lines += 1
 
@@ -428,8 +595,13 @@ class Search:
         ``row``: more columns of the logbook row, after ``gen`` (e.g. :meth:`phase_row`).
         """
         wall = time.perf_counter() - self._generation_start
-        record = self.stats.compile(self.population)
+        # Statistics of the fitness measured with the whole proxy (every member's, without successive halving).
+        whole = [ind for ind in self.population if ind.fidelity == 1.0]
+        record = self.stats.compile(whole) if whole else {"best": None, "median": None, "mean": None}
         best = self.best()
+        if self.multi_fidelity:  # proxy trainings so far at each fidelity, and the budget they used
+            row = {**row, **{f"trained_at_{f:g}": n for f, n in zip(self.fidelities, self.rung_counts)},
+                   "spent": round(self.spent, 6)}
         self.logbook.record(
             gen=self.generation, **row, evaluations=self.evaluations, children=self.children, reused=self.reused,
             dropped=self.dropped, population=len(self.population),
@@ -451,7 +623,9 @@ class Search:
         version, internal, gauss = random.getstate()
         return {
             "version": STATE_VERSION, "config": self.config_dict, "config_sha256": config_digest(self.config_dict),
-            "generation": self.generation, "evaluations": self.evaluations,
+            "generation": self.generation, "evaluations": self.evaluations, "spent": self.spent,
+            "rung_counts": self.rung_counts,
+            "cache_fidelity": [[list(map(list, sig)), f] for sig, f in self.cache_fidelity.items()],
             "evaluation_lines": self.evaluation_lines, "children": self.children, "reused": self.reused,
             "dropped": self.dropped, "idle_generations": self.idle_generations,
             "elapsed_s": self.elapsed(), "train_s": self.train_s, "breed_s": self.breed_s,
@@ -474,6 +648,8 @@ class Search:
                     "idle_generations", "elapsed_s", "train_s", "breed_s", "baseline_fitness"):
             setattr(self, key, state[key])
         self.baselines_time_limited = list(state.get("baselines_time_limited", []))
+        self.spent, self.rung_counts = state["spent"], list(state["rung_counts"])
+        self.cache_fidelity = {freeze(sig): f for sig, f in state["cache_fidelity"]}
         version, internal, gauss = state["random_state"]
         random.setstate((version, tuple(internal), gauss))
         self.population = [individual_from_dict(self.layout, d) for d in state["population"]]

@@ -155,6 +155,10 @@ class EquivalenceCache:
         self.misses += 1
         return None
 
+    def peek(self, signature: Signature):
+        """The stored fitness of ``signature`` (which must be stored), counting no hit or miss."""
+        return self._store[signature]
+
     def store(self, signature: Signature, fitness) -> None:
         """Remember the fitness measured for a loss with this signature."""
         self._store[signature] = fitness

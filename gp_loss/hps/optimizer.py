@@ -81,11 +81,17 @@ class Result:
 class _Run:
     """The mutable state of one run, and its checkpoint form."""
 
-    def __init__(self, box: Box, seed: int, strategy: Strategy, budget: int, n_init: int):
+    def __init__(self, box: Box, seed: int, strategy: Strategy, budget: int, n_init: int,
+                 initial: list[list[int]] | None = None):
         self.box, self.seed, self.strategy = box, seed, strategy
         self.budget, self.n_init = budget, n_init
+        self.initial = [list(x) for x in initial or []]
         self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.design = symmetric_latin_hypercube(box, n_init, self.rng)
+        # The given points go first, then the Latin hypercube: both are "design" points (no strategy
+        # feedback), and the hypercube is drawn from the seed alone, whatever points were given.
+        design = symmetric_latin_hypercube(box, n_init, self.rng)
+        self.design = (np.vstack([np.array(self.initial, dtype=np.int64), design]) if self.initial
+                       else design)
         self.next_design = 0
         self.n_adaptive = 0  # points proposed after the design (evaluated or pending)
         self.records: list[dict] = []  # {"x", "value", "error", "design", "t"} in arrival order
@@ -97,8 +103,11 @@ class _Run:
 
     # -- checkpoint ---------------------------------------------------------
     def signature(self) -> dict:
-        return {"lower": self.box.lower.tolist(), "upper": self.box.upper.tolist(), "seed": self.seed,
-                "strategy": self.strategy.name, "n_init": self.n_init}
+        sig = {"lower": self.box.lower.tolist(), "upper": self.box.upper.tolist(), "seed": self.seed,
+               "strategy": self.strategy.name, "n_init": self.n_init}
+        if self.initial:  # only then: a checkpoint of a run without given points keeps its signature
+            sig["initial"] = self.initial
+        return sig
 
     def to_state(self) -> dict:
         return {"version": CHECKPOINT_VERSION, "signature": self.signature(), "budget": self.budget,
@@ -110,7 +119,8 @@ class _Run:
     def load_state(self, state: dict) -> None:
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(f"version {state.get('version')!r}, expected {CHECKPOINT_VERSION}")
-        theirs, ours = state["signature"], self.signature()
+        # A run without given points stores none: compare as the empty list, whichever side lacks them.
+        theirs, ours = {"initial": [], **state["signature"]}, {**self.signature(), "initial": self.initial}
         for key in ours:
             if key not in theirs:
                 raise KeyError(f"signature.{key}")
@@ -120,7 +130,8 @@ class _Run:
                               + "; resume with the same settings or use another run directory")
         self.rng.bit_generator.state = state["rng"]
         self.strategy.load_state(state["strategy_state"])
-        self.design = np.array(state["design"], dtype=np.int64).reshape(self.n_init, self.box.dim)
+        self.design = np.array(state["design"], dtype=np.int64).reshape(len(self.initial) + self.n_init,
+                                                                        self.box.dim)
         self.next_design = int(state["next_design"])
         self.n_adaptive = int(state["n_adaptive"])
         self.records = [{"x": [int(v) for v in r["x"]],
@@ -163,7 +174,7 @@ class _Run:
         while self.next_design < len(self.design):
             x = self.design[self.next_design]
             self.next_design += 1
-            if tuple(int(v) for v in x) not in taken:  # only after a resume could it be taken already
+            if tuple(int(v) for v in x) not in taken:  # after a resume, or a given point the hypercube repeats
                 return {"x": [int(v) for v in x], "design": True}
         start = time.perf_counter()
         x = self._propose_adaptive(taken)
@@ -180,7 +191,7 @@ class _Run:
         ctx = Context(box=self.box, rng=self.rng, x_seen=x_seen, values=values,
                       x_pending=np.array([p["x"] for p in self.pending], dtype=np.int64).reshape(-1, dim),
                       taken=taken, surrogate=self.surrogate(x_seen, values), n_adaptive=self.n_adaptive,
-                      adaptive_budget=self.budget - self.n_init)
+                      adaptive_budget=self.budget - self.n_init - len(self.initial))
         return self.strategy.propose(ctx)
 
     def record(self, item: dict, value: float | None, error: str | None, t: float) -> None:
@@ -204,8 +215,33 @@ def _check_count(value, what: str, minimum: int) -> int:
     return int(value)
 
 
+def _check_initial(initial, box: Box) -> list[list[int]]:
+    """The ``initial`` points as lists of ints: each of ``box.dim`` integers inside the box, no two equal."""
+    if initial is None:
+        return []
+    if isinstance(initial, (str, bytes)) or not hasattr(initial, "__iter__"):
+        raise GpLossError(f"initial must be a list of points (lists of {box.dim} integers), got {initial!r}")
+    points: list[list[int]] = []
+    for i, x in enumerate(initial):
+        if isinstance(x, (str, bytes)) or not hasattr(x, "__len__") or len(x) != box.dim:
+            raise GpLossError(f"initial[{i}] must be a point of {box.dim} integers, got {x!r}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in x):
+            raise GpLossError(f"initial[{i}] must be a point of {box.dim} integers, got {x!r}")
+        point = [int(v) for v in x]
+        outside = [j for j, v in enumerate(point) if not box.lower[j] <= v <= box.upper[j]]
+        if outside:
+            j = outside[0]
+            raise GpLossError(f"initial[{i}][{j}] = {point[j]} is outside the bounds "
+                              f"[{int(box.lower[j])}, {int(box.upper[j])}]")
+        if point in points:
+            raise GpLossError(f"initial[{i}] repeats initial[{points.index(point)}]: give each point once")
+        points.append(point)
+    return points
+
+
 def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: int, seed: int,
-             strategy: str = "dycors", n_init: int | None = None, map: Mapper | None = None,
+             strategy: str = "dycors", n_init: int | None = None, initial: list[list[int]] | None = None,
+             map: Mapper | None = None,
              workers: int = 1, max_seconds: float | None = None, run_dir: str | os.PathLike | None = None,
              resume: bool = False, progress: Callable[[dict], None] | None = None) -> Result:
     """Maximise ``objective(list of int) -> float`` over the integers ``lower[i] <= x[i] <= upper[i]``.
@@ -213,12 +249,15 @@ def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: i
     ``budget``: evaluations in all, the ``n_init`` points of the initial design
     (default 2(d+1), a symmetric Latin hypercube) included; ``max_seconds``
     also stops it after that wall time (points in flight are awaited).
+    ``initial``: points evaluated before the design, in this order (e.g. the
+    current setting, so that the best found is never worse than it); they count
+    in the budget, and a design point equal to one of them is not evaluated twice.
     ``strategy``: ``dycors`` (default), ``srbf``, ``ei`` or ``lcb``.
     ``map``: a :class:`~gp_loss.runtime.parallel.Mapper` whose workers evaluate
     points asynchronously (``workers`` > 1 without one starts a
     multiprocessing one; the objective must then pickle). ``run_dir``: save a
     checkpoint there after each result; ``resume=True`` continues the run
-    saved there (same bounds, seed, strategy and n_init; a larger ``budget``
+    saved there (same bounds, seed, strategy, n_init and initial; a larger ``budget``
     extends it; ``max_seconds`` counts the time of every session). Never
     evaluates a point twice; stops early when every grid point has been
     evaluated. ``progress``: called with ``{"done", "budget"}`` when the loop starts (results so far,
@@ -233,15 +272,17 @@ def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: i
         n_init = default_size(box)
     n_init = _check_count(n_init, "n_init", 1)
     check_size(box, n_init)
-    if budget < n_init:
-        raise GpLossError(f"budget = {budget} is smaller than the initial design of n_init = {n_init} points")
+    given = _check_initial(initial, box)
+    if budget < len(given) + n_init:
+        raise GpLossError(f"budget = {budget} is smaller than the initial design of n_init = {n_init} points"
+                          + (f" after the {len(given)} initial point(s)" if given else ""))
     if max_seconds is not None and not (isinstance(max_seconds, (int, float)) and max_seconds > 0
                                         and math.isfinite(max_seconds)):
         raise GpLossError(f"max_seconds must be a positive number of seconds, got {max_seconds!r}")
     if not callable(objective):
         raise GpLossError(f"objective must be callable, got {type(objective).__name__}")
     chosen = make_strategy(strategy, box)
-    run = _Run(box, seed, chosen, budget, n_init)
+    run = _Run(box, seed, chosen, budget, n_init, given)
     path = None if run_dir is None else Path(run_dir)
     open_run(run.load_state, path, resume)
 

@@ -222,3 +222,38 @@ def outcomes_png(counts: Counter, reused: int | None) -> bytes:
     ax.set_xlabel("children")
     _margins(fig, left=1.6, right=0.15, top=0.15, bottom=0.5)
     return _png(fig)
+
+
+VERDICT_COLOURS = {"better": "#2ca02c", "worse": "#d62728", "no clear difference": "#7f7f7f"}
+
+
+def forest_png(rows: list[tuple[str, float, tuple[float, float] | None, str]], reference: str,
+               metric: str) -> bytes:
+    """Each loss's paired difference from ``reference``: a dot at the mean difference, a line across its
+    confidence interval, a vertical line at 0 (no difference); coloured by verdict, first row on top.
+
+    ``rows``: ``(label, delta, (lo, hi) or None, verdict)``, values on the scale shown (×100); a row
+    without an interval (one seed) is a dot alone.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.42 * len(rows) + 1.3))
+    y = np.arange(len(rows))[::-1]
+    for yi, (_, delta, ci, verdict) in zip(y, rows):
+        colour = VERDICT_COLOURS.get(verdict, "#7f7f7f")
+        if ci is not None:
+            ax.hlines(yi, ci[0], ci[1], color=colour, linewidth=2.2)
+            ax.vlines(ci, yi - 0.15, yi + 0.15, color=colour, linewidth=1.4)
+        ax.plot([delta], [yi], "o", color=colour, markersize=6)
+    ax.axvline(0.0, color="black", linewidth=1.0)
+    ax.set_yticks(y)
+    ax.set_yticklabels([plain(label, 24) for label, _, _, _ in rows])
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ends = [v for _, d, ci, _ in rows for v in ([d] + list(ci or ()))]
+    span = max([abs(v) for v in ends] + [0.01])
+    ax.set_xlim(-1.1 * span, 1.1 * span)  # 0 in the middle: which side an interval lies on reads at a glance
+    ax.set_xlabel(plain(f"difference from {reference} in {metric}, paired on the seeds (95% CI)", 120))
+    ax.grid(True, axis="x", alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", linewidth=2.2, label=v) for v, c in VERDICT_COLOURS.items()]
+    ax.legend(handles=handles, fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+    _margins(fig, left=1.6, right=0.15, top=0.4, bottom=0.55)
+    return _png(fig)

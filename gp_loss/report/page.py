@@ -9,7 +9,9 @@ loss language's parser accepted them (:mod:`gp_loss.report.formulas`).
 
 Sections: what is missing, the run at a glance (task, budget, device, wall time),
 the hall of fame beside the baselines (rendered simplified formulas and their
-exact text, validation fitness, final test metric), loss curves of the top losses
+exact text, validation fitness, final test metric), each loss of the final retraining
+against the reference baseline (paired difference, 95% interval and verdict, drawn as
+a forest plot; :mod:`gp_loss.metrics.paired`), loss curves of the top losses
 against the baselines (:mod:`gp_loss.report.curves`), fitness over time, the
 filter funnel with its rejection reasons, how proxy trainings ended, and the
 whole configuration.
@@ -29,9 +31,10 @@ from gp_loss.report import curves as curve_mod
 from gp_loss.report import figures
 from gp_loss.report.collect import RunFiles, finite, number
 from gp_loss.report.formulas import Formula, Formulas, kind_of
+from gp_loss.metrics.paired import read_comparison
 from gp_loss.report.legend import operator_legend
 from gp_loss.runtime.terminal import safe_text
-from gp_loss.report.units import UNIT, metric_label, metric_value, scaled
+from gp_loss.report.units import UNIT, metric_gain, metric_label, metric_value, scaled
 
 CURVE_TOP = 3  # found losses drawn per branch
 REASONS_SHOWN = 6
@@ -175,7 +178,7 @@ class Page:
                     f'<div class="note">shown as text: {e(f.problem)}</div></div>')
         picture = img(self.formulas.image(f), f"{branch or ''} = {f.text}", cls="math")
         if not picture:
-            picture = f'<div class="note">(mathtext cannot draw this formula)</div>'
+            picture = '<div class="note">(mathtext cannot draw this formula)</div>'
         return f'<div class="formula">{head}{picture}<code>{e(f.text)}</code></div>'
 
     def glance(self) -> str:
@@ -195,15 +198,15 @@ class Page:
         if final:
             found = [r for r in final["rows"] if r.get("baseline") is not True and r["name"].startswith("top")]
             base = [r for r in final["rows"] if r not in found]
-            if found and base:
+            if isinstance(final.get("summary"), str) and final["summary"]:  # its verdict, paired on the seeds
+                parts.append(f"After retraining: {e(final['summary'])} (×100, paired on the seeds).")
+            elif found and base:  # a run without paired verdicts: the numbers alone, no verdict
                 fb = max(found, key=lambda r: r["mean"] if finite(r["mean"]) else -math.inf)
                 bb = max(base, key=lambda r: r["mean"] if finite(r["mean"]) else -math.inf)
-                verdict = ("beats" if fb["mean"] > bb["mean"] + bb["std"] else
-                           "is below" if fb["mean"] < bb["mean"] - bb["std"] else "is level with")
-                parts.append(f"After retraining, the best found loss ({e(_label(fb['name']))}, "
-                             f"{metric_value(fb['mean'])} ± {metric_value(fb['std'])}) {verdict} the best baseline "
-                             f"({e(bb['name'])}, {metric_value(bb['mean'])} ± {metric_value(bb['std'])}) on "
-                             f"{e(metric_label(final['metric']))}.")
+                parts.append(f"After retraining, on {e(metric_label(final['metric']))}: the best found loss "
+                             f"({e(_label(fb['name']))}) {metric_value(fb['mean'])} ± {metric_value(fb['std'])}, "
+                             f"the best baseline ({e(bb['name'])}) {metric_value(bb['mean'])} ± "
+                             f"{metric_value(bb['std'])}.")
             if isinstance(final.get("load_dependence"), str):  # a time limit stopped trainings or candidates
                 parts.append(f"<b>Warning</b>: {e(final['load_dependence'])}.")
         elif run.baselines and rows:
@@ -314,6 +317,49 @@ class Page:
         return (f"<h2>Hall of fame and baselines</h2><p class=note>The formulas are drawn simplified by SymPy, "
                 f"for reading only (the guards of log, div and exp left out); the text below each is the exact "
                 f"loss that trained.</p><table>{head}{''.join(body)}</table>{legend_html(self.shown)}{others}")
+
+    def comparison(self) -> str:
+        """Each loss of the final retraining against the reference baseline: its paired difference, 95%
+        interval and verdict as a table and a forest plot, under the summary sentence. Empty for a run whose
+        final.json holds no verdicts."""
+        final = self.run.final
+        if not final:
+            return ""
+        rows = [(r, read_comparison(r.get("vs_reference"))) for r in final["rows"]]
+        compared = [c for _, c in rows if c]
+        if not compared:
+            return ""
+        reference = final["reference"] if isinstance(final.get("reference"), str) else compared[0]["baseline"]
+        metric = metric_label(final["metric"])
+        body = []
+        for r, c in rows:
+            score = f"{metric_value(r['mean'])} ± {metric_value(r['std'])}"
+            if c is None:
+                cells = ('<td colspan=3 class="note">the reference</td>' if r["name"] == reference else
+                         '<td colspan=3 class="note">not compared</td>')
+            else:
+                ci = c["ci95"]
+                cells = (f"<td class=num>{metric_gain(c['delta'])}</td><td class=num>"
+                         + (f"[{metric_gain(ci[0])}, {metric_gain(ci[1])}]" if ci else "one seed: none")
+                         + f"</td><td>{e(c['verdict'])}"
+                         + (f" than {e(c['baseline'])}" if c["verdict"] in ("better", "worse") else "")
+                         + ("" if c["baseline"] == reference else f" (vs {e(c['baseline'])})") + "</td>")
+            cls = ' class="baseline"' if r.get("baseline") is True else ""
+            body.append(f"<tr{cls}><td>{e(r['name'])}</td><td class=num>{score}</td>{cells}</tr>")
+        forest = [(r["name"], scaled(c["delta"]), (scaled(c["ci95"][0]), scaled(c["ci95"][1])) if c["ci95"] else None,
+                   c["verdict"]) for r, c in rows if c and c["delta"] is not None]
+        png = figures.forest_png(forest, reference, metric) if forest else None
+        seeds = next((r["seeds"] for r in final["rows"] if isinstance(r.get("seeds"), list)), None)
+        on = f" ({', '.join(e(s) for s in seeds)})" if seeds else ""
+        summary = final.get("summary")
+        head = f"<p><b>{e(summary)}</b></p>" if isinstance(summary, str) and summary else ""
+        return (f"<h2>Final retraining: each loss against {e(reference)}</h2>{head}<p class=note>Every loss was "
+                f"retrained on the same seeds{on}, so each is compared with {e(reference)} seed by seed: the mean "
+                f"of the paired differences in {e(metric)} and its 95% Student-t confidence interval. A loss is "
+                f"better or worse only where the interval excludes 0; otherwise the difference is within the "
+                f"seeds' noise.</p>{img(png, f'paired differences from {reference}')}"
+                f"<table><tr><th>loss</th><th>{e(metric)}<br>(mean ± std over seeds)</th><th>difference</th>"
+                f"<th>95% CI</th><th>verdict</th></tr>{''.join(body)}</table>")
 
     def loss_curves(self) -> str:
         if not self.layout:
@@ -459,8 +505,8 @@ class Page:
             glance, sections = script_glance(self.run.script), script_sections(self.run.script)
             sections.append(self.configuration())
         else:
-            sections = [self.facts(), self.hall_of_fame(), self.loss_curves(), self.fitness(), self.funnel(),
-                        self.outcomes(), self.configuration()]
+            sections = [self.facts(), self.hall_of_fame(), self.comparison(), self.loss_curves(), self.fitness(),
+                        self.funnel(), self.outcomes(), self.configuration()]
             glance = self.glance()
         title = f"gp-loss report: {self.run.path.name or self.run.path}"
         made = datetime.datetime.now().isoformat(timespec="seconds")

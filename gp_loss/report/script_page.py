@@ -9,9 +9,10 @@ is a PNG (its first bytes say so) of at most
 """
 from __future__ import annotations
 
+from gp_loss.metrics.paired import comparison_text
 from gp_loss.report import figures
 from gp_loss.report.page import data_uri, e, img
-from gp_loss.report.script_runs import HPS_DET, PICTURE_BYTES, ScriptRun, describe, point_text
+from gp_loss.report.script_runs import HPS_DET, PICTURE_BYTES, ScriptRun, describe, point_text, verdict_text
 from gp_loss.report.units import metric_gain, metric_label, metric_value, scaled
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -28,7 +29,9 @@ def script_glance(run: ScriptRun) -> str:
         parts.append(f"Best point of the search: <b>{e(run.best_name)} = {e(point_text(run.best_point))}</b>, "
                      f"proxy {e(metric_label(run.metric))} {metric_value(run.best_value)}")
     if run.final:
-        rows = "; ".join(f"{e(r.label)} <b>{metric_value(r.mean)} ± {metric_value(r.std)}</b>" for r in run.final)
+        rows = "; ".join(f"{e(r.label)} <b>{metric_value(r.mean)} ± {metric_value(r.std)}</b>"
+                         + (f" ({e(comparison_text(r.vs_reference))}, paired, 95% CI)" if r.vs_reference else "")
+                         for r in run.final)
         gain = run.gain
         parts.append(f"After retraining ({e(_final_line(run))}): {rows}"
                      + (f". Gain over {e(run.gain_over)}: <b>{metric_gain(gain)}</b>" if gain is not None else "")
@@ -94,15 +97,19 @@ def _final(run: ScriptRun) -> str:
     if not run.final:
         return ""
     rows = []
+    # a final.json without verdicts has no paired column
+    paired = any(r.vs_reference is not None for r in run.final)
     for r in run.final:
         scores = ", ".join(metric_value(s) for s in r.scores)
         failed = "<br>".join(e(f) for f in r.failed)
+        verdict = f"<td>{e(verdict_text(run, r))}</td>" if paired else ""
         rows.append(f"<tr><td>{e(r.label)}</td><td class=num>{metric_value(r.mean)} ± {metric_value(r.std)}</td>"
-                    f"<td class=num>{scores}</td><td>{failed}</td></tr>")
+                    f"{verdict}<td class=num>{scores}</td><td>{failed}</td></tr>")
+    head = f"<th>vs {e(run.reference or 'the reference')} (paired, ×100, 95% CI)</th>" if paired else ""
     gain = (f"<p>Gain of the searched {'assignment' if run.kind == HPS_DET else 'θ'} over {e(run.gain_over)}: "
             f"<b>{metric_gain(run.gain)}</b></p>") if run.gain is not None else ""
     return (f"<h2>Final comparison</h2><p class=note>{e(_final_line(run))}: each row retrained on the same "
-            f"seeds.</p><table><tr><th>loss or assignment</th><th>mean ± std</th><th>each seed</th>"
+            f"seeds.</p><table><tr><th>loss or assignment</th><th>mean ± std</th>{head}<th>each seed</th>"
             f"<th>failed trainings</th></tr>{''.join(rows)}</table>{gain}")
 
 

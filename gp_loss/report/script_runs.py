@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gp_loss.errors import GpLossError
+from gp_loss.metrics.paired import comparison_text, read_comparison
 from gp_loss.report.collect import finite, number
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.run_dir import RunDir
@@ -72,7 +73,9 @@ class Trial:
 
 @dataclass
 class FinalRow:
-    """One loss or assignment of the final comparison: mean ± std over its seeds."""
+    """One loss or assignment of the final comparison: mean ± std over its seeds, and its paired difference
+    from the reference (``vs_reference``: ``{"baseline", "delta", "ci95", "verdict"}``, ``None`` for the
+    reference itself and in a final.json that holds no verdicts)."""
 
     name: str
     label: str
@@ -80,6 +83,7 @@ class FinalRow:
     std: float | None
     scores: list = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # "seed 1: non-finite (reason)"
+    vs_reference: dict | None = None
 
 
 @dataclass
@@ -103,6 +107,7 @@ class ScriptRun:
     final_metric: str | None = None
     final_seeds: list = field(default_factory=list)
     final_steps: object = None
+    reference: str | None = None  # the row the others' paired differences are taken from (final.json's)
     gain: float | None = None
     pictures: dict[str, Path] = field(default_factory=dict)  # caption -> PNG in the run directory
     problems: list[str] = field(default_factory=list)
@@ -137,7 +142,8 @@ class ScriptRun:
                 "best": {self.best_name: self.best_point, self.metric: self.best_value,
                          "details": dict(self.best_details)},
                 "final": {"metric": self.final_metric, "seeds": self.final_seeds, "steps": self.final_steps,
-                          "rows": [vars(r) for r in self.final], "gain": self.gain},
+                          "rows": [vars(r) for r in self.final], "gain": self.gain,
+                          "reference": self.reference},
                 "pictures": {k: str(v) for k, v in self.pictures.items()},
                 "problems": self.problems, "warnings": self.warnings}
 
@@ -269,7 +275,7 @@ def _final_rows(data: dict, names: dict[str, str], rows_of) -> list[FinalRow]:
             0.0 if len(scores) == 1 and finite(scores[0]) else None)
         failed = [f"seed {t.get('seed')}: {t.get('status')}" + (f" ({t.get('reason')})" if t.get("reason") else "")
                   for t in trainings if t.get("status") != "ok"]
-        rows.append(FinalRow(name, label, mean, std, scores, failed))
+        rows.append(FinalRow(name, label, mean, std, scores, failed, read_comparison(part.get("vs_reference"))))
     return rows
 
 
@@ -278,6 +284,7 @@ def _final_common(out: ScriptRun, data: dict) -> None:
     out.final_metric = data.get("metric") if isinstance(data.get("metric"), str) else out.metric
     out.final_seeds = data.get("seeds") if isinstance(data.get("seeds"), list) else []
     out.final_steps = data.get("final_steps")
+    out.reference = data.get("reference") if isinstance(data.get("reference"), str) else None
 
 
 def _read_hps(rd: RunDir, out: ScriptRun, attempt, state: dict | None) -> None:
@@ -389,6 +396,15 @@ def _read_pap(rd: RunDir, out: ScriptRun, attempt, state: dict | None) -> None:
     if out.best_value is None and out.trials:
         good = [t.value for t in out.trials if finite(t.value)]
         out.best_value = max(good) if good else None
+
+
+def verdict_text(run: ScriptRun, row: FinalRow) -> str:
+    """``row``'s paired difference from the reference, ×100, with its 95% interval and verdict (``+1.23
+    [+0.40, +2.06] better than default``); ``reference`` for the reference's own row; empty where the
+    final.json holds no verdict."""
+    if row.vs_reference is not None:
+        return comparison_text(row.vs_reference)
+    return "reference" if row.name == run.reference else ""
 
 
 def point_text(point: list | None, limit: int = 6) -> str:

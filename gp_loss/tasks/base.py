@@ -296,6 +296,11 @@ def first_non_finite(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) 
     return at, f"the sum of the branch losses is {total.item()}"
 
 
+def fidelity_steps(steps: int, fidelity: float) -> int:
+    """The optimizer steps of a proxy of ``steps`` trained at ``fidelity`` (a fraction in (0, 1]): at least one."""
+    return steps if fidelity == 1.0 else max(1, round(fidelity * steps))
+
+
 class Task(Protocol):
     """A search task, built by ``info.task_class(options, device)``."""
 
@@ -305,8 +310,15 @@ class Task(Protocol):
     def baseline(self, name: str) -> Any:
         """The loss of the baseline ``name``, as :meth:`proxy_fitness` and :meth:`final_score` take it."""
 
-    def proxy_fitness(self, genome: Genome, seed: int, time_limit_s: float | None = None) -> TrainOutcome:
-        """Validation metric after proxy training with ``genome``'s losses (or a :meth:`baseline`'s)."""
+    def proxy_fitness(self, genome: Genome, seed: int, time_limit_s: float | None = None,
+                      fidelity: float = 1.0) -> TrainOutcome:
+        """Validation metric after proxy training with ``genome``'s losses (or a :meth:`baseline`'s), for
+        ``fidelity`` of the proxy's length (:func:`fidelity_steps`)."""
 
     def final_score(self, genome: Genome, seed: int) -> TrainOutcome:
         """Test metric after the full training with ``genome``'s losses (or a :meth:`baseline`'s)."""
+
+    def selection_score(self, genome: Genome, seed: int) -> TrainOutcome:
+        """Validation metric after the full training: what chooses among found losses without looking at
+        the split the final score is measured on (the same as :meth:`final_score` for a task whose final
+        split is the validation split)."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gp_loss.data.image_folder import image_folder_tensors
+from gp_loss.data.image_folder import check_same_classes, class_names, image_folder_tensors
 from gp_loss.errors import GpLossError
 
 
@@ -49,3 +49,24 @@ def test_a_broken_image_is_one_line(tmp_path):
     root = _folder(tmp_path / "d")
     (root / "cat" / "1.png").write_bytes(b"not a png")
     assert f"cannot read image {root / 'cat' / '1.png'}" in _error(root)
+
+
+def test_class_names_are_the_loaders_labels_without_reading_an_image(tmp_path):
+    root = _folder(tmp_path / "d")
+    (root / "cat" / "0.png").write_bytes(b"not a png")  # never decoded
+    assert class_names(root) == ["cat", "dog"]
+    (tmp_path / "bare").mkdir()
+    assert class_names(tmp_path / "bare") == []
+
+
+@pytest.mark.parametrize("classes, detail", [
+    (["cat"], "missing 'dog'"),
+    (["cat", "dgo"], "missing 'dog'; extra 'dgo'"),
+    (["dog", "cat"], "the same names in another order ('dog', 'cat')"),
+])
+def test_different_class_folders_are_one_line_naming_the_difference(classes, detail):
+    with pytest.raises(GpLossError) as info:
+        check_same_classes(classes, ["cat", "dog"], "--val-data /x/val", "--data /x/train")
+    assert str(info.value).startswith(f"--val-data /x/val: its class folders differ from --data /x/train's: {detail};")
+    assert "\n" not in str(info.value)
+    check_same_classes(["cat", "dog"], ["cat", "dog"], "--val-data /x/val", "--data /x/train")

@@ -34,7 +34,7 @@ def test_json_round_trip():
     ind.signature = ((0.24, 0.25), (1.5, 1.6))
     data = json.loads(json.dumps(individual_to_dict(LAYOUT, ind)))
     assert data == {"formulas": FORMULAS, "fitness": 0.75, "id": 4, "generation": 2,
-                    "signature": [[0.24, 0.25], [1.5, 1.6]], "reused": True}
+                    "signature": [[0.24, 0.25], [1.5, 1.6]], "reused": True, "fidelity": 1.0}
     back = individual_from_dict(LAYOUT, data)
     assert formulas_of(LAYOUT, back) == FORMULAS
     assert back.fitness.values == (0.75,)

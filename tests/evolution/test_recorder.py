@@ -57,7 +57,7 @@ def test_a_record_holds_every_field_of_the_outcome():
     record = evaluation_record(outcome, generation=2, slot=1, evaluation=9, formulas={"cls": CE},
                                signature=((0.1, 0.2),))
     expected = {f.name for f in dataclasses.fields(Outcome)} - {"score"} | {"fitness"}
-    assert set(record) == expected | {"generation", "slot", "evaluation", "formulas", "signature"}
+    assert set(record) == expected | {"generation", "slot", "evaluation", "fidelity", "formulas", "signature"}
     assert (record["fitness"], record["extra"], record["steps"], record["evaluation"]) == (0.75, [1, 2], 3, 9)
 
 

@@ -270,7 +270,7 @@ def test_a_kept_record_bred_differently_on_resume_is_set_aside_before_it_leaves(
     aside = [json.loads(line) for line in (run / "evaluations.set_aside.jsonl").read_text().splitlines()]
     assert [a["text"] for a in aside] == [stale_text, lines[4]]
     assert [a["reason"] for a in aside] == [
-        f"moved: generation 1 was bred differently on resume from slot 0 on; written again after slot 0's new "
+        f"moved: generation 1 went otherwise on resume from slot 0 on; written again after its new "
         f"record if slot {s} is reused" for s in (0, 1)]
     assert after[4] == lines[4]  # slot 1's record, reused and written again after slot 0's
 

@@ -12,8 +12,10 @@ from gp_loss.evolution import script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "search_classification.py"
+# One fidelity and no warm start: these tests count trainings of the search loop itself.
 TINY_FLAGS = ["--population", "2", "--offspring", "1", "--evaluations", "2", "--final-seeds", "1",
-              "--final-top", "1", "--proxy-epochs", "1", "--final-epochs", "1", "--no-progress"]
+              "--final-top", "1", "--proxy-epochs", "1", "--final-epochs", "1", "--no-progress",
+              "--fidelities", "1", "--warm-start", "none"]
 
 
 @pytest.fixture(scope="module")

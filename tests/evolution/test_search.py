@@ -210,8 +210,11 @@ def test_resume_with_a_larger_budget_continues(run_a, resumed):
 
 def test_resume_with_a_larger_budget_refreshes_final(resumed):
     hof = _json(resumed / "hall_of_fame.json")["hall_of_fame"]
-    final = _json(resumed / "final.json")["rows"]
-    assert [r["formulas"] for r in final[:3]] == [r["formulas"] for r in hof[:3]]
+    final = _json(resumed / "final.json")
+    chosen = final["selection"]["candidates"]  # the new hall of fame's best, chosen at the final length
+    by_rank = sorted(chosen, key=lambda c: c["hall_of_fame_rank"])
+    assert [c["formulas"] for c in by_rank] == [r["formulas"] for r in hof[:len(chosen)]]
+    assert [r["formulas"] for r in final["rows"][:3]] == [c["formulas"] for c in chosen[:3]]
 
 
 def _interrupt_before_last_generation(src, dst):

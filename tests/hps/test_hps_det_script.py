@@ -70,6 +70,11 @@ def test_a_tiny_search_writes_its_files_and_the_comparison_and_resumes(cli, caps
     final = json.loads((out / "final.json").read_text())
     assert final["dynamic"]["positives"] == best["positives"] and final["seeds"] == [0]
     assert final["gain"] == final["dynamic"]["mean"] - final["default"]["mean"]
+    # one seed: a paired difference, but no spread to build an interval from
+    assert final["reference"] == "default" and "vs_reference" not in final["default"]
+    assert final["dynamic"]["vs_reference"] == {"baseline": "default", "delta": pytest.approx(final["gain"]),
+                                                "ci95": None, "verdict": "no clear difference"}
+    assert "[one seed: no interval] no clear difference from default" in printed
     assert (out / "ap_over_iterations.png").read_bytes()[:4] == b"\x89PNG"
 
     # Resume with a larger budget: the same 3 points first, then one more.
@@ -217,6 +222,43 @@ def test_every_default_training_failing_stops_the_comparison(cli, tmp_path, monk
     with Mapper("serial") as mapper:
         report = cli.compare(tmp_path, options, run, [3], "AP", mapper)
     assert report["dynamic"]["failed"] and report["gain"] is None and not report["default"]["failed"]
+    # its zeros are scored as failures are in every final comparison: below the default on every seed
+    assert report["dynamic"]["vs_reference"]["verdict"] == "worse"
+
+
+# AP of each final training by (assignment, seed): the searched s above the default on every seed
+FINAL_AP = {("dynamic", 0): 0.30, ("dynamic", 1): 0.33, ("dynamic", 2): 0.31,
+            ("default", 0): 0.25, ("default", 1): 0.27, ("default", 2): 0.28}
+
+
+def test_the_final_comparison_gives_the_paired_difference_its_interval_and_verdict(cli, capsys, tmp_path,
+                                                                                  monkeypatch):
+    from gp_loss.metrics.paired import paired_comparison
+
+    def training(job):
+        options, _, seed, _, _ = job
+        return {"seed": seed, "score": FINAL_AP[options["assignment"], seed], "status": "ok", "reason": "",
+                "metrics": {}, "seconds": 0.1}
+
+    monkeypatch.setattr(cli, "final_training", training)
+    monkeypatch.setattr(cli.ProxyObjective, "__call__", lambda self, s: 0.1 + 0.001 * s[0])
+    out = tmp_path / "run"
+    argv = ["--out", str(out)] + TINY[:-1] + ["3"]
+    assert argv[-2] == "--final-seeds"
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    final = json.loads((out / "final.json").read_text())
+    expected = paired_comparison([FINAL_AP["dynamic", s] for s in range(3)],
+                                 [FINAL_AP["default", s] for s in range(3)])
+    assert final["reference"] == "default" and final["seeds"] == [0, 1, 2]
+    vs = final["dynamic"]["vs_reference"]
+    assert vs["baseline"] == "default" and vs["verdict"] == expected["verdict"] == "better"
+    assert vs["delta"] == pytest.approx(expected["delta"]) and vs["ci95"] == pytest.approx(expected["ci95"])
+    assert 0 < vs["ci95"][0] < vs["delta"] < vs["ci95"][1]
+    line = next(line for line in printed.splitlines() if line.startswith("  vs default, paired"))
+    assert line.endswith(f"+4.67 [{100 * vs['ci95'][0]:+.2f}, {100 * vs['ci95'][1]:+.2f}] better than default")
+    # the other figures are as before: the means and the gain over the default
+    assert final["gain"] == pytest.approx(0.94 / 3 - 0.80 / 3) and "gain:" in printed
 
 
 def test_a_data_error_is_one_line_before_anything_is_created(cli, capsys, tmp_path):

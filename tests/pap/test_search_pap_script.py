@@ -63,6 +63,12 @@ def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, ca
     assert set(final["losses"]) == {"searched", "fl_giou", "pap"} and final["seeds"] == [0]
     for row in final["losses"].values():
         assert len(row["trainings"]) == 1 and row["std"] == 0.0
+    # one seed: each loss's difference from fl_giou, with no interval to judge it by
+    assert final["reference"] == "fl_giou" and "vs_reference" not in final["losses"]["fl_giou"]
+    for name in ("searched", "pap"):
+        assert final["losses"][name]["vs_reference"]["verdict"] == "no clear difference"
+        assert final["losses"][name]["vs_reference"]["ci95"] is None
+    assert printed.count("[one seed: no interval] no clear difference from fl_giou") == 2
     assert "def pap_loss(" in (out / "pap_loss.py").read_text()
     assert PAPParameters.from_theta(final["theta"]).theta == params.theta
 
@@ -237,3 +243,52 @@ def test_every_reference_training_failing_stops_the_comparison(cli, tmp_path, mo
     with Mapper("serial") as mapper:
         report = cli.compare(tmp_path, options, run, [0.5] * 41, 0.1, mapper)
     assert report["losses"]["fl_giou"]["failed"] and not report["losses"]["pap"]["failed"]
+
+
+# AP of each final training by loss and seed: the searched θ above fl_giou on every seed, pap below it
+FINAL_AP = {"searched": [0.30, 0.33, 0.31], "fl_giou": [0.25, 0.27, 0.28], "pap": [0.20, 0.21, 0.22]}
+
+
+def test_the_final_comparison_gives_each_loss_its_paired_verdict_against_fl_giou(cli, capsys, tmp_path,
+                                                                                monkeypatch):
+    from gp_loss.metrics.paired import paired_comparison
+
+    def training(job):
+        _, spec, _, seed, _, _ = job
+        name = spec if isinstance(spec, str) else "searched"
+        return {"seed": seed, "score": FINAL_AP[name][seed], "status": "ok", "reason": "", "metrics": {},
+                "seconds": 0.1}
+
+    monkeypatch.setattr(cli, "final_training", training)
+    monkeypatch.setattr(cli.ProxyObjective, "__call__", lambda self, x: 0.1 + 0.01 * float(x[0]))
+    out = tmp_path / "run"
+    argv = ["--out", str(out)] + TINY
+    argv[argv.index("--final-seeds") + 1] = "3"
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    final = json.loads((out / "final.json").read_text())
+    assert final["reference"] == "fl_giou" and "vs_reference" not in final["losses"]["fl_giou"]
+    for name, verdict in (("searched", "better"), ("pap", "worse")):
+        expected = paired_comparison(FINAL_AP[name], FINAL_AP["fl_giou"])
+        vs = final["losses"][name]["vs_reference"]
+        assert vs["baseline"] == "fl_giou" and vs["verdict"] == expected["verdict"] == verdict
+        assert vs["delta"] == pytest.approx(expected["delta"]) and vs["ci95"] == pytest.approx(expected["ci95"])
+        # mean and std are what they were: over the seeds, the std with ddof 1
+        assert final["losses"][name]["mean"] == pytest.approx(sum(FINAL_AP[name]) / 3)
+    lines = {line.split(":")[0].strip(): line for line in printed.splitlines() if line.startswith("  ")}
+    searched = final["losses"]["searched"]["vs_reference"]
+    assert lines["PAP-Loss, searched θ (ppo)"].endswith(
+        f"+4.67 [{100 * searched['ci95'][0]:+.2f}, {100 * searched['ci95'][1]:+.2f}] better than fl_giou")
+    assert lines["PAP-Loss, identity substitutions (pap)"].endswith("worse than fl_giou")
+    assert lines["Focal + GIoU (fl_giou)"].endswith("reference")
+
+    # A final.json without verdicts (kept by --resume, which retrains nothing) still prints its table.
+    for row in final["losses"].values():
+        row.pop("vs_reference", None)
+    del final["reference"]
+    (out / "final.json").write_text(json.dumps(final, indent=1) + "\n")
+    monkeypatch.setattr(cli, "final_training", lambda job: pytest.fail("a finished comparison was retrained"))
+    assert cli.main(["--resume", str(out)]) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "PAP-Loss, searched θ (ppo):" in printed and "0.3133 ± " in printed
+    assert " than fl_giou" not in printed and "reference" not in printed.split("95% CI):")[1]

@@ -122,3 +122,61 @@ def test_a_directory_with_nothing_of_the_script_is_one_line(tmp_path, capsys):
     assert main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "nothing to report" in err and "PAP-Loss" in err
+
+
+def _add_verdicts(run, comparisons, reference):
+    """final.json of ``run`` with ``vs_reference`` on the rows of ``comparisons`` and ``"reference"``, as the
+    scripts' compare writes them."""
+    final = json.loads((run / "final.json").read_text())
+    rows = final["losses"] if "losses" in final else final
+    for name, comparison in comparisons.items():
+        rows[name]["vs_reference"] = {"baseline": reference, **comparison}
+    final["reference"] = reference
+    (run / "final.json").write_text(json.dumps(final, indent=1) + "\n")
+
+
+def test_an_hps_det_report_shows_the_paired_verdict_of_the_searched_assignment(hps_run, capsys):
+    _add_verdicts(hps_run, {"dynamic": {"delta": 0.02, "ci95": [0.005, 0.035], "verdict": "better"}}, "default")
+    out = _text(capsys, hps_run)
+    assert re.search(r"dynamic assignment, s = \[3, 2, 3\]:\s+17\.00 ± 1\.41  \+2\.00 \[\+0\.50, \+3\.50\] better "
+                     r"than default", out)
+    assert re.search(r"default assignment \(fcos\):\s+15\.00 ± 0\.00  reference", out)
+    data = json.loads(_text(capsys, hps_run, "--json"))
+    assert data["final"]["reference"] == "default"
+    rows = {r["name"]: r for r in data["final"]["rows"]}
+    assert rows["dynamic"]["vs_reference"] == {"baseline": "default", "delta": 0.02, "ci95": [0.005, 0.035],
+                                               "verdict": "better"}
+    assert rows["default"]["vs_reference"] is None
+    page = _page(capsys, hps_run)
+    final = page.split(">Final comparison<")[1]
+    assert "<th>vs default (paired, ×100, 95% CI)</th>" in final
+    assert "<td>+2.00 [+0.50, +3.50] better than default</td>" in final and "<td>reference</td>" in final
+    assert "+2.00 [+0.50, +3.50] better than default" in page.split(">The run<")[0]  # at a glance too
+
+
+def test_a_pap_report_shows_each_loss_against_fl_giou(pap_run, capsys):
+    _add_verdicts(pap_run, {"searched": {"delta": 0.02, "ci95": [-0.107, 0.147], "verdict": "no clear difference"},
+                            "pap": {"delta": -0.075, "ci95": None, "verdict": "no clear difference"}}, "fl_giou")
+    out = _text(capsys, pap_run)
+    assert re.search(r"PAP-Loss, searched θ \(\w+\):\s+17\.00 ± 1\.00  \+2\.00 \[-10\.70, \+14\.70\] no clear "
+                     r"difference from fl_giou", out)
+    assert re.search(r"Focal \+ GIoU \(fl_giou\):\s+15\.00 ± 0\.00  reference", out)
+    assert re.search(r"identity substitutions \(pap\):\s+7\.50 ± 7\.50  -7\.50 \[one seed: no interval\] no clear "
+                     r"difference from fl_giou  \(seed 1: non-finite", out)
+    page = _page(capsys, pap_run)
+    assert "<th>vs fl_giou (paired, ×100, 95% CI)</th>" in page
+    assert "+2.00 [-10.70, +14.70] no clear difference from fl_giou" in page
+
+
+def test_a_final_json_without_verdicts_or_with_a_damaged_one_still_renders(hps_run, pap_run, capsys):
+    for run in (hps_run, pap_run):  # the fixtures' final.json holds no verdicts
+        out = _text(capsys, run)
+        assert "final comparison" in out and " than " not in out and "difference from" not in out
+        assert "reference" not in out.split("final comparison")[1]
+        page = _page(capsys, run)
+        assert ">Final comparison<" in page and "paired, ×100" not in page and "17.00 ± " in page
+    _add_verdicts(hps_run, {"dynamic": {"delta": "big", "ci95": [0, 1], "verdict": "great"}}, "default")
+    out = _text(capsys, hps_run)
+    assert "great" not in out and "big" not in out and re.search(r"dynamic assignment.*17\.00 ± 1\.41\n", out)
+    assert "warning" not in out
+    assert ">Final comparison<" in _page(capsys, hps_run)

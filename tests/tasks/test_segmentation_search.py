@@ -1,7 +1,6 @@
 """runs/search_segmentation.py end to end, with the smallest budget: built-in data, and a VOC folder of non-square images."""
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,18 +9,13 @@ from gp_loss.evolution import script
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "runs" / "search_segmentation.py"
 TINY = ["--population", "2", "--offspring", "2", "--evaluations", "3", "--final-seeds", "1", "--final-top", "1",
         "--proxy-steps", "2", "--final-steps", "2", "--image-size", "32", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("search_segmentation_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def cli(load_script):
+    return load_script("search_segmentation")
 
 
 def _run(cli, argv):

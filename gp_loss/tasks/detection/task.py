@@ -27,7 +27,7 @@ from gp_loss.language.genome import Genome
 from gp_loss.pap.loss import DEFAULT_TOP_K
 from gp_loss.pap.substitutions import PAPParameters
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.tasks.base import TaskInfo, TrainingRun, TrainOutcome
+from gp_loss.tasks.base import fidelity_steps, TaskInfo, TrainingRun, TrainOutcome
 from gp_loss.tasks.detection.data import DetectionData, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
                                             category_index, set_genome, set_pap, target_labels)
@@ -374,11 +374,18 @@ class DetectionTask:
         model.train()
         return coco_metrics(self.data.ground_truth, detections, val.image_ids)
 
-    def proxy_fitness(self, loss, seed: int, time_limit_s: float | None = None) -> TrainOutcome:
-        return self.train(loss, seed, self.options.proxy_steps, time_limit_s)
+    def proxy_fitness(self, loss, seed: int, time_limit_s: float | None = None,
+                      fidelity: float = 1.0) -> TrainOutcome:
+        """Validation metric after ``fidelity`` × ``proxy_steps`` steps (at least one; successive halving
+        trains a candidate first at a fraction of the proxy), the schedule scaled alike."""
+        return self.train(loss, seed, fidelity_steps(self.options.proxy_steps, fidelity), time_limit_s)
 
     def final_score(self, loss, seed: int) -> TrainOutcome:
         return self.train(loss, seed, self.options.final_steps)
+
+    def selection_score(self, loss, seed: int) -> TrainOutcome:
+        """The final schedule's validation metric: the final score itself, this task having no test split."""
+        return self.final_score(loss, seed)
 
 
 INFO = TaskInfo(

@@ -31,7 +31,7 @@ from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.metrics.segmentation import METRIC_NAMES, SegmentationMeter
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.tasks.base import TaskInfo, TrainingRun, TrainOutcome
+from gp_loss.tasks.base import fidelity_steps, TaskInfo, TrainingRun, TrainOutcome
 from gp_loss.tasks.segmentation.data import SegmentationData, SegmentationSplit, load_segmentation_data
 from gp_loss.tasks.segmentation.models import MODELS, build_model
 
@@ -319,13 +319,20 @@ class SegmentationTask:
             model.train()
         return meter.compute()
 
-    def proxy_fitness(self, loss, seed: int, time_limit_s: float | None = None) -> TrainOutcome:
+    def proxy_fitness(self, loss, seed: int, time_limit_s: float | None = None,
+                      fidelity: float = 1.0) -> TrainOutcome:
+        """Validation metric after ``fidelity`` × ``proxy_steps`` steps (at least one; successive halving
+        trains a candidate first at a fraction of the proxy), the schedule and collapse check scaled alike."""
         o = self.options
-        return self.train(loss, seed, o.proxy_steps, time_limit_s,
-                          collapse_step=round(o.collapse_check * o.proxy_steps))
+        steps = fidelity_steps(o.proxy_steps, fidelity)
+        return self.train(loss, seed, steps, time_limit_s, collapse_step=round(o.collapse_check * steps))
 
     def final_score(self, loss, seed: int) -> TrainOutcome:
         return self.train(loss, seed, self.options.final_steps)
+
+    def selection_score(self, loss, seed: int) -> TrainOutcome:
+        """The final schedule's validation metric: the final score itself, this task having no test split."""
+        return self.final_score(loss, seed)
 
 
 INFO = TaskInfo(
