@@ -181,6 +181,7 @@ def final_evaluation(search: Search, found: list[Entry] | None = None, extra: li
                           f"data and the task options (`gp-loss evaluate --task {search.config.task} --loss "
                           f"{name}` with the same options trains one alone), then --resume {search.recorder.run.path}")
     rows = []
+    same = {json.dumps(texts[n], sort_keys=True): n for n in search.baseline_names()}
     for i, (name, formulas, proxy) in enumerate(entries):
         mine = outcomes[i * len(seeds):(i + 1) * len(seeds)]
         scores = [o.score for o in mine]
@@ -191,6 +192,8 @@ def final_evaluation(search: Search, found: list[Entry] | None = None, extra: li
                   if o.failed}
         if failed:  # its score on those seeds is the task's failure score, not a measurement
             row["failed"] = failed
+        if not row["baseline"] and json.dumps(formulas, sort_keys=True) in same:
+            row["same_as"] = same[json.dumps(formulas, sort_keys=True)]  # a baseline the search kept as its best
         if mine[0].metrics:  # every metric the task measured (e.g. AP50), mean over the seeds where defined
             row["metrics"] = {m: mean_defined([o.metrics.get(m) for o in mine]) for m in mine[0].metrics}
         rows.append(row)
@@ -227,6 +230,8 @@ def final_table(result: dict) -> str:
     lines = [f"{'loss':<22}{result['metric']:>22}  " + (f"{label:<{width}}  " if width else "") + "formula"]
     for r, text in zip(result["rows"], texts):
         formula = " ".join(f"{n}={f}" for n, f in r["formulas"].items())
+        if isinstance(r.get("same_as"), str):  # the search kept a baseline as one of its best
+            formula = f"(= {r['same_as']}) {formula}"
         others = ", ".join(f"{m} {100 * v:.1f}" for m, v in r.get("metrics", {}).items() if v is not None)
         failed = r.get("failed", {})
         note = f"[failed on {len(failed)} of {len(r['scores'])} seeds: {next(iter(failed.values()))}]  " if failed else ""

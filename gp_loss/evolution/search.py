@@ -291,9 +291,10 @@ class Search:
         with the run's baselines that are formulas of this layout's kinds (a detector's own loss code
         is none). A baseline gives the searched branches their formulas; the others keep their start
         formulas. Where that is the baseline itself, its proxy fitness is known (it was trained on the
-        same seed before the search): ``known`` members join with that score, cost no budget, and stay
-        out of the hall of fame, which holds found losses. The others (``given``) are trained as
-        generation 0's first children. A baseline the filters reject, or one equal to the cse scheme's
+        same seed before the search): ``known`` members join with that score and cost no budget. They
+        enter the hall of fame like any trained loss, so a search that finds nothing better returns
+        the best baseline as its best rather than a worse loss (the final table marks such a row).
+        The others (``given``) are trained as generation 0's first children. A baseline the filters reject, or one equal to the cse scheme's
         start, is left out. Each member's signature is set and, for ``known``, cached with its score,
         so a child equivalent to a baseline reuses its score instead of training.
         """
@@ -302,18 +303,21 @@ class Search:
         texts, names, searched = self.baseline_texts(), self.baseline_names(), set(self.config.searched)
         start = dict(self.config.start)
         genomes: list[tuple[str, dict[str, str]]] = []
+        is_start = []
         for name in names:
             formulas = {b: texts[name][b] if b in searched or b not in start else start[b] for b in self.layout}
             try:
                 individual_from_formulas(self.layout, formulas)
             except (GpLossError, KeyError):  # not a formula of this layout (e.g. a detector's own loss code)
                 continue
-            if formulas in [f for _, f in genomes] or (self.config.scheme == "cse" and formulas == start):
-                continue
-            genomes.append((name, formulas))
+            if self.config.scheme == "cse" and formulas == start:
+                is_start.append(name)
+            elif formulas not in [f for _, f in genomes]:
+                genomes.append((name, formulas))
         if not genomes:
-            print(safe_line(f"warm start: no baseline of {', '.join(names) or 'this run'} is a formula of the "
-                            f"searched branches; the population starts without one"))
+            print(safe_line("warm start: " + (f"{', '.join(is_start)} is the start genome already" if is_start else
+                                              f"no baseline of {', '.join(names) or 'this run'} is a formula of "
+                                              f"the searched branches") + "; no other baseline joins the population"))
             return [], []
         sig_jobs = [SignatureJob(self.config_dict, formulas, branches=list(self.config.searched))
                     for _, formulas in genomes]
@@ -332,6 +336,7 @@ class Search:
                 known.append((name, ind))
             else:
                 given.append((name, ind))
+        self.hall_of_fame.update([ind for _, ind in known])
         print(safe_line("warm start: " + ", ".join(
             [f"{name} (proxy fitness known)" for name, _ in known] + [f"{name} (trained)" for name, _ in given]
             + [f"not {item}: the filters reject it" for item in left_out])))

@@ -135,8 +135,8 @@ def verdict_summary(rows: list[dict], metric: str) -> str:
 
     Either every found loss that beat it: ``top2 beat dice (test BF1 24.10 vs 23.00: +1.10, 95% CI [+0.20,
     +2.00])``, or ``no found loss beat dice (test BF1 25.20): the best, top1, scored 24.10 (-1.10, 95% CI
-    [-2.00, -0.20]: worse)``. "Beat" is the verdict "better". Empty when the rows hold no found loss or
-    no baseline.
+    [-2.00, -0.20]: worse)``. "Beat" is the verdict "better". A found row that is a baseline the search
+    kept (``same_as``) is no found loss. Empty when the rows hold no found loss or no baseline.
     """
     def by_mean(r: dict) -> float:
         return r["mean"] if math.isfinite(r["mean"]) else -math.inf
@@ -147,6 +147,11 @@ def verdict_summary(rows: list[dict], metric: str) -> str:
         return ""
     best = max(baselines, key=by_mean)  # the first of equals: rows keep the run's order
     name = best["name"]
+    kept = [r for r in found if isinstance(r.get("same_as"), str)]  # baselines the search kept as its best
+    found = [r for r in found if r not in kept]
+    if not found:
+        return (f"no found loss beat {name} ({metric} {100 * best['mean']:.2f}): the search's best were baselines ("
+                + ", ".join(f"{r['name']} is {r['same_as']}" for r in kept) + ")")
 
     def interval(c: dict) -> str:
         delta = "–" if c["delta"] is None else _points(c["delta"])

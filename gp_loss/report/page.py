@@ -345,7 +345,8 @@ class Page:
                          + (f" than {e(c['baseline'])}" if c["verdict"] in ("better", "worse") else "")
                          + ("" if c["baseline"] == reference else f" (vs {e(c['baseline'])})") + "</td>")
             cls = ' class="baseline"' if r.get("baseline") is True else ""
-            body.append(f"<tr{cls}><td>{e(r['name'])}</td><td class=num>{score}</td>{cells}</tr>")
+            kept = f" (= {e(r['same_as'])})" if isinstance(r.get("same_as"), str) else ""  # a baseline kept as best
+            body.append(f"<tr{cls}><td>{e(r['name'])}{kept}</td><td class=num>{score}</td>{cells}</tr>")
         forest = [(r["name"], scaled(c["delta"]), (scaled(c["ci95"][0]), scaled(c["ci95"][1])) if c["ci95"] else None,
                    c["verdict"]) for r, c in rows if c and c["delta"] is not None]
         png = figures.forest_png(forest, reference, metric) if forest else None

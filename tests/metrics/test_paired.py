@@ -163,3 +163,19 @@ def test_a_search_ends_with_verdicts_against_its_reference_baseline(tmp_path, mo
     assert result["summary"] == ("no found loss beat ce (test accuracy 81.67): the best, top1, scored 80.67 "
                                  "(-1.00, 95% CI [-1.00, -1.00]: worse)")
     assert "better than focal" in final_table(result)
+
+
+def test_a_baseline_the_search_kept_is_no_found_loss_in_the_summary_and_is_marked_in_the_table():
+    dice = _row("dice", [0.85, 0.86, 0.88], True)
+    kept = {**_row("top1", [0.85, 0.86, 0.88], False), "formulas": dice["formulas"], "same_as": "dice"}
+    found = _row("top2", [0.70, 0.72, 0.71], False)
+    ce = _row("ce", [0.71, 0.70, 0.69], True)
+    assert verdict_summary([kept, dice, ce], "test BF1") == (
+        "no found loss beat dice (test BF1 86.33): the search's best were baselines (top1 is dice)")
+    assert verdict_summary([kept, found, dice, ce], "test BF1").startswith(
+        "no found loss beat dice (test BF1 86.33): the best, top2, scored 71.00")
+    rows = [kept, found, dice, ce]
+    add_verdicts(rows, "ce")
+    table = final_table({"metric": "test BF1", "rows": rows, "reference": "ce"})
+    (line,) = [ln for ln in table.splitlines() if ln.startswith("top1 ")]
+    assert line.endswith("(= dice) cls=dice(x)")
