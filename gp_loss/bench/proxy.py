@@ -13,6 +13,8 @@ seeds), and reports for each proxy length:
 """
 from __future__ import annotations
 
+import json
+
 import statistics
 from pathlib import Path
 
@@ -55,7 +57,14 @@ def bench_proxy(run_path: str | Path, epochs: list[int], sample: int = 40, top: 
     options = task_options(config.task, config.task_options)
     if not hasattr(options, "proxy_epochs"):
         raise GpLossError(f"the {config.task} task has no proxy_epochs option to vary")
-    records = [r for r in run.read_jsonl(EVALUATIONS) if r.get("status") == "ok"]
+    # One record per loss, its furthest-trained (successive halving trains a promoted loss again):
+    # the spread over the fitness range is then over comparable scores as far as the run has them.
+    furthest: dict[str, dict] = {}
+    for r in run.read_jsonl(EVALUATIONS):
+        key = json.dumps(r.get("formulas"), sort_keys=True)
+        if r.get("status") == "ok" and r.get("fidelity", 1.0) >= furthest.get(key, {}).get("fidelity", 0.0):
+            furthest[key] = r
+    records = list(furthest.values())
     if len(records) < 3:
         raise GpLossError(f"{run.path} has {len(records)} successful evaluations; need at least 3")
     if sample < 3 or top < 1 or any(e < 1 for e in epochs):
