@@ -1,4 +1,6 @@
 """The proxy-fidelity benchmark: sampling, overlap, and a run on a tiny search."""
+import json
+
 import pytest
 
 from gp_loss.bench.proxy import bench_proxy, spread_sample, top_overlap
@@ -6,6 +8,7 @@ from gp_loss.cli import main
 from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_search import run_search
+from gp_loss.runtime.run_dir import RunDir
 
 
 def test_spread_sample_spans_the_fitness_range():
@@ -53,3 +56,17 @@ def test_bench_proxy_cli(tiny_run, capsys, tmp_path):
     assert main(["bench", "proxy", str(tiny_run), "--epochs", "two"]) == 2
     with pytest.raises(GpLossError, match="--sample"):
         bench_proxy(tiny_run, [2], sample=1)
+
+
+def test_a_run_with_successive_halving_is_sampled_one_loss_each(tmp_path):
+    """A loss promoted through the rungs has a record at each fidelity: it is one loss, not three."""
+    path = tmp_path / "run"
+    config = SearchConfig(population=4, max_evaluations=6, offspring_per_generation=4, final_seeds=1, final_top=1,
+                          fidelities=[0.5, 1.0], promote=0.5, selection_seeds=0,
+                          task_options={"proxy_epochs": 1, "final_epochs": 1})
+    run_search(config, str(path), progress=False)
+    records = [r for r in RunDir(path).read_jsonl("evaluations.jsonl") if r["status"] == "ok"]
+    losses = {json.dumps(r["formulas"], sort_keys=True) for r in records}
+    assert len(losses) < len(records)  # promoted losses were trained again
+    result = bench_proxy(path, [1], sample=len(records), top=1)
+    assert result["losses"] == len(losses)
