@@ -47,7 +47,7 @@ TASK_FLAGS = {
 def defaults(given: dict) -> SearchConfig:
     """The default search for the detector of the given task options (FCOS unless ``model`` says otherwise).
 
-    Sized to finish in about 20 minutes on 2 CPU cores with the task's default (small) proxy.
+    Sized for 2 CPU cores with the task's default (small) proxy (README, "Measured").
     """
     from gp_loss.tasks.detection.task import baseline_loss
 

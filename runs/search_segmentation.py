@@ -53,9 +53,9 @@ TASK_FLAGS = {
 }
 
 # AutoLoss-Zero's aging evolution on the `seg` branch, its K = 20 first genomes the baselines and
-# random losses; sized to finish in about 15 minutes on 2 CPU cores with the task's default (small)
-# proxy, whose collapse check ends most random losses' trainings at a third. The baselines are
-# retrained beside the found losses.
+# random losses; sized for 2 CPU cores with the task's default (small) proxy, whose collapse check
+# ends most random losses' trainings at a third (README, "Measured"). The baselines are retrained
+# beside the found losses.
 DEFAULTS = SearchConfig(task="segmentation", scheme="zero", branches={"seg": "zero"}, start={},
                         population=20, offspring_per_generation=10, max_evaluations=80, warm_start="baselines",
                         final_top=2, baselines=["ce", "dice"], torch_threads=2, eval_time_limit_s=300.0)
