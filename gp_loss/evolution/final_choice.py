@@ -40,8 +40,8 @@ def choose_final_top(search: "Search") -> tuple[list[Entry], dict | None]:
     """The found losses of the final retraining, best first, and the record of how they were chosen.
 
     Returns ``(entries, selection)``: ``entries`` as :func:`top_entries`; ``selection`` (for
-    ``final.json``) is ``None`` when nothing was chosen (``selection_seeds`` 0, or no more
-    candidates than places), else ``{"metric", "seeds", "candidates": [{"formulas", "hall_of_fame_rank",
+    ``final.json``) is ``None`` when nothing was chosen (``selection_seeds`` 0, or an empty hall
+    of fame), else ``{"metric", "seeds", "candidates": [{"formulas", "hall_of_fame_rank",
     "proxy_fitness", "scores", "mean"}, …]}`` in the chosen order. A candidate's failed training
     scores the task's failure score, so an unstable loss falls back.
     """

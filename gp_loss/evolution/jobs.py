@@ -283,6 +283,7 @@ def evaluate(job: TrainJob) -> TrainOutcome:
         return ctx.task.selection_score(genome, job.seed)
     if job.fidelity != 1.0:
         return ctx.task.proxy_fitness(genome, job.seed, cfg.eval_time_limit_s, fidelity=job.fidelity)
+    # A task written before successive halving takes no fidelity: it still runs single-fidelity searches.
     return ctx.task.proxy_fitness(genome, job.seed, cfg.eval_time_limit_s)
 
 

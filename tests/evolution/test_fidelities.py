@@ -6,7 +6,6 @@ whole-proxy scores only, one fidelity is the plain search, and a run interrupted
 resumes to the result of one that ran through.
 """
 import argparse
-import csv
 import json
 import random
 
@@ -25,6 +24,9 @@ from gp_loss.runtime.parallel import Mapper
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.tasks.base import FAILED_STATUSES
 
+from tests.evolution.run_records import (logbook as _logbook, read_json as _json, records as _records,
+                                       without_seconds as _without_seconds)
+
 CE = "neg(dot(y, log(softmax(x))))"
 FIDELITIES = [0.25, 0.5, 1.0]
 PROMOTE = 0.5
@@ -36,23 +38,6 @@ TINY = dict(task="classification", population=4, offspring_per_generation=4, max
 
 def halving(**changes) -> SearchConfig:
     return SearchConfig(**{**TINY, "fidelities": FIDELITIES, "promote": PROMOTE, **changes})
-
-
-def _json(path):
-    return RunDir(path.parent).read_json(path.name)
-
-
-def _records(run):
-    return RunDir(run).read_jsonl("evaluations.jsonl")
-
-
-def _without_seconds(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
-def _logbook(run):
-    with open(run / "logbook.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _rung(record):

@@ -1,5 +1,4 @@
 """Genomes of several searched branches: children bred one branch at a time, and branches searched in turn."""
-import csv
 import json
 import random
 import shutil
@@ -19,6 +18,8 @@ from gp_loss.filters.funnel import Funnel
 from gp_loss.filters.pipeline import FilterPipeline, default_stages
 from gp_loss.language import parse_formula
 from primitives import get_kind
+
+from tests.evolution.run_records import logbook as _logbook, records as _records, without_seconds as _without_seconds
 
 CE = "neg(dot(y, log(softmax(x))))"
 CE_W = "neg(dot(mul(add(1, sin(w)), y), log(softmax(x))))"
@@ -44,18 +45,6 @@ def _counts(funnel):
 def _passes(formula):
     kind = get_kind("cls")
     return FilterPipeline(default_stages(seed=0)).check(kind, parse_formula(kind, formula)).passed
-
-
-def _records(run):
-    return [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
-
-
-def _without_seconds(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
-
-
-def _logbook(run):
-    return list(csv.DictReader((run / "logbook.csv").open()))
 
 
 # -- (a) per-branch breeding --------------------------------------------------------------

@@ -20,6 +20,8 @@ from gp_loss.runtime.parallel import Mapper
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.tasks import task_info
 
+from tests.evolution.run_records import read_json as _json, records as _records, without_seconds as _without_seconds
+
 CE = "neg(dot(y, log(softmax(x))))"
 BASELINES = ["ce", "focal", "label_smoothing_ce", "gce"]
 # Four baselines in a population of 6: generation 0 trains 2 random children; 3 more generations follow.
@@ -31,18 +33,6 @@ GIVEN = "sub(1, dot(y, softmax(x)))"
 
 def warm(**changes) -> SearchConfig:
     return SearchConfig(**{**TINY, "warm_start": "baselines", **changes})
-
-
-def _json(path):
-    return RunDir(path.parent).read_json(path.name)
-
-
-def _records(run):
-    return RunDir(run).read_jsonl("evaluations.jsonl")
-
-
-def _without_seconds(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
 def _texts(names):
