@@ -103,8 +103,9 @@ class ClassificationOptions:
             from gp_loss.data.image_folder import check_same_classes, class_names
             reference = class_names(self.data)
             if reference:  # data without class folders: its loader says so
-                check_same_classes(class_names(path), reference, f"--{name.replace('_', '-')} {path}",
-                                   f"--data {self.data}")
+                # Quoted as Python writes strings: a path may hold a newline or control characters.
+                check_same_classes(class_names(path), reference, f"--{name.replace('_', '-')} {path!r}",
+                                   f"--data {self.data!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> "ClassificationOptions":

@@ -87,9 +87,13 @@ def test_mismatched_class_folders_are_one_line_naming_the_difference(folders, tm
     with pytest.raises(GpLossError) as info:
         ClassificationOptions(data=folders["train"], val_data=odd).check()
     message = str(info.value)
-    assert message.startswith(f"--val-data {odd}: its class folders differ from --data {folders['train']}'s: "
-                              f"missing 'cat', 'dog'; extra 'dgo'")
+    assert message.startswith(f"--val-data {str(odd)!r}: its class folders differ from --data "
+                              f"{str(folders['train'])!r}'s: missing 'cat', 'dog'; extra 'dgo'")
     assert "\n" not in message
+    hostile = _folder(tmp_path / "v\nal\x1b[31m", classes=("dgo",))  # a newline and an escape in the path
+    with pytest.raises(GpLossError) as info:
+        ClassificationOptions(data=folders["train"], val_data=str(hostile)).check()
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
     with pytest.raises(GpLossError, match="--test-data .*missing 'eel'"):
         ClassificationOptions(data=folders["train"], test_data=_folder(tmp_path / "two", classes=("cat", "dog")
                                                                        )).check()
