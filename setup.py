@@ -5,6 +5,8 @@ setup(
     version="0.1.0",
     description="Discover loss functions by evolutionary search over typed DEAP primitive trees",
     packages=find_packages(include=["gp_loss", "gp_loss.*", "primitives", "primitives.*"]),
+    # the pretrained small backbones (gp_loss.models.pretrain) and how each was made
+    package_data={"gp_loss.models": ["pretrained/*.pt", "pretrained/*.pt.json"]},
     python_requires=">=3.10",
     install_requires=[
         "deap>=1.4",

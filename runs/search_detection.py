@@ -32,7 +32,9 @@ TASK_FLAGS = {
     "--backbone": ("backbone", str, "small (default, CPU scale), resnet18, resnet34 or resnet50 (FPN)"),
     "--data": ("data", str, "'digits' (built in) or a COCO instances JSON (file_name relative to its folder)"),
     "--val-data": ("val_data", str, "validation instances JSON (default: a seeded split of --data)"),
-    "--weights": ("weights", str, "a state dict for the detector or its ResNet (default: random init)"),
+    "--weights": ("weights", str, "pretrained (default: the shipped small backbone; ResNets start from random "
+                                  "init), none, or a state dict "
+                                  "for the detector, its backbone or its ResNet"),
     "--image-size": ("image_size", int, "images are letterboxed to this square (default 96)"),
     "--batch-size": ("batch_size", int, "images per SGD step"),
     "--lr": ("lr", float, "SGD learning rate (momentum 0.9, linear warm-up)"),

@@ -38,8 +38,9 @@ TASK_FLAGS = {
     "--num-classes": ("num_classes", int, "classes including background (default: from the data; VOC 21)"),
     "--model": ("model", str, "small (default, CPU scale), lraspp_mobilenet_v3_large, deeplabv3_mobilenet_v3_large, "
                               "deeplabv3_resnet50 or fcn_resnet50"),
-    "--weights": ("weights", str, "a state dict for the model or its backbone (default: random init)"),
-    "--image-size": ("image_size", int, "images are letterboxed to this square for training (default 64)"),
+    "--weights": ("weights", str, "pretrained (default: the shipped small backbone; torchvision's models start "
+                                  "from random init), none, or a state dict for the model or its backbone"),
+    "--image-size": ("image_size", int, "images are letterboxed to this square for training (default 96)"),
     "--batch-size": ("batch_size", int, "images per step"),
     "--optimizer": ("optimizer", str, "adam (default) or sgd (momentum 0.9)"),
     "--lr": ("lr", float, "learning rate"),

@@ -20,7 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gp_loss.evolution.run_files import HALL_OF_FAME_JSON, LOGBOOK
+from gp_loss.evolution.run_files import EVALUATIONS, HALL_OF_FAME_JSON, LOGBOOK
+from gp_loss.runtime.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,9 +33,13 @@ def _read_run(out: Path) -> dict:
     wall, train, breed = float(last["wall_s"]), float(last["train_s"]), float(last["breed_s"])
     evaluations = int(last["evaluations"])
     hof = json.loads((out / HALL_OF_FAME_JSON).read_text())["hall_of_fame"]
+    peaks = [r["peak_memory_mib"] for r in RunDir(out).read_jsonl(EVALUATIONS)
+             if isinstance(r.get("peak_memory_mib"), (int, float))]
     return {"evaluations": evaluations, "wall_s": wall, "train_s": train, "breed_s": breed,
             "evaluations_per_minute": 60 * evaluations / wall if wall else 0.0,
-            "hall_of_fame": [r["formulas"] for r in hof]}
+            "hall_of_fame": [r["formulas"] for r in hof],
+            # the largest of the proxy trainings' peaks (each worker's own; see TrainOutcome)
+            "peak_memory_mib": max(peaks) if peaks else None}
 
 
 def bench_search(evaluations: int, workers: int = 2, backend: str = "scoop",

@@ -51,20 +51,28 @@ def register(sub) -> None:
                    help="more flags for the search script, quoted, e.g. '--proxy-steps 100 --image-size 128'")
     d.add_argument("--json", action="store_true")
     d.set_defaults(run=run_device)
-    x = targets.add_parser("proxy", help="how well proxy trainings of several lengths rank a run's losses",
-                           description="Retrain losses a search evaluated (spread over its fitness range) "
-                                       "with several proxy lengths and with the final protocol; print "
-                                       "Spearman's rank correlation, top-k overlap and time per proxy.")
+    x = targets.add_parser("proxy", help="how well a run's proxy training (and other lengths) ranks its losses",
+                           description="Take losses a search evaluated (spread over its fitness range), score "
+                                       "them by the run's proxy (its recorded scores where it trained them at "
+                                       "full fidelity), by proxies of other lengths and by the final protocol; "
+                                       "print Kendall's tau, Spearman's rho, the top-5 overlap and the seconds "
+                                       "per proxy. Classification, detection and segmentation runs.")
     x.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a search")
-    x.add_argument("--epochs", default="2,3,5,8", help="proxy lengths to compare, comma-separated "
-                                                         "(default 2,3,5,8; the run's own is always added)")
-    x.add_argument("--sample", type=int, default=40, help="losses to retrain (default 40)")
+    x.add_argument("--lengths", help="proxy lengths to compare, comma-separated, in the task's unit "
+                                     "(classification: proxy_epochs; detection, segmentation: proxy_steps); "
+                                     "default: only the run's own, which is always measured")
+    x.add_argument("--epochs", help="classification: the same as --lengths")
+    x.add_argument("--sample", type=int, default=20,
+                   help="losses to score, spread over the run's fitness range (default 20; all where fewer)")
     x.add_argument("--top", type=int, default=5, help="k of the top-k overlap (default 5)")
+    x.add_argument("--final-seeds", type=int, metavar="N",
+                   help="final score: mean over the first N of the run's final seeds (default: all of them)")
     x.add_argument("--json", action="store_true")
     x.set_defaults(run=run_proxy)
     _register_hps(targets)
     _register_detection_loss(targets)
     _register_pap(targets)
+    _register_gpu(targets)
 
 
 # --quick's settings where the option is not given; the full run's otherwise.
@@ -221,23 +229,37 @@ def run_device(args: argparse.Namespace) -> int:
 
 
 def run_proxy(args: argparse.Namespace) -> int:
+    import sys
+
     from gp_loss.bench.proxy import bench_proxy
 
+    if args.lengths is not None and args.epochs is not None:
+        raise GpLossError("give --lengths or --epochs, not both (--epochs is classification's name for --lengths)")
+    flag, text = ("--epochs", args.epochs) if args.epochs is not None else ("--lengths", args.lengths)
     try:
-        epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
+        lengths = None if text is None else [int(e) for e in text.split(",") if e.strip()]
     except ValueError:
-        raise GpLossError(f"--epochs takes whole numbers separated by commas, e.g. 2,3,5; got {args.epochs!r}")
-    result = bench_proxy(args.run_dir, epochs, args.sample, args.top)
+        raise GpLossError(f"{flag} takes whole numbers separated by commas, e.g. 2,3,5; got {text!r}") from None
+    result = bench_proxy(args.run_dir, lengths, args.sample, args.top, final_seeds=args.final_seeds,
+                         unit="proxy_epochs" if flag == "--epochs" and text is not None else None,
+                         progress=None if args.json else lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2, allow_nan=False))
         return 0
-    print(f"{result['losses']} losses of {result['run']} ({result['task']}); final score = test metric, "
-          f"mean of {result['final_seeds']} seed(s)")
-    print(f"{'proxy epochs':>12}  {'spearman':>8}  {'top-' + str(result['top']) + ' kept':>10}  "
-          f"{'s/eval':>7}  {'time':>6}")
+    option, k = result["proxy_option"], result["top"]
+    print(f"{result['losses']} losses of {result['run']} ({result['task']}), spread over its fitness range; "
+          f"final score = {result['final_split']} {result['metric']}, mean of {result['final_seeds']} seed(s)")
+    if "note" in result:
+        print(f"note: {result['note']}")
+    print(f"the run's proxy ({option} {result['proxy_length']}): Kendall's tau {result['kendall_tau']:.3f}, "
+          f"Spearman's rho {result['spearman_rho']:.3f}, top-5 overlap {result['top5_overlap']} of "
+          f"{min(5, result['losses'])}, {result['seconds_per_proxy']:.3f} s per proxy ({result['reused']} of "
+          f"{result['losses']} scores as the run recorded them)")
+    print(f"{option:>12}  {'kendall':>7}  {'spearman':>8}  {'top-' + str(k) + ' kept':>10}  {'s/proxy':>7}  "
+          f"{'time':>6}")
     for r in result["rows"]:
-        print(f"{r['proxy_epochs']:>12}  {r['spearman']:>8.3f}  {r['top_overlap']:>10}  {r['seconds']:>7.3f}  "
-              f"{r['time_ratio']:>5.2f}x" + ("  (the run's)" if r["current"] else ""))
+        print(f"{r['length']:>12}  {r['kendall_tau']:>7.3f}  {r['spearman_rho']:>8.3f}  {r['top_overlap']:>10}  "
+              f"{r['seconds']:>7.3f}  {r['time_ratio']:>5.2f}x" + ("  (the run's)" if r["current"] else ""))
     return 0
 
 
@@ -377,4 +399,44 @@ def run_pap(args: argparse.Namespace) -> int:
             print("\n".join(format_cost(result["cost"])))
     if args.json:
         print(json.dumps(result, indent=2))
+    return 0
+
+
+def _register_gpu(targets) -> None:
+    # The sizes live in gp_loss.bench.gpu (importing torch here would slow every command).
+    g = targets.add_parser("gpu", help="every GPU target in one run: loss step time, AP50 within 90 s, "
+                                       "K workers per GPU, --deterministic and bf16, peak memory per worker",
+                           description="On one device: the genome Focal + GIoU step time against torchvision's "
+                                       "loss (FCOS, RetinaNet, Faster R-CNN; target <= 1.05x), AP50 of FCOS "
+                                       "ResNet-18 after 30, 60 and 90 s of training (target >= 0.85 at 90 s), "
+                                       "evaluations per minute of the three searches with 1 and K workers "
+                                       "(target >= 2x), the cost of --deterministic and bf16, and the peak "
+                                       "memory per worker. A part that cannot run gives its error in place "
+                                       "of its figures.")
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    g.add_argument("--quick", action="store_true", help="tiny sizes for CI: small backbone, 64 px, checkpoints "
+                                                        "at 3, 6 and 9 s, searches of 4 tiny proxies")
+    g.add_argument("--workers", type=int, help="K, workers sharing the device (default 4; --quick 2, for CI's "
+                                                "2 cores)")
+    g.add_argument("--seed", type=int, default=0, help="weights, data order and searches (default 0)")
+    g.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    g.set_defaults(run=run_gpu)
+
+
+def run_gpu(args: argparse.Namespace) -> int:
+    import sys
+
+    from gp_loss.bench.gpu import WORKERS_FULL, WORKERS_QUICK, bench_gpu, check_options, format_report
+
+    if args.workers is None:
+        args.workers = WORKERS_QUICK if args.quick else WORKERS_FULL
+    check_options(args.device, args.workers)
+    if not 0 <= args.seed <= 2**32 - 1:
+        raise GpLossError(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
+    result = bench_gpu(args.device, quick=args.quick, workers=args.workers, seed=args.seed,
+                       progress=None if args.json else lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print("\n".join(format_report(result)))
     return 0

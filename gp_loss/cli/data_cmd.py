@@ -77,6 +77,38 @@ def register(sub) -> None:
     v.add_argument("--val-fraction", type=float, default=0.25,
                    help="share of the canvases listed in val.txt (between 0 and 1; default 0.25)")
     v.set_defaults(run=run_digits_voc)
+    _register_pretrain(kinds)
+
+
+def _register_pretrain(kinds) -> None:
+    from gp_loss.models.pretrain import STEPS, Recipe
+
+    r = Recipe()
+    b = kinds.add_parser("pretrain-backbone", help="pretrain a task's small backbone on the built-in canvases",
+                         description="Pretrain the CPU-scale small backbone of the segmentation or detection task "
+                                     "on built-in digit canvases drawn from a seed no task uses by default, with "
+                                     "augmented colours and scales, and write its state dict to --out (and how it "
+                                     "was made, its size and SHA-256 to --out.json). The tasks load the shipped "
+                                     "file with their default weights 'pretrained'; give yours with --weights.")
+    b.add_argument("--task", required=True, help="segmentation or detection")
+    b.add_argument("--out", required=True, type=Path, metavar="FILE", help="the .pt file to write")
+    b.add_argument("--seed", type=int, default=r.seed, help=f"weights, canvases and batches (default {r.seed})")
+    b.add_argument("--steps", type=int, default=r.steps,
+                   help="optimizer steps (default: the task's, "
+                        + ", ".join(f"{t} {n}" for t, n in STEPS.items()) + ")")
+    b.add_argument("--canvases", type=int, default=r.canvases, help=f"canvases drawn (default {r.canvases})")
+    b.add_argument("--image-size", type=int, default=r.image_size, help=f"canvas side (default {r.image_size})")
+    b.add_argument("--batch-size", type=int, default=r.batch_size, help=f"images per step (default {r.batch_size})")
+    b.add_argument("--lr", type=float, default=r.lr, help="learning rate (default: the task's; Adam 3e-3 for "
+                                                          "segmentation, SGD 0.02 for detection)")
+    b.add_argument("--no-colour-permutation", action="store_true",
+                   help="keep every image's colour channels in order (default: a random order per image)")
+    b.add_argument("--min-scale", type=float, default=r.min_scale,
+                   help=f"each batch's content is downscaled by a random factor from this to 1 (default "
+                        f"{r.min_scale}; 1: never)")
+    b.add_argument("--threads", type=int, default=r.threads,
+                   help=f"torch threads (default {r.threads}; part of the recipe: sums depend on it)")
+    b.set_defaults(run=run_pretrain)
 
 
 def _check_range(option: str, value: int, low: int, high: int) -> None:
@@ -207,4 +239,25 @@ def run_digits_voc(args: argparse.Namespace) -> int:
     print(f"wrote {args.images} images of {width}×{height} pixels ({len(train)} in train.txt, {len(val)} in "
           f"val.txt) with their class masks (0 background, d + 1 digit d) as a VOC folder {args.out}; search on "
           f"them: python runs/search_segmentation.py --data {args.out} --num-classes 11")
+    return 0
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    import sys
+
+    from gp_loss.models.pretrain import Recipe, pretrain_backbone, save_backbone
+
+    recipe = Recipe(task=args.task, seed=args.seed, steps=args.steps, canvases=args.canvases,
+                    image_size=args.image_size, batch_size=args.batch_size, lr=args.lr, threads=args.threads,
+                    permute_colours=not args.no_colour_permutation, min_scale=args.min_scale)
+    recipe.check()
+    if args.out.exists() and not args.out.is_file():
+        raise GpLossError(f"--out {args.out} is not a file: give the path of the .pt file to write")
+    state, record = pretrain_backbone(recipe, log=lambda line: print(line, file=sys.stderr, flush=True))
+    record = save_backbone(state, record, args.out)
+    figures = ", ".join(f"{k.removeprefix('validation_')} {v:.3f}" for k, v in record.items()
+                        if k.startswith("validation_"))
+    print(f"wrote the pretrained small {args.task} backbone to {args.out} ({record['bytes'] / 1024:.0f} KiB, "
+          f"sha256 {record['sha256'][:12]}…; {record['seconds']:.0f} s; on its validation canvases {figures}) "
+          f"and how it was made to {args.out}.json; use it: --weights {args.out}")
     return 0

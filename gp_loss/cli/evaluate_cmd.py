@@ -27,7 +27,10 @@ OPTION_FLAGS = {
                               "lraspp_mobilenet_v3_large, deeplabv3_mobilenet_v3_large, deeplabv3_resnet50, "
                               "fcn_resnet50"),
     "--backbone": ("backbone", str, "detection: small, resnet18, resnet34 or resnet50"),
-    "--weights": ("weights", str, "detection, segmentation: a state dict for the model or its backbone"),
+    "--weights": ("weights", str, "detection, segmentation: pretrained (default: the shipped small backbone), none "
+                                  "(random init), or a state dict for the model or its backbone"),
+    "--num-classes": ("num_classes", int, "segmentation: classes including background (default: from the data; "
+                                          "VOC 21)"),
     "--image-size": ("image_size", int, "images are resized / letterboxed to this square"),
     "--epochs": ("final_epochs", int, "classification: training epochs (default: the task's final_epochs)"),
     "--steps": ("final_steps", int, "detection, segmentation: training steps (default: the task's final_steps)"),

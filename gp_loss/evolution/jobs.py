@@ -33,6 +33,7 @@ from gp_loss.runtime.device import claimed_slot, resolve_device
 from gp_loss.runtime.parallel import WorkerInfo, host_label
 from gp_loss.runtime.threads import set_torch_threads
 from gp_loss.tasks import TrainOutcome
+from gp_loss.tasks.base import out_of_memory, out_of_memory_reason, release_memory
 
 Formulas = dict[str, str]  # branch name -> formula text
 
@@ -269,8 +270,24 @@ def cost_rank(job: ChildJob, cfg: SearchConfig) -> int:
 # -- training --------------------------------------------------------------------
 
 def evaluate(job: TrainJob) -> TrainOutcome:
-    """Train the task under a genome: proxy fitness, or with ``final`` the test metric."""
+    """Train the task under a genome: proxy fitness, or with ``final`` the test metric.
+
+    Running out of memory is the training's failure (status ``"error"``, reason ``out of memory: ...``)
+    wherever in the training it happens, never the search's end: a task's training loop reports it
+    itself (:meth:`~gp_loss.tasks.base.TrainingRun.failed`); here it is caught where the task raised
+    it outside that loop (building the model, evaluating it).
+    """
     ctx = context_for(job.config)
+    try:
+        return _train(ctx, job)
+    except Exception as err:
+        if not out_of_memory(err):
+            raise
+        release_memory(err, resolve_device(ctx.config.device))  # the task's own (the slot is kept)
+        return TrainOutcome(0.0, "error", out_of_memory_reason(err))
+
+
+def _train(ctx: WorkerContext, job: TrainJob) -> TrainOutcome:
     cfg = ctx.config
     set_torch_threads(cfg.torch_threads)
     if job.baseline is not None:  # by name: a baseline need not be formulas (a detector's own loss code)

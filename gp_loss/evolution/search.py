@@ -49,7 +49,9 @@ from gp_loss.tasks.base import FAILED_STATUSES, TrainOutcome
 from gp_loss.timeout import TOO_SLOW, load_dependence
 
 # 3: evaluation records carry their fidelity, and the state the successive-halving counters.
-STATE_VERSION = 3
+# 4: the detection and segmentation tasks' defaults (pretrained small backbones, a cosine schedule) differ,
+#    and a run stores only the task options it was given.
+STATE_VERSION = 4
 # Stop when this many generations in a row trained nothing new (all offspring reused).
 MAX_IDLE_GENERATIONS = 50
 # Sums of fidelities such as 1/3 carry rounding: a budget within this of its end is spent.

@@ -20,7 +20,8 @@ from gp_loss.evolution.mutation import OffspringConfig
 from gp_loss.filters.base import Candidate
 from gp_loss.filters.equivalence import EquivalenceStage
 from gp_loss.filters.pipeline import FilterPipeline, default_stages
-from gp_loss.runtime.device import resolve_device, set_deterministic
+from gp_loss.runtime.device import resolve_device, set_deterministic, share_gpu_memory
+from gp_loss.runtime.parallel import pool_workers
 from gp_loss.tasks import Task, make_task
 
 
@@ -61,10 +62,16 @@ class WorkerContext:
 
     @property
     def task(self) -> Task:
-        """The task, its data loaded onto this worker's device (``config.device``) on first use."""
+        """The task, its data loaded onto this worker's device (``config.device``) on first use.
+
+        A worker of a pool whose workers share a GPU first caps its share of the GPU's memory
+        (:func:`~gp_loss.runtime.device.share_gpu_memory`), before anything is allocated there.
+        """
         if self._task is None:
             set_deterministic(self.config.deterministic)
-            self._task = make_task(self.config.task, self.config.task_options, resolve_device(self.config.device))
+            device = resolve_device(self.config.device)
+            share_gpu_memory(device, self.config.device, pool_workers())
+            self._task = make_task(self.config.task, self.config.task_options, device)
         return self._task
 
     def signature(self, kind_name: str, tree: gp.PrimitiveTree, candidate: Candidate | None = None) -> tuple:

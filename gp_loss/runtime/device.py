@@ -17,6 +17,11 @@ the host, so a temporary directory shared over the network still gives each
 host its own ranks), ``n`` is that host's GPU count, and ``cuda:N`` is checked
 against that host's GPUs, never the origin's.
 
+K workers sharing a GPU each cap their share of its memory at 1/K
+(:func:`share_gpu_memory`, called as a worker builds its task): a worker whose proxy
+needs more gets an out-of-memory error, which fails that candidate alone, instead of
+taking the memory the other K - 1 trainings need.
+
 Only proxy training uses the device. The filters run on the CPU: their
 tensors are a few hundred numbers, where a GPU launch costs more than the work.
 """
@@ -88,6 +93,26 @@ def resolve_device(spec: str) -> torch.device:
     if index is not None:
         return torch.device("cuda", index)
     return torch.device("cuda", worker_slot() % n)
+
+
+def share_gpu_memory(device: torch.device, spec: str, workers: int | None) -> float | None:
+    """Cap this worker's share of ``device``'s memory when the ``workers`` worker processes of its
+    search share the GPUs of ``spec``; the fraction set, or ``None`` where nothing is capped.
+
+    Workers spread over the GPUs as :func:`resolve_device` says, so K = ceil(workers / GPUs) share one
+    (``--workers-per-gpu K``: exactly K), and each may allocate 1/K of its memory
+    (``torch.cuda.set_per_process_memory_fraction``; beyond it the caching allocator raises
+    ``torch.OutOfMemoryError`` in that worker). Nothing is capped on the CPU, for one worker per
+    GPU, or where the count is unknown (``workers`` ``None``: the serial map, SCOOP).
+    """
+    if device.type != "cuda" or not workers:
+        return None
+    per_gpu = -(-workers // max(1, gpu_count(spec)))
+    if per_gpu < 2:
+        return None
+    fraction = 1.0 / per_gpu
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
 
 
 def _host_tag() -> str:

@@ -287,7 +287,7 @@ class Mapper:
             os.environ[WORKER_MARK] = str(os.getpid())
             self._pool = concurrent.futures.ProcessPoolExecutor(
                 workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_die_with_parent, initargs=(os.getpid(),))
+                initializer=_start_worker, initargs=(os.getpid(), workers))
         if kind == "scoop":
             import scoop
             self.workers = int(getattr(scoop, "SIZE", 1) or 1)
@@ -401,6 +401,21 @@ def _forget_worker_mark() -> None:
     if os.environ.get(WORKER_MARK) == str(os.getpid()):
         del os.environ[WORKER_MARK]
 PARENT_POLL_S = 0.5
+# In a multiprocessing worker: how many workers its pool has (None elsewhere, and under SCOOP).
+_POOL_WORKERS: int | None = None
+
+
+def pool_workers() -> int | None:
+    """The worker count of the pool this process is a worker of (``None`` outside a multiprocessing pool)."""
+    return _POOL_WORKERS
+
+
+def _start_worker(parent: int, workers: int) -> None:
+    """Pool worker initializer: remember the pool's size (:func:`pool_workers`; the workers sharing a GPU
+    cap their memory by it), and die with ``parent`` (:func:`_die_with_parent`)."""
+    global _POOL_WORKERS
+    _POOL_WORKERS = workers
+    _die_with_parent(parent)
 
 
 def _die_with_parent(parent: int) -> None:

@@ -10,8 +10,11 @@ loads a task's data unless it trains.
 """
 from __future__ import annotations
 
+import gc
 import math
+import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any, Callable, Protocol
@@ -41,6 +44,8 @@ class TrainOutcome:
     ``None`` where undefined), of which ``score`` is the one searched for.
     ``hit_time_limit``: the time limit stopped this training. Its score could then differ on a
     machine with more or less to do (:func:`gp_loss.timeout.load_dependence` says so for a run).
+    ``peak_memory_mib``: the memory the training took at its peak (:func:`peak_memory_mib`), like
+    ``seconds`` a measurement of the machine, not of the loss; ``None`` where not measured.
     """
 
     score: float
@@ -51,6 +56,7 @@ class TrainOutcome:
     losses: dict[str, float | None] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     hit_time_limit: bool = False
+    peak_memory_mib: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +97,8 @@ class TaskInfo:
             (``gp-loss evaluate --loss cls=F`` on a detector), or ``None``.
         metric_of: for a task whose fitness metric is an option (detection's AP50, segmentation's
             BF1): options -> the metric's name. ``metric`` is then the default's.
+        proxy_option: the option that holds the proxy training's length, in the task's unit
+            (``proxy_epochs``, ``proxy_steps``): what ``gp-loss bench proxy`` varies. ``None``: no such option.
     """
 
     name: str
@@ -106,6 +114,7 @@ class TaskInfo:
     reference_baseline: str | None = None
     final_split: str = "test"
     metric_of: Callable[[Any], str] | None = None
+    proxy_option: str | None = None
 
     @cached_property
     def baselines(self) -> dict[str, dict[str, str]]:
@@ -171,6 +180,10 @@ class NonFiniteWatch:
         self._last = pending[-1 if bad is None else bad[0]][1]
         return None if bad is None else (len(pending) - 1 - bad[0], bad[1])
 
+    def drop(self) -> None:
+        """Forget the steps not yet checked (their losses stay unknown)."""
+        self._pending.clear()
+
     @property
     def losses(self) -> dict[str, float | None]:
         values = {name: float(t) for name, t in self._last.items()}
@@ -191,10 +204,19 @@ class TrainingRun:
     busy one and score 0, and the search would take another path. On a GPU the
     work is the device's, which no CPU clock sees, so the limit counts wall time
     there. Either way a training it stops says so (``hit_time_limit``).
-    ``seconds`` of the outcome is always wall time.
+    ``seconds`` of the outcome is always wall time; ``peak_memory_mib`` is measured as
+    :func:`peak_memory_mib` says, from the start of this training on CUDA.
+
+    Out of memory (:func:`out_of_memory`) is the candidate's failure like any other error, its
+    reason starting ``out of memory:``; what the failed step held is released at once (cached
+    GPU blocks included), so that the next training, and the other workers sharing the GPU, get
+    the memory back.
     """
 
     def __init__(self, device: torch.device, time_limit_s: float | None = None):
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and torch.cuda.is_available():  # this training's peak, not the worker's
+            torch.cuda.reset_peak_memory_stats(self.device)
         self.start = time.perf_counter()
         self.limit_clock = time.thread_time if device.type == "cpu" else time.perf_counter
         self.limit_start = self.limit_clock()
@@ -205,7 +227,8 @@ class TrainingRun:
     def outcome(self, score: float, status: str = "ok", reason: str = "",
                 metrics: dict | None = None) -> TrainOutcome:
         return TrainOutcome(score, status, reason, self.steps, time.perf_counter() - self.start, self.watch.losses,
-                            metrics or {}, hit_time_limit=status == TOO_SLOW)
+                            metrics or {}, hit_time_limit=status == TOO_SLOW,
+                            peak_memory_mib=peak_memory_mib(self.device))
 
     def over_time(self) -> bool:
         return self.time_limit_s is not None and self.limit_clock() - self.limit_start > self.time_limit_s
@@ -271,9 +294,73 @@ class TrainingRun:
         stop = deterministic_error(err)
         if stop is not None:  # every training would fail alike
             raise stop from None
+        if out_of_memory(err):
+            # The pending losses may be what filled the memory: no check of them, no sync on a full GPU.
+            self.watch.drop()
+            release_memory(err, self.device)
+            return self.outcome(0.0, "error", out_of_memory_reason(err))
         self.watch.flush()
-        text = str(err).strip().splitlines()
-        return self.outcome(0.0, "error", f"{type(err).__name__}: {text[0] if text else ''}")
+        return self.outcome(0.0, "error", error_text(err))
+
+
+def error_text(err: BaseException) -> str:
+    """``"Type: first line of the message"``: an error as a training's reason."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+OUT_OF_MEMORY = "out of memory"
+# What torch's allocators say when they cannot allocate, where the error is a plain RuntimeError
+# (the CPU allocator; cuDNN and cuBLAS failing to allocate their workspaces).
+_OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory", "CUDNN_STATUS_ALLOC_FAILED",
+                        "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` says the process ran out of memory: ``torch.OutOfMemoryError`` (CUDA's,
+    also ``torch.cuda.OutOfMemoryError``), Python's ``MemoryError``, or an allocator's RuntimeError."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(t in str(err) for t in _OUT_OF_MEMORY_TEXTS)
+
+
+def out_of_memory_reason(err: BaseException) -> str:
+    """The reason of a training that ran out of memory: ``"out of memory: Type: first line"``."""
+    return f"{OUT_OF_MEMORY}: {error_text(err)}"
+
+
+def release_memory(err: BaseException | None, device: torch.device) -> None:
+    """Free what a training that raised ``err`` still holds on ``device``.
+
+    The traceback keeps the frames of the failed step alive, and with them its activations and
+    gradients: their locals are cleared (frames still running are left alone), the garbage
+    collector breaks the cycles left, and on CUDA the caching allocator gives its free blocks
+    back to the driver (``torch.cuda.empty_cache``), for the other processes sharing the GPU.
+    """
+    if err is not None and err.__traceback__ is not None:
+        traceback.clear_frames(err.__traceback__)
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def peak_memory_mib(device: torch.device) -> float | None:
+    """The peak memory of the training on ``device``, in MiB.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` since :class:`TrainingRun` reset the peak (the
+    tensors' memory, not the allocator's cache or the CUDA context). CPU: the process's peak
+    resident set size (``ru_maxrss``), which covers its whole life, data and imports included.
+    ``None`` where it cannot be measured: CUDA not available, no ``resource`` module (Windows).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20 if torch.cuda.is_available() else None
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
 def first_non_finite(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[int, str] | None:
@@ -294,6 +381,35 @@ def first_non_finite(steps: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) 
         if not torch.isfinite(t):
             return at, f"loss of branch {name!r} is {t.item()}"
     return at, f"the sum of the branch losses is {total.item()}"
+
+
+SCHEDULES = ("cosine", "constant")
+
+
+def warmup_cosine(steps: int, warmup: int) -> Callable[[int], float]:
+    """The learning-rate factor at step s: linear warm-up over ``warmup`` steps, then a cosine decay to 0."""
+    warmup = max(1, min(warmup, steps))
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup)))
+    return factor
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, name: str, steps: int,
+                warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of a training of ``steps`` steps: a linear warm-up, then ``name``.
+
+    ``"cosine"`` decays to 0 at the last step (Loshchilov & Hutter, "SGDR", ICLR 2017, one cycle):
+    a short proxy then ends at a settled point rather than mid-stride, and a shortened proxy
+    (successive halving) gets the whole schedule compressed, its warm-up taking at most a quarter of
+    it. ``"constant"`` keeps the rate after ``warmup_steps`` of warm-up.
+    """
+    if name == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, min(warmup_steps, steps // 4)))
+    warmup = max(1, warmup_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
 
 def fidelity_steps(steps: int, fidelity: float) -> int:

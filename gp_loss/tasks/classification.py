@@ -318,4 +318,5 @@ INFO = TaskInfo(
     metric="accuracy",
     baseline_losses={"ce": {"cls": "ce"}, "focal": {"cls": "focal"},
                      "label_smoothing_ce": {"cls": "label_smoothing_ce"}, "gce": {"cls": "gce"}},
+    proxy_option="proxy_epochs",
 )

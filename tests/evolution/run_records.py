@@ -15,8 +15,8 @@ def records(run):
 
 
 def without_seconds(rows):
-    """Records without their wall time, which no two runs share."""
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    """Records without their wall time and peak memory, which no two runs share."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mib")} for r in rows]
 
 
 def logbook(run):

@@ -74,7 +74,7 @@ def _kill_mid_generation(run, log):
 
 
 def _records(run):
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "peak_memory_mib")}
             for line in (run / "evaluations.jsonl").read_text().splitlines()]
 
 

@@ -36,7 +36,8 @@ def _lines(run):
 
 
 def _without_seconds(lines):
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "peak_memory_mib")}
+            for line in lines]
 
 
 def _files(run):

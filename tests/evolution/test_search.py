@@ -49,7 +49,7 @@ def _evaluations(run_path):
 
 
 def _without_timings(records):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "peak_memory_mib")} for r in records]
 
 
 @pytest.fixture(scope="module")

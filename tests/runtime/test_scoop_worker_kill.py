@@ -71,7 +71,7 @@ def _hall_of_fame(run):
 
 
 def _records(run):
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "peak_memory_mib")}
             for line in (run / "evaluations.jsonl").read_text().splitlines()]
 
 

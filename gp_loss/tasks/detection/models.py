@@ -4,8 +4,9 @@
 ``RetinaNet``, ``FasterRCNN``) on an FPN backbone, with the heads of
 :mod:`~gp_loss.tasks.detection.fcos`, :mod:`~gp_loss.tasks.detection.retinanet` and
 :mod:`~gp_loss.tasks.detection.faster_rcnn` that take their losses from a genome
-(``None``: torchvision's own loss code). Nothing is downloaded: every backbone is
-randomly initialised unless the user gives a weights file.
+(``None``: torchvision's own loss code). Nothing is downloaded: the ``small`` backbone
+starts from the project's pretrained weights by default (:mod:`gp_loss.models.pretrain`), the
+ResNets from random init unless the user gives a weights file.
 
 Backbones:
 
@@ -308,7 +309,10 @@ def load_weights(model: nn.Module, path: str) -> None:
     """
     state = read_state_dict(path)
     target: nn.Module = model
-    if "conv1.weight" in state and "layer1.0.conv1.weight" in state:  # a bare torchvision ResNet
+    if any(k.startswith("body.") for k in state) and any(k.startswith("fpn.") for k in state):
+        # a backbone with its FPN alone (the shipped pretrained small one: gp_loss.models.pretrain)
+        target = model.backbone
+    elif "conv1.weight" in state and "layer1.0.conv1.weight" in state:  # a bare torchvision ResNet
         body = getattr(getattr(model, "backbone", None), "body", None)
         if body is None or "conv1.weight" not in body.state_dict():
             raise GpLossError(f"weights file {path}: a ResNet's weights, but the detector's backbone is not a ResNet")

@@ -15,6 +15,10 @@ DATA_AND_SCHEDULE_FLAGS = {
     "--batch-size": ("batch_size", int, 8, "images per SGD step"),
     "--lr": ("lr", float, 0.02, "SGD learning rate (momentum 0.9, linear warm-up)"),
     "--warmup-steps": ("warmup_steps", int, 10, "linear warm-up steps"),
+    # Both scripts' own defaults: their README tables were measured from random init at a constant rate.
+    "--schedule": ("schedule", str, "constant", "after the warm-up: constant (default) or cosine (decay to 0)"),
+    "--weights": ("weights", str, "none", "none (default: random init), pretrained (the shipped small "
+                                          "backbone) or a state dict file"),
 }
 
 

@@ -27,7 +27,8 @@ from gp_loss.language.genome import Genome
 from gp_loss.pap.loss import DEFAULT_TOP_K
 from gp_loss.pap.substitutions import PAPParameters
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.tasks.base import fidelity_steps, TaskInfo, TrainingRun, TrainOutcome
+from gp_loss.models.pretrain import check_weights_option, resolve_weights
+from gp_loss.tasks.base import SCHEDULES, fidelity_steps, lr_schedule, TaskInfo, TrainingRun, TrainOutcome
 from gp_loss.tasks.detection.data import DetectionData, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
                                             category_index, set_genome, set_pap, target_labels)
@@ -147,7 +148,7 @@ class DetectionOptions:
     val_data: str = ""              # a validation instances JSON; "": a seeded val_fraction of data
     model: str = "fcos"             # fcos, retinanet, fasterrcnn
     backbone: str = "small"         # small (CPU scale), resnet18, resnet34, resnet50
-    weights: str = ""               # a state dict file for the detector or its ResNet ("": random init)
+    weights: str = "pretrained"     # "pretrained" (small: the shipped backbone), "none" (random init) or a file
     image_size: int = 96            # images are letterboxed to this square
     canvases: int = 480             # built-in data: canvases drawn (training + validation)
     max_digits: int = 3             # built-in data: digits per canvas, 1 to this
@@ -156,12 +157,13 @@ class DetectionOptions:
     val_fraction: float = 0.25
     proxy_images: int = 0           # training images a proxy training draws from (0: all)
     batch_size: int = 8
-    lr: float = 0.02                # SGD, momentum 0.9, weight decay 1e-4, linear warm-up
+    lr: float = 0.01                # SGD, momentum 0.9, weight decay 1e-4, linear warm-up
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_steps: int = 50
-    proxy_steps: int = 240          # search fitness: validation metric after these steps
-    final_steps: int = 480          # reported: validation metric after these steps
+    warmup_steps: int = 50          # linear warm-up (at most a quarter of a training)
+    schedule: str = "cosine"        # after the warm-up: "cosine" (decay to 0) or "constant"
+    proxy_steps: int = 200          # search fitness: validation metric after these steps
+    final_steps: int = 400          # reported: validation metric after these steps
     max_grad_norm: float = 0.0      # clip the gradient norm at this (0: no clipping)
     precision: str = "fp32"         # "bf16": forward pass and loss under bf16 autocast
     metric: str = "AP"              # the fitness: AP, AP50, AP75, APs, APm, APl
@@ -199,7 +201,7 @@ class DetectionOptions:
             if getattr(self, name) < 0:
                 raise GpLossError(f"task option {name} must be 0 or more, got {getattr(self, name)}")
         for name, allowed in (("model", DETECTORS), ("backbone", BACKBONES), ("precision", PRECISIONS),
-                              ("metric", METRICS)):
+                              ("metric", METRICS), ("schedule", SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise GpLossError(f"task option {name} must be one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -213,8 +215,7 @@ class DetectionOptions:
         if self.data == "digits" and self.val_data:
             raise GpLossError("val_data is a COCO file for COCO data: the built-in digits split themselves "
                               "(val_fraction)")
-        if self.weights and not Path(self.weights).is_file():
-            raise GpLossError(f"weights {self.weights!r} is not a file: give a PyTorch state dict or leave it empty")
+        check_weights_option(self.weights)
         if self.assignment_candidates not in CANDIDATE_REGIONS:
             raise GpLossError(f"task option assignment_candidates must be one of {', '.join(CANDIDATE_REGIONS)}, "
                               f"got {self.assignment_candidates!r}")
@@ -294,9 +295,10 @@ class DetectionTask:
         """A fresh detector initialised from ``seed`` (on the CPU, then moved: the same weights on every device)."""
         o = self.options
         spec = self._loss(loss)
+        weights = resolve_weights(o.weights, "detection", o.backbone == "small")
         torch.manual_seed(seed)
         model = build_detector(o.model, self.data.num_classes, backbone=o.backbone, image_size=o.image_size,
-                               genome=spec.genome, weights=o.weights or None, score_thresh=o.score_thresh,
+                               genome=spec.genome, weights=weights, score_thresh=o.score_thresh,
                                detections_per_img=o.detections_per_image,
                                assigner=make_assigner(o.assignment, o.positives, o.aspect_bins, o.assignment_alpha,
                                                       fpn_levels(o.backbone), o.assignment_candidates))
@@ -329,8 +331,7 @@ class DetectionTask:
             model = self.build(loss, seed)
             model.train()
             optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-            warmup = max(1, o.warmup_steps)
-            schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+            schedule = lr_schedule(optimizer, o.schedule, steps, o.warmup_steps)
             queue: list[int] = []
             for _ in range(steps):
                 if len(queue) < o.batch_size:  # epochs over the pool, reshuffled each time
@@ -402,4 +403,5 @@ INFO = TaskInfo(
     reference_baseline="fl_giou",
     final_split="validation",
     metric_of=lambda options: options.metric,
+    proxy_option="proxy_steps",
 )

@@ -12,9 +12,10 @@
 Every model maps B×3×H×W images to ``{"out": B×C×H×W logits}``.
 
 A weights file (``torch.load(..., weights_only=True)``) is either the whole model's state
-dict, or that of its backbone as torchvision publishes it: a ResNet-50 (``conv1.weight``,
-``layer1...``; its ``fc`` is dropped) or a MobileNetV3-Large (``features.*``; its
-``classifier`` is dropped).
+dict, or that of its backbone: the ``small`` body's (``stem.*``, ``layer1.*``, ...; the
+shipped pretrained one, :mod:`gp_loss.models.pretrain`), or one as torchvision publishes it:
+a ResNet-50 (``conv1.weight``, ``layer1...``; its ``fc`` is dropped) or a MobileNetV3-Large
+(``features.*``; its ``classifier`` is dropped).
 """
 from __future__ import annotations
 
@@ -77,6 +78,8 @@ def load_weights(model: nn.Module, path: str, name: str) -> None:
     target, what = model, f"the {name} built"
     if "conv1.weight" in state and "layer1.0.conv1.weight" in state:  # a bare torchvision ResNet
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        target, what = model.backbone, f"the backbone of the {name} built"
+    elif "stem.0.weight" in state and name == "small":  # the small body alone (gp_loss.models.pretrain)
         target, what = model.backbone, f"the backbone of the {name} built"
     elif "features.0.0.weight" in state:  # a bare torchvision MobileNetV3: the backbone holds its features
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}

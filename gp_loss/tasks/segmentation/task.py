@@ -31,7 +31,8 @@ from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.metrics.segmentation import METRIC_NAMES, SegmentationMeter
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.tasks.base import fidelity_steps, TaskInfo, TrainingRun, TrainOutcome
+from gp_loss.models.pretrain import check_weights_option, resolve_weights
+from gp_loss.tasks.base import SCHEDULES, fidelity_steps, lr_schedule, TaskInfo, TrainingRun, TrainOutcome
 from gp_loss.tasks.segmentation.data import SegmentationData, SegmentationSplit, load_segmentation_data
 from gp_loss.tasks.segmentation.models import MODELS, build_model
 
@@ -64,8 +65,8 @@ class SegmentationOptions:
     val_split: str = "val"          # VOC: ... of the validation images
     num_classes: int = 0            # 0: from the data (VOC 21, COCO 1 + categories, digits 11)
     model: str = "small"            # small (CPU scale) or a torchvision segmentation model
-    weights: str = ""               # a state dict file for the model or its backbone ("": random init)
-    image_size: int = 64            # images are letterboxed to this square for training
+    weights: str = "pretrained"     # "pretrained" (small: the shipped backbone), "none" (random init) or a file
+    image_size: int = 96            # images are letterboxed to this square for training
     canvases: int = 400             # built-in data: canvases drawn (training + validation)
     max_digits: int = 3             # built-in data: digits per canvas, 1 to this
     data_seed: int = 0              # built-in data: the canvases drawn
@@ -74,8 +75,11 @@ class SegmentationOptions:
     batch_size: int = 8
     optimizer: str = "adam"         # adam, or sgd (momentum 0.9, weight decay)
     lr: float = 3e-3
+    backbone_lr: float = 0.1        # the backbone's rate as a fraction of lr when it starts from weights
     weight_decay: float = 0.0
-    proxy_steps: int = 300          # search fitness: validation metric after these steps
+    schedule: str = "cosine"        # learning rate: "cosine" (linear warm-up, cosine decay to 0) or "constant"
+    warmup_steps: int = 20          # cosine: linear warm-up steps (scaled with a shortened proxy)
+    proxy_steps: int = 200          # search fitness: validation metric after these steps
     final_steps: int = 400          # reported: validation metric after these steps
     collapse_check: float = 1 / 3   # proxy: stop at this fraction of proxy_steps if no better than one class everywhere
     max_grad_norm: float = 0.0      # clip the gradient norm at this (0: no clipping)
@@ -106,10 +110,14 @@ class SegmentationOptions:
             raise GpLossError(f"task option val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0:
             raise GpLossError(f"task option lr must be positive, got {self.lr}")
-        for name in ("weight_decay", "max_grad_norm"):
+        if not 0 <= self.backbone_lr <= 1:
+            raise GpLossError(f"task option backbone_lr must be from 0 (a frozen backbone) to 1, "
+                              f"got {self.backbone_lr}")
+        for name in ("weight_decay", "max_grad_norm", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise GpLossError(f"task option {name} must be 0 or more, got {getattr(self, name)}")
-        for name, allowed in (("model", MODELS), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS)):
+        for name, allowed in (("model", MODELS), ("precision", PRECISIONS), ("optimizer", OPTIMIZERS),
+                              ("schedule", SCHEDULES)):
             if getattr(self, name) not in allowed:
                 raise GpLossError(f"task option {name} must be one of {', '.join(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -125,8 +133,7 @@ class SegmentationOptions:
                 open_voc_split(self.data, split, self.num_classes or len(VOC_CLASSES))
         if self.val_data and not Path(self.val_data).is_file():
             raise GpLossError(f"val_data {self.val_data!r} is not a file: give a COCO instances JSON")
-        if self.weights and not Path(self.weights).is_file():
-            raise GpLossError(f"weights {self.weights!r} is not a file: give a PyTorch state dict or leave it empty")
+        check_weights_option(self.weights)
 
     @classmethod
     def from_dict(cls, data: dict) -> "SegmentationOptions":
@@ -204,7 +211,26 @@ class SegmentationTask:
         """A fresh network initialised from ``seed`` (on the CPU, then moved: the same weights on every device)."""
         o = self.options
         torch.manual_seed(seed)
-        return build_model(o.model, self.data.num_classes, o.weights or None).to(self.device)
+        weights = resolve_weights(o.weights, "segmentation", o.model == "small")
+        return build_model(o.model, self.data.num_classes, weights).to(self.device)
+
+    def parameter_groups(self, model: torch.nn.Module) -> list[dict]:
+        """The optimizer's parameter groups: the backbone at ``backbone_lr`` × ``lr`` when it starts from
+        weights, the rest (and a randomly initialised backbone) at ``lr``.
+
+        Fine-tuning practice: a fresh head at full rate would otherwise drag pretrained features
+        around while it is still random, and how far depends on the seed; at a tenth of the rate the
+        features stay useful and the training's outcome varies much less from seed to seed.
+        """
+        o = self.options
+        body = getattr(model, "backbone", None)  # torchvision's segmentation models and small have one
+        if body is None or resolve_weights(o.weights, "segmentation", o.model == "small") is None \
+                or o.backbone_lr == 1.0:
+            return [{"params": list(model.parameters())}]
+        backbone = list(body.parameters())
+        inside = {id(p) for p in backbone}
+        return [{"params": backbone, "lr": o.lr * o.backbone_lr},
+                {"params": [p for p in model.parameters() if id(p) not in inside]}]
 
     def train(self, loss: Genome | str, seed: int, steps: int, time_limit_s: float | None = None,
               collapse_step: int = 0) -> TrainOutcome:
@@ -231,10 +257,12 @@ class SegmentationTask:
             terms_of = loss_terms(genome)
             model = self.build(seed)
             model.train()
+            groups = self.parameter_groups(model)
             if o.optimizer == "adam":
-                optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
+                optimizer = torch.optim.Adam(groups, lr=o.lr, weight_decay=o.weight_decay)
             else:
-                optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
+                optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
+            schedule = lr_schedule(optimizer, o.schedule, steps, o.warmup_steps)
             queue: list[int] = []
             for _ in range(steps):
                 if len(queue) < o.batch_size:  # epochs over the training images, reshuffled each time
@@ -244,7 +272,7 @@ class SegmentationTask:
                 with autocast:
                     logits = model(images)["out"]
                 terms = terms_of(logits.float(), labels)
-                if (end := run.step(sum(terms.values()), terms, optimizer, o.max_grad_norm)) is not None:
+                if (end := run.step(sum(terms.values()), terms, optimizer, o.max_grad_norm, schedule)) is not None:
                     return end
                 if run.steps == collapse_step and (end := self._collapsed(model, run)) is not None:
                     return end
@@ -348,4 +376,5 @@ INFO = TaskInfo(
     reference_baseline="ce",
     final_split="validation",
     metric_of=lambda options: metric_name(options.metric),
+    proxy_option="proxy_steps",
 )
