@@ -54,6 +54,10 @@ def register(sub) -> None:
     d.add_argument("--images", type=int, default=600, help="number of canvases (1..100000; default 600)")
     d.add_argument("--size", type=int, default=128,
                    help="canvas side in pixels (32..2048; default 128); digit sizes scale with it")
+    d.add_argument("--height", type=int, default=None,
+                   help="canvas height in pixels (32..2048; default --size): with --width, non-square canvases "
+                        "whose digit sizes scale with the smaller side")
+    d.add_argument("--width", type=int, default=None, help="canvas width in pixels (32..2048; default --size)")
     d.add_argument("--max-digits", type=int, default=4, help="digits per canvas at most (1..50; default 4)")
     d.add_argument("--seed", type=int, default=0, help="random seed (0..2**32-1; default 0)")
     d.set_defaults(run=run_digits_coco)
@@ -186,23 +190,41 @@ def write_voc_folder(out: Path, images, labels: np.ndarray, names: list[str],
 
 def run_digits_coco(args: argparse.Namespace) -> int:
     _check_range("--images", args.images, 1, 100_000)
-    _check_range("--size", args.size, 32, 2048)
+    height, width = _canvas_shape(args)
     _check_range("--max-digits", args.max_digits, 1, 50)
     _check_range("--seed", args.seed, 0, 2**32 - 1)
-    need = args.images * 3 * args.size**2 * 4
-    if need > MAX_TENSOR_BYTES:
-        raise GpLossError(f"--images {args.images} at --size {args.size} needs {need / 2**30:.0f} GiB of "
-                          f"memory to draw (at most {MAX_TENSOR_BYTES // 2**30}): lower --images or --size")
+    _check_memory(args.images, height, width)
     _check_out(args.out)
-    from gp_loss.data.canvases import draw_canvases, square_spec
+    from gp_loss.data.canvases import draw_canvases
 
-    drawn = draw_canvases(square_spec(args.images, args.size, args.max_digits, args.seed))
+    drawn = draw_canvases(canvas_spec(args.images, height, width, args.max_digits, args.seed))
     write_coco_folder(args.out, drawn.images, drawn.coco)
     json_path = args.out / INSTANCES
-    print(f"wrote {len(drawn.coco['images'])} images and {len(drawn.coco['annotations'])} annotations, "
-          f"COCO instances in {json_path}; search on them: "
+    print(f"wrote {len(drawn.coco['images'])} images of {width}×{height} pixels and "
+          f"{len(drawn.coco['annotations'])} annotations, COCO instances in {json_path}; search on them: "
           f"python runs/search_detection.py --data {json_path}")
     return 0
+
+
+def _canvas_shape(args: argparse.Namespace) -> tuple[int, int]:
+    """``(height, width)`` of ``--height``/``--width`` (each defaulting to ``--size``), checked."""
+    _check_range("--size", args.size, 32, 2048)
+    height = args.size if args.height is None else args.height
+    width = args.size if args.width is None else args.width
+    _check_range("--height", height, 32, 2048)
+    _check_range("--width", width, 32, 2048)
+    return height, width
+
+
+def canvas_spec(images: int, height: int, width: int, max_digits: int, seed: int):
+    """The canvases of ``height``×``width`` whose digit sizes scale with the smaller side, as ``square_spec``'s
+    with the side (128 px: 16 to 48 px digits)."""
+    from gp_loss.data.canvases import CanvasSpec
+
+    side = min(height, width)
+    min_size = max(4, side // 8)
+    return CanvasSpec(count=images, height=height, width=width, max_digits=max_digits, min_size=min_size,
+                      max_size=max(min_size, 3 * side // 8), seed=seed)
 
 
 def _check_memory(images: int, height: int, width: int) -> None:
@@ -214,26 +236,19 @@ def _check_memory(images: int, height: int, width: int) -> None:
 
 def run_digits_voc(args: argparse.Namespace) -> int:
     _check_range("--images", args.images, 2, 100_000)
-    _check_range("--size", args.size, 32, 2048)
-    height = args.size if args.height is None else args.height
-    width = args.size if args.width is None else args.width
-    _check_range("--height", height, 32, 2048)
-    _check_range("--width", width, 32, 2048)
+    height, width = _canvas_shape(args)
     _check_range("--max-digits", args.max_digits, 1, 50)
     _check_range("--seed", args.seed, 0, 2**32 - 1)
     if not 0 < args.val_fraction < 1:
         raise GpLossError(f"--val-fraction must be between 0 and 1 (exclusive), got {args.val_fraction}")
     _check_memory(args.images, height, width)
     _check_out(args.out)
-    from gp_loss.data.canvases import CanvasSpec, draw_canvases
+    from gp_loss.data.canvases import draw_canvases
     from gp_loss.tasks.segmentation.data import digit_label_maps, seeded_split
 
     train, val = seeded_split(args.images, args.seed, args.val_fraction,
                               f"--images {args.images} with --val-fraction {args.val_fraction}")
-    min_size = max(4, min(height, width) // 8)  # as square_spec: 128 px canvases hold 16 to 48 px digits
-    spec = CanvasSpec(count=args.images, height=height, width=width, max_digits=args.max_digits,
-                      min_size=min_size, max_size=max(min_size, 3 * min(height, width) // 8), seed=args.seed)
-    drawn = draw_canvases(spec)
+    drawn = draw_canvases(canvas_spec(args.images, height, width, args.max_digits, args.seed))
     names = [Path(im["file_name"]).stem for im in drawn.coco["images"]]
     write_voc_folder(args.out, drawn.images, digit_label_maps(drawn.coco), names, {"train": train, "val": val})
     print(f"wrote {args.images} images of {width}×{height} pixels ({len(train)} in train.txt, {len(val)} in "

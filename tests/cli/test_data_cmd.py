@@ -56,7 +56,7 @@ def test_same_seed_same_bytes_other_seed_differs(written, tmp_path, capsys):
     assert _write(tmp_path / "other", "--seed", "4") == 0
     assert (tmp_path / "other" / "instances.json").read_bytes() != (out / "instances.json").read_bytes()
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("wrote 6 images and ") and "--data " + str(tmp_path / "other" / "instances.json") in line
+    assert line.startswith("wrote 6 images of 64×64 pixels and ") and "--data " + str(tmp_path / "other" / "instances.json") in line
 
 
 def test_empty_out_folder_is_used(tmp_path):
@@ -70,7 +70,7 @@ def test_empty_out_folder_is_used(tmp_path):
     (["--size", "31"], "--size must be between 32 and 2048"),
     (["--max-digits", "51"], "--max-digits must be between 1 and 50"),
     (["--seed", "-1"], "--seed must be between 0 and 4294967295"),
-    (["--images", "100000", "--size", "2048"], "lower --images or --size"),
+    (["--images", "100000", "--size", "2048"], "lower --images or the size"),
 ])
 def test_bad_numbers_exit_2_with_one_line(tmp_path, capsys, extra, fragment):
     assert _write(tmp_path / "out", *extra) == 2
@@ -154,6 +154,22 @@ def test_voc_folder_loads_as_the_built_in_digits(tmp_path, capsys):
         assert (disk.images.float() - memory.images.float()).abs().mean() < 10
         assert (disk.images.float().mean((1, 2, 3)) - memory.images.float().mean((1, 2, 3))).abs().max() < 1
     assert len(from_disk.val) == 2 and len(from_disk.train) == 4
+
+
+def test_coco_non_square_canvases(tmp_path, capsys):
+    from gp_loss.data.canvases import CanvasSpec
+
+    out = tmp_path / "coco"
+    assert main(["data", "digits-coco", "--out", str(out), "--images", "4", "--height", "48", "--width", "80",
+                 "--seed", "5"]) == 0
+    assert "80×48 pixels" in capsys.readouterr().out
+    instances = read_instances(out / "instances.json")
+    assert {(im["height"], im["width"]) for im in instances.dataset["images"]} == {(48, 80)}
+    # digit sizes scale with the smaller side, as the VOC folder's and the square canvases' do
+    drawn = draw_canvases(CanvasSpec(count=4, height=48, width=80, max_digits=4, min_size=6, max_size=18, seed=5))
+    assert instances.dataset["annotations"] == drawn.coco["annotations"]
+    assert main(["data", "digits-coco", "--out", str(tmp_path / "bad"), "--height", "31"]) == 2
+    assert "--height must be between 32 and 2048" in capsys.readouterr().err
 
 
 def test_voc_non_square_canvases(tmp_path, capsys):
