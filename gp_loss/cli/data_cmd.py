@@ -195,7 +195,7 @@ def run_digits_coco(args: argparse.Namespace) -> int:
     _check_range("--seed", args.seed, 0, 2**32 - 1)
     _check_memory(args.images, height, width)
     _check_out(args.out)
-    from gp_loss.data.canvases import draw_canvases
+    from gp_loss.data.canvases import canvas_spec, draw_canvases
 
     drawn = draw_canvases(canvas_spec(args.images, height, width, args.max_digits, args.seed))
     write_coco_folder(args.out, drawn.images, drawn.coco)
@@ -216,17 +216,6 @@ def _canvas_shape(args: argparse.Namespace) -> tuple[int, int]:
     return height, width
 
 
-def canvas_spec(images: int, height: int, width: int, max_digits: int, seed: int):
-    """The canvases of ``height``×``width`` whose digit sizes scale with the smaller side, as ``square_spec``'s
-    with the side (128 px: 16 to 48 px digits)."""
-    from gp_loss.data.canvases import CanvasSpec
-
-    side = min(height, width)
-    min_size = max(4, side // 8)
-    return CanvasSpec(count=images, height=height, width=width, max_digits=max_digits, min_size=min_size,
-                      max_size=max(min_size, 3 * side // 8), seed=seed)
-
-
 def _check_memory(images: int, height: int, width: int) -> None:
     need = images * 3 * height * width * 4
     if need > MAX_TENSOR_BYTES:
@@ -243,7 +232,7 @@ def run_digits_voc(args: argparse.Namespace) -> int:
         raise GpLossError(f"--val-fraction must be between 0 and 1 (exclusive), got {args.val_fraction}")
     _check_memory(args.images, height, width)
     _check_out(args.out)
-    from gp_loss.data.canvases import draw_canvases
+    from gp_loss.data.canvases import canvas_spec, draw_canvases
     from gp_loss.tasks.segmentation.data import digit_label_maps, seeded_split
 
     train, val = seeded_split(args.images, args.seed, args.val_fraction,

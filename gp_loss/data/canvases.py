@@ -53,11 +53,18 @@ class Canvases:
     coco: dict
 
 
+def canvas_spec(count: int, height: int, width: int, max_digits: int, seed: int) -> CanvasSpec:
+    """Canvases of ``height``×``width`` pixels whose digit sizes scale with the smaller side (128 px: 16 to
+    48 px, the defaults)."""
+    side = min(height, width)
+    min_size = max(4, side // 8)
+    return CanvasSpec(count=count, height=height, width=width, max_digits=max_digits, min_size=min_size,
+                      max_size=max(min_size, 3 * side // 8), seed=seed)
+
+
 def square_spec(count: int, size: int, max_digits: int, seed: int) -> CanvasSpec:
-    """Square canvases of ``size`` pixels whose digit sizes scale with them (128 px: 16 to 48 px, the defaults)."""
-    min_size = max(4, size // 8)
-    return CanvasSpec(count=count, height=size, width=size, max_digits=max_digits, min_size=min_size,
-                      max_size=max(min_size, 3 * size // 8), seed=seed)
+    """Square canvases of ``size`` pixels (:func:`canvas_spec`)."""
+    return canvas_spec(count, size, size, max_digits, seed)
 
 
 def category_list() -> list[dict]:

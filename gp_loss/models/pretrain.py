@@ -121,15 +121,13 @@ def augment(images: torch.Tensor, generator: torch.Generator, permute_colours: b
 
 
 def _segmentation(recipe: Recipe, log: Callable[[str], None]) -> tuple[dict, dict]:
-    from gp_loss.tasks.segmentation.models import build_model
     from gp_loss.tasks.segmentation.task import SegmentationOptions, SegmentationTask, loss_terms
 
     task = SegmentationTask(SegmentationOptions(
         data="digits", canvases=recipe.canvases, image_size=recipe.image_size, max_digits=recipe.max_digits,
         data_seed=DATA_SEED_OFFSET + recipe.seed, split_seed=recipe.seed, val_fraction=0.1, weights="none"))
     terms_of = loss_terms(task.baseline("ce"))
-    torch.manual_seed(recipe.seed)
-    model = build_model("small", task.data.num_classes)
+    model = task.build(recipe.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate())
 
     def step(index: list[int], generator: torch.Generator) -> torch.Tensor:
