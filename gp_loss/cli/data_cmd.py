@@ -257,6 +257,12 @@ def run_pretrain(args: argparse.Namespace) -> int:
     recipe.check()
     if args.out.exists() and not args.out.is_file():
         raise GpLossError(f"--out {args.out} is not a file: give the path of the .pt file to write")
+    try:  # before minutes of training, not after
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GpLossError(f"cannot write --out {args.out}: {err.strerror or err}") from None
+    if not os.access(args.out.parent, os.W_OK):
+        raise GpLossError(f"cannot write --out {args.out}: its folder is not writable")
     state, record = pretrain_backbone(recipe, log=lambda line: print(line, file=sys.stderr, flush=True))
     record = save_backbone(state, record, args.out)
     figures = ", ".join(f"{k.removeprefix('validation_')} {v:.3f}" for k, v in record.items()

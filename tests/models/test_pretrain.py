@@ -115,6 +115,14 @@ def test_bad_pretrain_flags_exit_2_in_one_line(tmp_path, argv, message):
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.pt").exists()
 
 
+def test_an_unwritable_out_exits_2_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = subprocess.run([sys.executable, "-m", "gp_loss", "data", "pretrain-backbone", "--task", "segmentation",
+                           "--out", str(blocker / "sub" / "x.pt")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "cannot write --out" in proc.stderr and "step " not in proc.stderr
+
+
 def test_out_a_folder_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gp_loss", "data", "pretrain-backbone", "--task", "segmentation",
                            "--out", str(tmp_path)], capture_output=True, text=True)
