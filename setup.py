@@ -16,6 +16,7 @@ setup(
         "scikit-learn>=1.3",
         "scipy>=1.11",
         "scoop",
+        "ray>=2.40",
         "pycocotools>=2.0",
         "tqdm",
         "matplotlib",

@@ -6,8 +6,8 @@ A kind (``cls``, ``bcls``, ``reg``, ``zero``) is two things:
   operator goes into an operator set there (``primitives/cse_ops.py``,
   ``primitives/zero_ops.py``); a new kind gets a ``build_kind(...)`` there too;
 - its **behaviour** (:class:`KindSpec`, below): how its output is reduced to a loss,
-  and the probe each filter stage judges its candidates on. Those probes live in
-  :mod:`gp_loss.probes`, grouped by stage.
+  the probe each filter stage judges its candidates on, and the sweeps the report draws
+  its loss curves along. Those probes and sweeps live in :mod:`gp_loss.probes`, grouped by stage.
 
 So a new kind is a :class:`~primitives.kind.Kind` in ``primitives``, its probes
 in ``gp_loss/probes`` (reusing the metrics and box helpers there), and one
@@ -31,6 +31,7 @@ from primitives import KINDS, Kind, UnknownKindError
 
 from gp_loss.probes.box_sweeps import box_sweep, judge_box_sweeps
 from gp_loss.probes.convergence import ConvergenceProbe
+from gp_loss.probes.curve_sweeps import BOX_SWEEPS, PIXEL_SWEEPS, SIGMOID_SWEEPS, SOFTMAX_SWEEPS, Sweep
 from gp_loss.probes.logit_sweeps import judge_logit_sweeps, sigmoid_sweep, softmax_sweep
 from gp_loss.probes.rejection import (
     BinaryClassificationProbe, BoxRegressionProbe, ClassificationProbe, RejectionProbe, SegmentationProbe,
@@ -63,6 +64,8 @@ class KindSpec:
             ``mean_nhw``) must say ``True``. ``False``: the operators work row by row
             (class-wise over dim 1), so the B samples are merged into one batch of B*N rows.
         simulation_steps, simulation_lr: the simulation's Adam steps and learning rate.
+        curve_sweeps: the sweeps along which the report draws a branch's loss and gradient
+            (:mod:`gp_loss.report.curves`); empty: no curves for the kind.
     """
 
     name: str
@@ -74,6 +77,7 @@ class KindSpec:
     stacks_samples: bool
     simulation_steps: int
     simulation_lr: float
+    curve_sweeps: tuple[Sweep, ...]
 
     @property
     def kind(self) -> Kind:
@@ -102,6 +106,7 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         stacks_samples=False,
         simulation_steps=30,
         simulation_lr=0.01,
+        curve_sweeps=SOFTMAX_SWEEPS,
     ),
     KindSpec(
         name="bcls",
@@ -113,6 +118,7 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         stacks_samples=False,
         simulation_steps=80,
         simulation_lr=0.01,
+        curve_sweeps=SIGMOID_SWEEPS,
     ),
     KindSpec(
         name="reg",
@@ -124,6 +130,7 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         stacks_samples=False,
         simulation_steps=30,
         simulation_lr=0.05,
+        curve_sweeps=BOX_SWEEPS,
     ),
     # AutoLoss-Zero's aggregation operators (mean_nhw, 3×3 pooling) couple pixels and
     # samples, so sweep points cannot share one batch: no convergence check, as AutoLoss-Zero
@@ -139,6 +146,7 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         stacks_samples=True,
         simulation_steps=30,
         simulation_lr=0.01,
+        curve_sweeps=PIXEL_SWEEPS,
     ),
 ]}
 

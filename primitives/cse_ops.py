@@ -6,13 +6,14 @@ Class-wise operators (``softmax``, ``dot``) work over dim 1, the class dimension
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
 
 from primitives.operator import (
     ADD, ATOM, BINARY, DOT, MUL, POW, UNARY, UNARY_ANY, UNARY_CLASSWISE,
-    Operator, Template, call, latex_call,
+    Operator, SympyFunction, SympyName, Template, call, latex_call,
 )
 
 LOG_EPS = 1e-20  # log(x) = ln(x + 1e-20)
@@ -127,53 +128,64 @@ _HELPERS = {
 }
 
 
-def _unary(name, fn, definition, py, latex, signature=UNARY_ANY, helper=None):
+def _unary(name, fn, definition, py, latex, signature=UNARY_ANY, helper=None, *, sympy):
     helpers = {helper: _HELPERS[helper]} if helper else {}
-    return Operator(name, 1, fn, definition, signature, py, latex, helpers)
+    return Operator(name, 1, fn, definition, signature, py, latex, sympy, helpers)
 
 
-def _binary(name, fn, definition, py, latex, signature=BINARY):
-    return Operator(name, 2, fn, definition, signature, py, latex)
+def _binary(name, fn, definition, py, latex, signature=BINARY, *, sympy):
+    return Operator(name, 2, fn, definition, signature, py, latex, sympy)
 
 
+# SymPy forms: SymPy's own functions where it has one (``relu``: ``Max(x, 0)``); this language's
+# S-curves, rescaled to (0, 1), stay named (never SymPy's ``erf``), and so do softmax, softplus and dot.
 OPERATORS: dict[str, Operator] = {op.name: op for op in [
-    _unary("neg", neg, "-x", Template("-@0", UNARY, (POW,)), Template("-@0", UNARY, (POW,))),
+    _unary("neg", neg, "-x", Template("-@0", UNARY, (POW,)), Template("-@0", UNARY, (POW,)),
+           sympy=operator.neg),
     _unary("exp", exp, "e^min(x, 88)", Template(
-        "torch.exp(torch.clamp(@0, max=88.0))", ATOM, (0,)), Template("e^{@0}", POW, (0,))),
+        "torch.exp(torch.clamp(@0, max=88.0))", ATOM, (0,)), Template("e^{@0}", POW, (0,)),
+           sympy=SympyFunction("exp")),
     _unary("log", log, "ln(x + 1e-20)", Template("torch.log(@0 + 1e-20)", ATOM, (ADD,)),
-           Template("\\log\\left(@0\\right)", ATOM, (0,))),
-    _unary("abs", abs_, "|x|", call("torch.abs"), Template("\\left|@0\\right|", ATOM, (0,))),
+           Template("\\log\\left(@0\\right)", ATOM, (0,)), sympy=SympyFunction("log")),
+    _unary("abs", abs_, "|x|", call("torch.abs"), Template("\\left|@0\\right|", ATOM, (0,)),
+           sympy=SympyFunction("Abs")),
     _unary("sqrt", sqrt, "sqrt(x) (NaN for x < 0)", call("torch.sqrt"),
-           Template("\\sqrt{@0}", ATOM, (0,))),
+           Template("\\sqrt{@0}", ATOM, (0,)), sympy=SympyFunction("sqrt")),
     _unary("softmax", softmax, "softmax over the class dimension", Template(
-        "torch.softmax(@0, 1)", ATOM, (0,)), latex_call("softmax"), UNARY_CLASSWISE),
+        "torch.softmax(@0, 1)", ATOM, (0,)), latex_call("softmax"), UNARY_CLASSWISE,
+           sympy=SympyName("softmax")),
     _unary("softplus", softplus, "ln(1 + e^x)", call("torch.nn.functional.softplus"),
-           latex_call("softplus")),
+           latex_call("softplus"), sympy=SympyName("softplus")),
     _unary("sigmoid", sigmoid, "1 / (1 + e^-x)", call("torch.sigmoid"),
-           Template("\\sigma\\left(@0\\right)", ATOM, (0,))),
+           Template("\\sigma\\left(@0\\right)", ATOM, (0,)),
+           sympy=SympyName("sigmoid", latex="\\sigma\\left({0}\\right)", shown="σ(x)")),
     _unary("gd", gd, "(2 atan(tanh(z/2)) 2/pi + 1) / 2, z = x pi/4", call("_gd"),
-           latex_call("gd"), helper="_gd"),
+           latex_call("gd"), helper="_gd", sympy=SympyName("gd")),
     _unary("alf", alf, "(z / sqrt(1 + z^2) + 1) / 2, z = x/2", call("_alf"),
-           latex_call("alf"), helper="_alf"),
+           latex_call("alf"), helper="_alf", sympy=SympyName("alf")),
     _unary("erf", erf, "(erf(sqrt(pi)/4 x) + 1) / 2", call("_erf"),
-           latex_call("erf"), helper="_erf"),
+           latex_call("erf"), helper="_erf", sympy=SympyName("erf")),
     _unary("erfc", erfc, "1 - erf(x), erf as above", call("_erfc"),
-           latex_call("erfc"), helper="_erfc"),
-    _unary("tanh", tanh, "tanh(x)", call("torch.tanh"), Template("\\tanh\\left(@0\\right)", ATOM, (0,))),
-    _unary("relu", relu, "max(x, 0)", call("torch.relu"), latex_call("relu")),
-    _unary("sin", sin, "sin(x)", call("torch.sin"), Template("\\sin\\left(@0\\right)", ATOM, (0,))),
-    _unary("cos", cos, "cos(x)", call("torch.cos"), Template("\\cos\\left(@0\\right)", ATOM, (0,))),
+           latex_call("erfc"), helper="_erfc", sympy=SympyName("erfc")),
+    _unary("tanh", tanh, "tanh(x)", call("torch.tanh"), Template("\\tanh\\left(@0\\right)", ATOM, (0,)),
+           sympy=SympyFunction("tanh")),
+    _unary("relu", relu, "max(x, 0)", call("torch.relu"), latex_call("relu"), sympy=SympyFunction("Max", (0,))),
+    _unary("sin", sin, "sin(x)", call("torch.sin"), Template("\\sin\\left(@0\\right)", ATOM, (0,)),
+           sympy=SympyFunction("sin")),
+    _unary("cos", cos, "cos(x)", call("torch.cos"), Template("\\cos\\left(@0\\right)", ATOM, (0,)),
+           sympy=SympyFunction("cos")),
     _binary("add", add, "a + b", Template("@0 + @1", ADD, (ADD, MUL)),
-            Template("@0 + @1", ADD, (ADD, MUL))),
+            Template("@0 + @1", ADD, (ADD, MUL)), sympy=operator.add),
     _binary("sub", sub, "a - b", Template("@0 - @1", ADD, (ADD, MUL)),
-            Template("@0 - @1", ADD, (ADD, MUL))),
+            Template("@0 - @1", ADD, (ADD, MUL)), sympy=operator.sub),
     _binary("mul", mul, "a * b", Template("@0 * @1", MUL, (MUL, UNARY)),
-            Template("@0 \\cdot @1", MUL, (MUL, POW))),
+            Template("@0 \\cdot @1", MUL, (MUL, POW)), sympy=operator.mul),
     _binary("div", div, "a / (b + 1e-20)", Template("@0 / (@1 + 1e-20)", MUL, (MUL, ADD)),
-            Template("\\frac{@0}{@1}", ATOM, (0, 0))),
+            Template("\\frac{@0}{@1}", ATOM, (0, 0)), sympy=operator.truediv),
     _binary("dot", dot, "sum over classes of a*b: one value per sample",
             Template("(@0 * @1).sum(1)", ATOM, (MUL, UNARY)),
-            Template("\\left\\langle @0, @1 \\right\\rangle", ATOM, (0, 0)), DOT),
+            Template("\\left\\langle @0, @1 \\right\\rangle", ATOM, (0, 0)), DOT,
+            sympy=SympyName("dot", latex="\\left\\langle {0}, {1} \\right\\rangle", shown="⟨a, b⟩")),
 ]}
 
 # The regression branch works on one value per box pair: no class dimension,

@@ -15,11 +15,13 @@ computes exactly what it computes on N×C×H×W alone.
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 import torch.nn.functional as F
 
 from primitives.operator import (
-    ADD, ATOM, BINARY, MUL, POW, UNARY, Operator, Template, UNARY_ANY, call,
+    ADD, ATOM, BINARY, MUL, POW, UNARY, Operator, SympyFunction, SympyName, Template, UNARY_ANY, call,
 )
 
 EPS = 1e-12
@@ -107,35 +109,46 @@ _HELPERS = {
 }
 
 
-def _op(name, arity, fn, definition, py, latex, helper=None):
+def _op(name, arity, fn, definition, py, latex, helper=None, *, sympy):
     signature = BINARY if arity == 2 else UNARY_ANY
     helpers = {helper: _HELPERS[helper]} if helper else {}
-    return Operator(name, arity, fn, definition, signature, py, latex, helpers)
+    return Operator(name, arity, fn, definition, signature, py, latex, sympy, helpers)
 
 
+# SymPy forms: the signed log and square root and the aggregations stay named (SymPy's log and sqrt
+# would be other functions); the rest are SymPy's own.
 OPERATORS: dict[str, Operator] = {op.name: op for op in [
     _op("add", 2, add, "a + b", Template("@0 + @1", ADD, (ADD, MUL)),
-        Template("@0 + @1", ADD, (ADD, MUL))),
+        Template("@0 + @1", ADD, (ADD, MUL)), sympy=operator.add),
     _op("mul", 2, mul, "a * b", Template("@0 * @1", MUL, (MUL, UNARY)),
-        Template("@0 \\cdot @1", MUL, (MUL, POW))),
-    _op("neg", 1, neg, "-x", Template("-@0", UNARY, (POW,)), Template("-@0", UNARY, (POW,))),
-    _op("abs", 1, abs_, "|x|", call("torch.abs"), Template("\\left|@0\\right|", ATOM, (0,))),
+        Template("@0 \\cdot @1", MUL, (MUL, POW)), sympy=operator.mul),
+    _op("neg", 1, neg, "-x", Template("-@0", UNARY, (POW,)), Template("-@0", UNARY, (POW,)), sympy=operator.neg),
+    _op("abs", 1, abs_, "|x|", call("torch.abs"), Template("\\left|@0\\right|", ATOM, (0,)),
+        sympy=SympyFunction("Abs")),
     _op("inv", 1, inv, "1 / (x + 1e-12)", Template("1 / (@0 + 1e-12)", MUL, (ADD,)),
-        Template("\\frac{1}{@0}", ATOM, (0,))),
+        Template("\\frac{1}{@0}", ATOM, (0,)), sympy=SympyFunction("Pow", (-1,))),
     _op("log", 1, log, "sign(x) ln(|x| + 1e-12)", call("_slog"),
-        Template("\\operatorname{slog}\\left(@0\\right)", ATOM, (0,)), "_slog"),
-    _op("exp", 1, exp, "e^x", call("torch.exp"), Template("e^{@0}", POW, (0,))),
-    _op("tanh", 1, tanh, "tanh(x)", call("torch.tanh"), Template("\\tanh\\left(@0\\right)", ATOM, (0,))),
-    _op("square", 1, square, "x^2", call("torch.square"), Template("@0^{2}", POW, (ATOM,))),
+        Template("\\operatorname{slog}\\left(@0\\right)", ATOM, (0,)), "_slog", sympy=SympyName("slog")),
+    _op("exp", 1, exp, "e^x", call("torch.exp"), Template("e^{@0}", POW, (0,)), sympy=SympyFunction("exp")),
+    _op("tanh", 1, tanh, "tanh(x)", call("torch.tanh"), Template("\\tanh\\left(@0\\right)", ATOM, (0,)),
+        sympy=SympyFunction("tanh")),
+    _op("square", 1, square, "x^2", call("torch.square"), Template("@0^{2}", POW, (ATOM,)),
+        sympy=SympyFunction("Pow", (2,))),
     _op("sqrt", 1, sqrt, "sign(x) sqrt(|x| + 1e-12)", call("_ssqrt"),
-        Template("\\operatorname{ssqrt}\\left(@0\\right)", ATOM, (0,)), "_ssqrt"),
+        Template("\\operatorname{ssqrt}\\left(@0\\right)", ATOM, (0,)), "_ssqrt", sympy=SympyName("ssqrt")),
     _op("mean_nhw", 1, mean_nhw, "mean over N, H, W (shape kept)", call("_mean_nhw"),
-        Template("\\operatorname{mean}_{nhw}\\left(@0\\right)", ATOM, (0,)), "_mean_nhw"),
+        Template("\\operatorname{mean}_{nhw}\\left(@0\\right)", ATOM, (0,)), "_mean_nhw",
+        sympy=SympyName("mean_nhw", latex="\\operatorname{{mean}}_{{nhw}}\\left({0}\\right)")),
     _op("mean_c", 1, mean_c, "mean over C (shape kept)", call("_mean_c"),
-        Template("\\operatorname{mean}_{c}\\left(@0\\right)", ATOM, (0,)), "_mean_c"),
+        Template("\\operatorname{mean}_{c}\\left(@0\\right)", ATOM, (0,)), "_mean_c",
+        sympy=SympyName("mean_c", latex="\\operatorname{{mean}}_{{c}}\\left({0}\\right)")),
     _op("maxpool3x3", 1, maxpool3x3, "3x3 max pooling, stride 1, padding 1",
         Template("torch.nn.functional.max_pool2d(@0, 3, 1, 1)", ATOM, (0,)),
-        Template("\\operatorname{maxpool}_{3\\times3}\\left(@0\\right)", ATOM, (0,))),
+        Template("\\operatorname{maxpool}_{3\\times3}\\left(@0\\right)", ATOM, (0,)),
+        sympy=SympyName("maxpool3x3", latex="\\operatorname{{maxpool}}_{{3\\times 3}}\\left({0}\\right)",
+                        shown="maxpool_3×3(x)")),
     _op("minpool3x3", 1, minpool3x3, "3x3 min pooling, stride 1, padding 1", call("_minpool3x3"),
-        Template("\\operatorname{minpool}_{3\\times3}\\left(@0\\right)", ATOM, (0,)), "_minpool3x3"),
+        Template("\\operatorname{minpool}_{3\\times3}\\left(@0\\right)", ATOM, (0,)), "_minpool3x3",
+        sympy=SympyName("minpool3x3", latex="\\operatorname{{minpool}}_{{3\\times 3}}\\left({0}\\right)",
+                        shown="minpool_3×3(x)")),
 ]}

@@ -2,6 +2,8 @@
 
     python runs/search_classification.py --out out/search_classification
     python runs/search_classification.py --data path/to/images --evaluations 500 --out out/mine
+    python runs/search_classification.py --map ray --workers 4 --out out/ray  # parallel on Ray
+    python runs/search_classification.py --ray-address node1:6379 --out out/cluster  # a Ray cluster
     python -m scoop -n 4 runs/search_classification.py --out out/scoop     # parallel, or multi-host
     python runs/search_classification.py --resume out/search_classification  # after an interruption
     python runs/search_classification.py --device cuda --workers-per-gpu 4 --out out/gpu  # 4 proxies per GPU

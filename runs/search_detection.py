@@ -4,6 +4,7 @@
     python runs/search_detection.py --data train.json --val-data val.json --backbone resnet18 --out out/mine
     python runs/search_detection.py --model fasterrcnn --out out/frcnn        # four branches: RPN and box head
     python runs/search_detection.py --scheme zero --out out/zero              # all branches from scratch
+    python runs/search_detection.py --map ray --workers 4 --out out/ray  # parallel on Ray (or --ray-address HOST:PORT)
     python -m scoop -n 4 runs/search_detection.py --out out/scoop            # parallel, or multi-host
     python runs/search_detection.py --device cuda --workers-per-gpu 4 --out out/gpu   # 4 proxies per GPU
     python runs/search_detection.py --resume out/search_detection            # after an interruption
@@ -26,9 +27,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gp_loss.evolution.config import SearchConfig  # noqa: E402
 from gp_loss.evolution.script import main, run_script  # noqa: E402
+from gp_loss.tasks.detection.models import DETECTORS  # noqa: E402
+from gp_loss.tasks.detection.task import DetectionOptions, baseline_loss  # noqa: E402
+
+DEFAULT_MODEL = DetectionOptions.model
+
+
+def _models_text() -> str:
+    """``"fcos (default), retinanet or fasterrcnn"``: the registry's detectors, for ``--model``'s help."""
+    names = [f"{name} (default)" if name == DEFAULT_MODEL else name for name in DETECTORS]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
 
 TASK_FLAGS = {
-    "--model": ("model", str, "fcos (default), retinanet or fasterrcnn"),
+    "--model": ("model", str, _models_text()),
     "--backbone": ("backbone", str, "small (default, CPU scale), resnet18, resnet34 or resnet50 (FPN)"),
     "--data": ("data", str, "'digits' (built in) or a COCO instances JSON (file_name relative to its folder)"),
     "--val-data": ("val_data", str, "validation instances JSON (default: a seeded split of --data)"),
@@ -47,15 +59,13 @@ TASK_FLAGS = {
 
 
 def defaults(given: dict) -> SearchConfig:
-    """The default search for the detector of the given task options (FCOS unless ``model`` says otherwise).
+    """The default search for the detector of the given task options (:data:`DEFAULT_MODEL` unless ``model``
+    says otherwise).
 
     Sized for 2 CPU cores with the task's default (small) proxy (README, "Measured").
     """
-    from gp_loss.tasks.detection.task import baseline_loss
-
-    model = given["task_options"].get("model", "fcos")
-    start = baseline_loss(model, "fl_giou").genome if isinstance(model, str) and model in (
-        "fcos", "retinanet", "fasterrcnn") else None
+    model = given["task_options"].get("model", DEFAULT_MODEL)
+    start = baseline_loss(model, "fl_giou").genome if isinstance(model, str) and model in DETECTORS else None
     if start is None:  # an unknown model: the configuration check names it
         return SearchConfig(task="detection", task_options={"model": model})
     scheme = given.get("scheme", "cse")

@@ -5,6 +5,7 @@
     python runs/search_segmentation.py --data VOCdevkit/VOC2012 --model deeplabv3_resnet50 --image-size 256 \\
         --device cuda --workers-per-gpu 4 --out out/voc                            # a Pascal VOC folder
     python runs/search_segmentation.py --data instances.json --out out/coco      # COCO instances, drawn as masks
+    python runs/search_segmentation.py --map ray --workers 4 --out out/ray  # parallel on Ray (or --ray-address HOST:PORT)
     python -m scoop -n 4 runs/search_segmentation.py --out out/scoop            # parallel, or multi-host
     python runs/search_segmentation.py --resume out/search_segmentation          # after an interruption
 

@@ -8,6 +8,8 @@ import gc  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests.helpers import ROOT  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def _unfreeze_gc():
@@ -21,13 +23,12 @@ def _unfreeze_gc():
 def load_script():
     """``load_script("search_classification")``: a ``runs/`` script loaded as a module (its ``main`` not run)."""
     import importlib.util
-    from pathlib import Path
 
     loaded = {}
 
     def load(name: str):
         if name not in loaded:
-            path = Path(__file__).resolve().parents[1] / "runs" / f"{name}.py"
+            path = ROOT / "runs" / f"{name}.py"
             spec = importlib.util.spec_from_file_location(f"{name}_script", path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)

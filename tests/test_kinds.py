@@ -1,7 +1,6 @@
 """The kind registry: every kind has a complete spec, and no kind name is compared outside it."""
 import re
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,8 +10,8 @@ from gp_loss.probes.convergence import ConvergenceSettings
 from gp_loss.probes.rejection import B, RejectionProbe
 from gp_loss.reduction import Reduction
 from primitives import KINDS, UnknownKindError, get_kind
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = ROOT / "gp_loss" / "kinds.py"
 # A comparison with a kind's name: ``kind == "cls"``, ``name in ("cls", "bcls")``, ...
 KIND_NAME_CHECK = re.compile(r'(?P<left>[\w.\]\[]*)\s*(==|!=|\bin)\s*\(?"(cls|bcls|reg|zero)"')
@@ -62,6 +61,12 @@ def test_spec_is_complete_and_its_probes_fit_the_kind(name):
     assert len(problem.inputs(problem.model)) == len(kind.inputs)
     with torch.no_grad():
         assert 0 <= problem.metric(problem.model) <= 1 and 0 <= problem.chance < 1
+    # report curves: each sweep gives the kind's inputs from its prediction, one abscissa per point
+    assert spec.curve_sweeps and len({s.key for s in spec.curve_sweeps}) == len(spec.curve_sweeps)
+    for sweep in spec.curve_sweeps:
+        x, predicted, inputs_of = sweep.make()
+        assert predicted.requires_grad and predicted.shape[0] == len(x)
+        assert len(inputs_of(predicted)) == len(kind.inputs)
 
 
 def test_only_zero_stacks_samples_and_has_no_convergence_probe():

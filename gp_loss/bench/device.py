@@ -24,18 +24,20 @@ from pathlib import Path
 from gp_loss.bench.search import run_script
 from gp_loss.errors import GpLossError
 from gp_loss.runtime.device import check_device, gpu_count
+from gp_loss.tasks.registry import TASK_NAMES, task_info
 
-
-# The search script of each task (``runs/`` beside the package).
-SCRIPTS = {"classification": "search_classification.py", "detection": "search_detection.py",
-           "segmentation": "search_segmentation.py"}
+RUNS = Path(__file__).resolve().parents[2] / "runs"  # the search scripts, beside the package
 
 
 def task_script(task: str) -> str:
-    """The path of ``runs/`` script that searches ``task``."""
-    if task not in SCRIPTS:
-        raise GpLossError(f"--task must be one of {', '.join(SCRIPTS)}, got {task!r}")
-    return str(Path(__file__).resolve().parents[2] / "runs" / SCRIPTS[task])
+    """The path of the ``runs/`` script that searches ``task``: its registered
+    :attr:`~gp_loss.tasks.base.TaskInfo.search_script`."""
+    if task not in TASK_NAMES:  # (before importing the task's module)
+        raise GpLossError(f"--task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
+    script = task_info(task).search_script
+    if script is None:
+        raise GpLossError(f"task {task} has no search script in runs/ to benchmark")
+    return str(RUNS / script)
 
 
 def bench_device(evaluations: int, device: str = "auto", workers: int = 4, deterministic: bool = True,

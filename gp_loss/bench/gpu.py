@@ -54,11 +54,12 @@ import torch
 from gp_loss.errors import GpLossError
 from gp_loss.runtime.device import check_device
 from gp_loss.runtime.threads import torch_threads
+from gp_loss.tasks.detection.models import DETECTORS
 
 TARGET_STEP_RATIO = 1.05
 TARGET_AP50 = 0.85
 TARGET_WORKER_RATIO = 2.0
-MODELS = ("fcos", "retinanet", "fasterrcnn")
+MODELS = tuple(DETECTORS)  # every registered detector
 WORKERS_FULL = 4              # K by default
 WORKERS_QUICK = 2             # K by default with --quick: each worker process starts torch, seconds of CPU
 COST_TASK = "classification"  # whose search measures the cost of --deterministic and bf16
@@ -204,7 +205,7 @@ def bench_ap50(device: str, sizes: Sizes, seed: int, progress: Callable[[str], N
     rows: list[dict] = []
     dev = torch.device(device)
     try:
-        from gp_loss.tasks.detection import LOSS_TERMS, target_labels
+        from gp_loss.tasks.detection import DETECTORS, target_labels
         from gp_loss.tasks.detection.task import DetectionOptions, DetectionTask
 
         o = DetectionOptions(model="fcos", backbone=sizes.ap_backbone, image_size=sizes.ap_image_size,
@@ -219,7 +220,7 @@ def bench_ap50(device: str, sizes: Sizes, seed: int, progress: Callable[[str], N
         warmup = max(1, o.warmup_steps)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
         order = torch.Generator().manual_seed(seed)
-        train, names = task.data.train, LOSS_TERMS[o.model]
+        train, names = task.data.train, DETECTORS[o.model].loss_terms
         queue: list[int] = []
         trained, steps = 0.0, 0
         for budget, label in zip(sizes.checkpoints, labels):

@@ -1,13 +1,14 @@
 """The HPS optimiser against random search and Optuna's TPE, its overhead, and its parallel speed.
 
-On the integer test problems of :mod:`gp_loss.hps.test_problems` (15
+On the integer benchmark functions of :mod:`gp_loss.hps.benchmark_functions` (15
 dimensions), each method gets the same budget of evaluations and the same
 seeds; the figure of a run is its final best value (maximised). Printed per
 problem: median and inter-quartile range over the seeds; the share of seeds
 where our strategy beats random search with the same seed; whether its median
-reaches TPE's; and its gain over random search as a share of the reference
-gain of issue 14 (a plain DYCORS measured elsewhere, on problems defined
-there: medians of 10 seeds at 100 evaluations). Then the optimiser's own time
+reaches TPE's; and its gain over random search as a share of the reference's
+(:data:`REFERENCE`: a plain DYCORS, Regis & Shoemaker 2013, against TPE and random
+search, measured outside this project on its own definitions of Ackley, Levy and
+Rastrigin: medians of 10 seeds at 100 evaluations). Then the optimiser's own time
 per proposal at ~100 evaluated points, and the parallel check: with a fixed
 sleep as the objective's cost, the wall time two asynchronous workers need to
 reach the serial run's final value, as a share of the serial run's time.
@@ -25,11 +26,13 @@ import time
 import numpy as np
 
 from gp_loss.hps import maximize
-from gp_loss.hps.test_problems import DEFAULT_PROBLEMS, Slow, problem_named
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.hps.benchmark_functions import DEFAULT_PROBLEMS, Slow, problem_named
+from gp_loss.runtime.parallel import open_backend
 
-# Issue 14's reference medians (maximisation values: negated minima) at 100 evaluations.
-# The "-small" problems are set against the same reference (their random-search medians are near it).
+# The reference: medians of a plain DYCORS, of TPE and of random search over 10 seeds at 100 evaluations
+# on 15-dimensional Ackley, Levy and Rastrigin (maximisation values: negated minima), what our strategy's
+# gain over random search is set against. The "-small" problems are set against the same reference
+# (their random-search medians are near it).
 REFERENCE = {"ackley": {"dycors": -4.2, "tpe": -7.4, "random": -9.7},
              "levy": {"dycors": -2.3, "tpe": -7.6, "random": -17.2},
              "rastrigin": {"dycors": -75.0, "tpe": -108.0, "random": -127.0}}
@@ -141,7 +144,7 @@ def parallel_check(problem_name: str, evaluations: int, sleep: float, seeds: lis
     problem = Slow(problem_named(problem_name, dim), sleep)
     lower, upper = problem.bounds
     rows = []
-    with Mapper("multiprocessing", workers) as mapper:
+    with open_backend("multiprocessing", workers) as mapper:
         list(mapper(_warm, range(workers)))
         for seed in seeds:
             serial = maximize(problem, lower, upper, budget=evaluations, seed=seed)
@@ -198,7 +201,7 @@ def bench_hps(evaluations: int = 100, seeds: int = 10, strategies: tuple[str, ..
 
 
 def _targets(result: dict) -> dict:
-    """Each of issue 14's targets for the first strategy: met or not (``None``: not measured)."""
+    """Each of :data:`TARGETS` for the first strategy: met or not (``None``: not measured)."""
     main = result["strategies"][0]
     figures = [f[main] for f in result["problems"].values()]
     gains = [f["gain_fraction"] for f in figures if "gain_fraction" in f]
@@ -259,7 +262,7 @@ def format_report(result: dict) -> list[str]:
     lines.append("targets (" + result["strategies"][0] + "): " + "; ".join(
         f"{names[k]}: {'-' if v is None else ('met' if v else 'NOT met')}" for k, v in t.items()))
     if (result["dim"], result["evaluations"], result["seeds"]) != (15, 100, 10):
-        lines.append("  (the issue's targets are set for 15 dimensions, 100 evaluations and 10 seeds; "
+        lines.append("  (the targets are set for 15 dimensions, 100 evaluations and 10 seeds; "
                      "this run differs, so read them as indicative)")
     lines.append(f"({result['runs_s']:.0f} s for the comparison runs, {result['jobs']} process(es))")
     return lines

@@ -43,7 +43,8 @@ METRIC_COLUMNS = ("AP", "AP50", "AP75")
 def check_ablation_options(model: str, backbone: str, size: int, canvases: int, max_digits: int, batch: int,
                            steps: int, warmup: int, losses: tuple[str, ...]) -> dict:
     """The checked detection task options of the ablation (one-line :class:`GpLossError` otherwise)."""
-    from gp_loss.tasks.detection.task import BASELINES, DetectionOptions
+    from gp_loss.tasks.detection.models import DETECTORS
+    from gp_loss.tasks.detection.task import DetectionOptions
 
     options = {"model": model, "backbone": backbone, "image_size": size, "canvases": canvases,
                "max_digits": max_digits, "batch_size": batch, "proxy_steps": steps, "warmup_steps": warmup,
@@ -51,10 +52,11 @@ def check_ablation_options(model: str, backbone: str, size: int, canvases: int, 
     DetectionOptions.from_dict(options).check()
     if not losses:
         raise GpLossError("--losses: give at least one loss, e.g. pap,pap_unblocked")
-    unknown = [name for name in losses if name not in BASELINES[model]]
+    baselines = DETECTORS[model].baselines  # (the options' check has refused an unknown model)
+    unknown = [name for name in losses if name not in baselines]
     if unknown:
         raise GpLossError(f"--losses: unknown baseline {unknown[0]!r} for {model}; "
-                          f"known: {', '.join(BASELINES[model])}")
+                          f"known: {', '.join(baselines)}")
     return options
 
 

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from gp_loss.evolution.run_files import EVALUATIONS, HALL_OF_FAME_JSON, LOGBOOK
+from gp_loss.runtime.parallel import BACKENDS
 from gp_loss.runtime.run_dir import RunDir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ def _read_run(out: Path) -> dict:
 def bench_search(evaluations: int, workers: int = 2, backend: str = "scoop",
                  script: str = "runs/search_classification.py", extra: list[str] | None = None,
                  repeats: int = 1) -> dict:
-    """Run the search serially and with ``workers`` (``scoop`` or ``multiprocessing``); compare.
+    """Run the search serially and with ``workers`` on ``backend`` (a ``--map`` name); compare.
 
     With ``repeats`` > 1 the serial and parallel runs alternate, and the
     speed-up reported is the median of the pairs: on a shared machine the
@@ -77,15 +78,11 @@ def run_script(cmd: list[str], out: Path) -> dict:
 
 
 def _run(label: str, out: Path, workers: int, script: str, common: list[str]) -> dict:
-    """One search as a user starts it (``label``: serial, scoop or multiprocessing), read from its logbook."""
-    if label == "serial":
-        cmd = [sys.executable, script, "--out", str(out), "--map", "serial"]
-    elif label == "scoop":
-        cmd = [sys.executable, "-m", "scoop", "-n", str(workers), script, "--out", str(out)]
-    else:
-        cmd = [sys.executable, script, "--out", str(out), "--workers", str(workers)]
+    """One search as a user starts it on the backend ``label`` (a ``--map`` name), read from its logbook."""
+    backend = BACKENDS[label]
+    cmd = backend.launch_command(sys.executable, script, workers) + ["--out", str(out)]
     run = run_script(cmd + common, out)
-    n = 1 if label == "serial" else workers
+    n = workers if backend.needs_pickle else 1
     run["workers"] = n
     run["overhead"] = 1 - run["train_s"] / (run["wall_s"] * n) if run["wall_s"] else 0.0
     return run

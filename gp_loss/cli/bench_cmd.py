@@ -9,6 +9,7 @@ from primitives import KINDS
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import kind_named
+from gp_loss.runtime.parallel import parallel_backends
 
 
 def register(sub) -> None:
@@ -31,7 +32,8 @@ def register(sub) -> None:
                                        "(same seed and budget) and compare evaluations per minute.")
     s.add_argument("--evaluations", type=int, default=60, help="budget of each run (default 60)")
     s.add_argument("--workers", type=int, default=2)
-    s.add_argument("--backend", choices=["scoop", "multiprocessing"], default="scoop")
+    s.add_argument("--backend", choices=parallel_backends(), default="scoop",
+                   help="the parallel backend compared with serial (default scoop)")
     s.add_argument("--repeats", type=int, default=1,
                    help="serial/parallel pairs, run alternately; the median speed-up is reported (default 1)")
     s.add_argument("--json", action="store_true")
@@ -77,7 +79,7 @@ def register(sub) -> None:
 
 # --quick's settings where the option is not given; the full run's otherwise.
 HPS_FULL = {"evaluations": 100, "seeds": 10, "parallel_evaluations": 60, "parallel_seeds": 3, "sleep": 1.0}
-# The issue's budget is kept (at 50 evaluations DYCORS has barely begun after its 32-point design): fewer seeds.
+# The reference's budget is kept (at 50 evaluations DYCORS has barely begun after its 32-point design): fewer seeds.
 HPS_QUICK = {"evaluations": 100, "seeds": 3, "parallel_evaluations": 60, "parallel_seeds": 1, "sleep": 0.5}
 
 
@@ -87,8 +89,9 @@ def _register_hps(targets) -> None:
                                        "TPE (if installed) with the same budget and seeds on 15-dimensional "
                                        "integer Ackley, Levy, Rastrigin and an AP-like function; print medians, "
                                        "the share of runs beating random search, the gain over random search "
-                                       "against issue 14's reference, the optimiser's overhead per evaluation "
-                                       "and the 2-worker parallel check.")
+                                       "against a reference's (a plain DYCORS vs random search, measured "
+                                       "elsewhere), the optimiser's overhead per evaluation and the 2-worker "
+                                       "parallel check.")
     h.add_argument("--evaluations", type=int, help="budget of each run (default 100)")
     h.add_argument("--seeds", type=int, help="seeds per method and problem (default 10; --quick 3)")
     h.add_argument("--strategies", default="dycors",
@@ -97,7 +100,7 @@ def _register_hps(targets) -> None:
     h.add_argument("--problems", default="ackley,levy,rastrigin,ap-like",
                    help=f"comma-separated, of {', '.join(PROBLEM_NAMES)} (default: the first four; the "
                         f"-small ones have narrower domains where random search's medians are near the "
-                        f"issue's reference)")
+                        f"reference's)")
     h.add_argument("--dim", type=int, default=15, help="dimensions of every problem (default 15)")
     h.add_argument("--jobs", type=int, default=1,
                    help="processes for the comparison runs (default 1; more is faster, but the overhead "

@@ -14,7 +14,7 @@ NUM_CLASSES = 10
 
 @lru_cache(maxsize=1)
 def _arrays() -> tuple[np.ndarray, np.ndarray]:
-    # Imported here: scikit-learn takes about a second to import, and every search
+    # Imported here: scikit-learn is slow to import, and every search
     # worker imports this module whether or not it trains on digits.
     from sklearn.datasets import load_digits
 

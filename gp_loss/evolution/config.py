@@ -60,6 +60,19 @@ MAX_FIDELITIES = 8
 MAX_REFINE = 10_000
 
 
+def check_run_settings(run: dict) -> None:
+    """The run settings every flag-table script shares (``runs/search_pap.py``, ``runs/hps_det.py``):
+    ``threads``, ``final_seeds`` and ``seed`` within their bounds; a one-line :class:`GpLossError` if not."""
+    from gp_loss.errors import GpLossError
+
+    if run["threads"] > MAX_TORCH_THREADS:
+        raise GpLossError(f"--threads must be at most {MAX_TORCH_THREADS}, got {run['threads']}")
+    if run["final_seeds"] > MAX_FINAL_SEEDS:
+        raise GpLossError(f"--final-seeds must be at most {MAX_FINAL_SEEDS}, got {run['final_seeds']}")
+    if not 0 <= run["seed"] <= MAX_SEED:
+        raise GpLossError(f"--seed must be in [0, 2**32 - 1], got {run['seed']}")
+
+
 def check_fidelities(fidelities: list) -> None:
     """Raise :class:`GpLossError` unless ``fidelities`` ascend strictly in (0, 1] and end at 1."""
     if (not isinstance(fidelities, list) or not fidelities

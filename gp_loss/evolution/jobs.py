@@ -173,8 +173,8 @@ def breed(job: BreedJob) -> BreedResult:
     time, in layout order: the first is redrawn until it passes, then the second,
     and so on, all from the job's one random stream (:func:`_breed_branch`).
     Requiring every branch of one attempt to pass at once would need the
-    product of the branches' pass rates (about 1 in 620 each for random ``cls``
-    trees): with two branches no child would ever pass. ``pair`` mode changes one
+    product of the branches' pass rates (each small for random ``cls`` trees):
+    with two branches no child would ever pass. ``pair`` mode changes one
     branch per attempt (crossover, mutation), repeated until that branch passes;
     the others are the parent's, which passed. Tries are counted over all
     branches, up to ``max_breed_tries``; then the slot is dropped.

@@ -21,7 +21,8 @@ from gp_loss.metrics.paired import (add_verdicts, comparison_text, read_comparis
                                     verdict_summary)
 from gp_loss.runtime.checkpoint import load_checkpoint
 from gp_loss.runtime.device import machine_facts
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.backend import Backend
+from gp_loss.runtime.parallel import check_backend, open_backend
 from gp_loss.runtime.progress import Progress, map_reporting
 from gp_loss.runtime.terminal import safe_line, safe_text
 from gp_loss.runtime.run_dir import JsonlLine, RunDir, check_kind, claim_new_run, jsonl_digest
@@ -244,51 +245,58 @@ def final_table(result: dict) -> str:
     return safe_text("\n".join(lines))
 
 
-def run_search(config: SearchConfig, out: str, resume: bool = False, workers: int = 1,
-               map_kind: str = "auto", progress: bool | None = None, require_workers: bool = False) -> dict:
+def run_search(config: SearchConfig, out: str, resume: bool = False, workers: int | None = 1,
+               map_kind: str = "auto", progress: bool | None = None, require_workers: bool = False, *,
+               workers_per_gpu: int | None = None, ray_address: str | None = None) -> dict:
     """Search, retrain the best, and return ``final.json``'s content. Writes everything under ``out``.
 
     ``require_workers``: stop with a :class:`GpLossError` before any training if fewer
     workers answer the warm-up than the map has (a SCOOP host down), instead of a warning.
+    ``map_kind``, ``workers``, ``workers_per_gpu``, ``ray_address``: the parallel backend
+    (:func:`gp_loss.runtime.parallel.open_backend`).
     """
     config.check()
-    Mapper.check(map_kind, workers, config.device)  # every setting is checked before anything is written
+    backend = dict(kind=map_kind, workers=workers, device=config.device, workers_per_gpu=workers_per_gpu,
+                   address=ray_address)
+    check_backend(**backend)  # every setting is checked before anything is written
     run = RunDir(out)
-    run.prepare()
-    with run.lock():
-        return _run_locked(config, run, resume, workers, map_kind, progress, require_workers)
+    # Started before the run directory is written: a cluster that cannot be joined leaves nothing behind.
+    with open_backend(**backend) as mapper:
+        run.prepare()
+        with run.lock():
+            result = _run_locked(config, run, resume, mapper, progress, require_workers)
+            mapper.close()  # the workers are done before the run directory is unlocked
+    return result
 
 
-def _run_locked(config: SearchConfig, run: RunDir, resume: bool, workers: int, map_kind: str,
+def _run_locked(config: SearchConfig, run: RunDir, resume: bool, mapper: Backend,
                 progress: bool | None, require_workers: bool = False) -> dict:
     state, warnings = open_run(config, run, resume)
     for w in warnings:
         print(safe_line(f"gp-loss: warning: {w}"), file=sys.stderr)
-    with Mapper(map_kind, workers) as mapper:
-        recorder = Recorder(run, config, progress=progress)
-        search = Search(config, mapper, recorder)
-        restore(search, recorder, state)
-        print(safe_line(f"search {config.task} ({config.scheme} scheme, seed {config.seed}) -> {run.path} "
-                        f"[{mapper.kind} map, {mapper.workers} worker(s)]"
-                        + (f", resumed at generation {search.generation}" if state else "")))
-        search.prepare_workers(require=require_workers)
-        search.evaluate_baselines()
-        recorder.baselines(search.baseline_fitness)
-        search.start_clock()
-        recorder.start_clock()
-        SCHEMES[config.scheme](search)
-        recorder.close()
-        recorder.write_results(search)
-        # Where it ran (the origin and every worker's host and device): beside the results, not in them,
-        # so final.json is the same with 1 worker or N.
-        run.write_json(MACHINE, {**machine_facts(), "workers": [f"{w.host}: {w.device}" for w in search.workers]})
-        result = recorder.read_final()
-        if result is None or result.get("evaluations") != search.evaluations:
-            # A resumed run that searched further refines and retrains; one whose final.json is current
-            # redoes neither (an interrupted refinement resumes from its checkpoints, adding nothing done).
-            found, selection = choose_final_top(search)
-            extra = refine_top(search, found, run) if config.refine > 0 else []
-            result = final_evaluation(search, found, extra, selection)
-            recorder.final(result)
-        mapper.close()
+    recorder = Recorder(run, config, progress=progress)
+    search = Search(config, mapper, recorder)
+    restore(search, recorder, state)
+    print(safe_line(f"search {config.task} ({config.scheme} scheme, seed {config.seed}) -> {run.path} "
+                    f"[{mapper.name} map, {mapper.workers} worker(s)]"
+                    + (f", resumed at generation {search.generation}" if state else "")))
+    search.prepare_workers(require=require_workers)
+    search.evaluate_baselines()
+    recorder.baselines(search.baseline_fitness)
+    search.start_clock()
+    recorder.start_clock()
+    SCHEMES[config.scheme](search)
+    recorder.close()
+    recorder.write_results(search)
+    # Where it ran (the origin and every worker's host and device): beside the results, not in them,
+    # so final.json is the same with 1 worker or N.
+    run.write_json(MACHINE, {**machine_facts(), "workers": [f"{w.host}: {w.device}" for w in search.workers]})
+    result = recorder.read_final()
+    if result is None or result.get("evaluations") != search.evaluations:
+        # A resumed run that searched further refines and retrains; one whose final.json is current
+        # redoes neither (an interrupted refinement resumes from its checkpoints, adding nothing done).
+        found, selection = choose_final_top(search)
+        extra = refine_top(search, found, run) if config.refine > 0 else []
+        result = final_evaluation(search, found, extra, selection)
+        recorder.final(result)
     return result

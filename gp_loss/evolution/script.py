@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import traceback
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
@@ -20,8 +17,10 @@ from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_files import read_stored_config
 from gp_loss.runtime.run_dir import RunDir, check_kind
-from gp_loss.runtime.terminal import safe_line, safe_text
-from gp_loss.runtime.parallel import MAPS, WorkerDied, fail_scoop_launch
+from gp_loss.runtime.parallel import MAPS
+# run_script: the runs/ scripts import it from here
+from gp_loss.runtime.script import Resumable, run_script, script_status  # noqa: F401
+from gp_loss.runtime.terminal import safe_text
 
 def fraction(text: str) -> float:
     """A number from a flag, as a decimal (``0.25``) or a ratio of integers (``1/3``)."""
@@ -78,14 +77,19 @@ def build_parser(description: str, task_flags: dict[str, tuple[str, type, str]])
     p.add_argument("--out", help="run directory to create")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument("--config", type=Path, metavar="FILE", help="YAML or JSON with SearchConfig fields")
-    p.add_argument("--workers", type=int, help="processes for --map multiprocessing (default 1)")
+    p.add_argument("--workers", type=int, help="jobs at once: processes for --map multiprocessing, Ray tasks for "
+                                               "--map ray (default 1; on a joined Ray cluster, its CPUs)")
     p.add_argument("--workers-per-gpu", type=int, metavar="K",
-                   help="K worker processes per GPU of --device, each training its own proxies "
-                        "(sets --workers to K times the number of GPUs)")
+                   help="K workers per GPU of --device, each training its own proxies with 1/K of the GPU's "
+                        "memory (sets --workers to K times the number of GPUs; under --map ray each job asks "
+                        "Ray for 1/K of a GPU)")
     p.add_argument("--deterministic", action="store_true",
                    help="deterministic torch kernels (torch.use_deterministic_algorithms; slower on CUDA)")
-    p.add_argument("--map", choices=MAPS, help="auto (default): scoop under `python -m scoop`, "
-                                               "multiprocessing if --workers > 1, else serial")
+    p.add_argument("--map", choices=MAPS, help="auto (default): scoop under `python -m scoop`, ray with "
+                                               "--ray-address, multiprocessing if --workers > 1, else serial")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="run on the Ray cluster whose head is at HOST:PORT (`ray start --head --port PORT`); "
+                        "--map ray without it starts a local Ray of --workers CPUs, or joins RAY_ADDRESS")
     p.add_argument("--require-workers", action="store_true",
                    help="stop (exit 2, before any training) if fewer workers answer than were started, e.g. a "
                         "SCOOP host down or refusing SSH; without it that is one warning line and the search "
@@ -190,104 +194,23 @@ def config_from_args(args: argparse.Namespace, task_flags: dict, defaults: Defau
     return SearchConfig.from_dict(base), out, resume
 
 
-def worker_count(config: SearchConfig, workers: int | None, per_gpu: int | None, map_kind: str = "auto") -> int:
-    """Worker processes from ``--workers`` or ``--workers-per-gpu`` (checked against the machine; default 1)."""
-    from gp_loss.runtime.device import check_device, gpu_count
-    from gp_loss.runtime.parallel import scoop_running
-    from gp_loss.runtime.worker_limits import check_worker_count
-
-    under_scoop = map_kind == "scoop" or (map_kind == "auto" and scoop_running())
-    if per_gpu is None:
-        n = 1 if workers is None else workers
-        if n < 1 or not (under_scoop or map_kind == "serial"):  # SCOOP's count is SCOOP's; serial starts none
-            check_worker_count(n, config.device)
-        return n
-    if per_gpu < 1:
-        raise GpLossError(f"--workers-per-gpu must be at least 1, got {per_gpu}")
-    if under_scoop:
-        raise GpLossError("--workers-per-gpu starts its own worker processes; under SCOOP give "
-                          "`python -m scoop -n K*GPUS` instead (worker i trains on GPU i mod GPUS)")
-    if map_kind == "serial":
-        raise GpLossError("--workers-per-gpu needs worker processes: drop --map serial")
-    check_device(config.device)
-    gpus = gpu_count(config.device)
-    if gpus == 0:
-        raise GpLossError(f"--workers-per-gpu needs a GPU, but --device {config.device} trains on the CPU "
-                          f"here; use --workers N instead")
-    if workers is not None and workers != per_gpu * gpus:
-        raise GpLossError(f"--workers {workers} disagrees with --workers-per-gpu {per_gpu} on {gpus} GPU(s) "
-                          f"({per_gpu * gpus} workers); give one of them")
-    check_worker_count(per_gpu * gpus, config.device, "--workers-per-gpu", per=gpus)
-    return per_gpu * gpus
-
-
 def main(description: str, defaults: Defaults, default_out: str,
          task_flags: dict[str, tuple[str, type, str]], argv: list[str] | None = None) -> int:
-    """Parse, search, print the best formulas beside the baselines. Exit 2 on a user error."""
+    """Parse, search, print the best formulas beside the baselines; the exit status (:func:`script_status`)."""
     from gp_loss.evolution.run_search import final_table, run_search
 
-    try:
+    def body(place: Resumable) -> int:
         args = build_parser(description, task_flags).parse_args(argv)
-    except SystemExit as stop:  # argparse: usage error (2) or --help (0), already printed
-        return stop.code if isinstance(stop.code, int) else 2
-    try:
         config, out, resume = config_from_args(args, task_flags, defaults, default_out)
-        workers = worker_count(config, getattr(args, "workers", None), getattr(args, "workers_per_gpu", None),
-                               getattr(args, "map", "auto"))
-        result = run_search(config, out, resume=resume, workers=workers,
-                            map_kind=getattr(args, "map", "auto"),
+        place.out = out
+        result = run_search(config, out, resume=resume, workers=getattr(args, "workers", None),
+                            workers_per_gpu=getattr(args, "workers_per_gpu", None),
+                            ray_address=getattr(args, "ray_address", None), map_kind=getattr(args, "map", "auto"),
                             progress=False if getattr(args, "no_progress", False) else None,
                             require_workers=getattr(args, "require_workers", False))
-    except GpLossError as err:
-        print(safe_text(f"error: {err}"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(safe_line(f"interrupted: continue with --resume {out}"), file=sys.stderr)
-        return 130
-    except WorkerDied as err:
-        print(safe_text(f"error: a worker process died while running a job (killed, or out of memory?): {str(err).rstrip('.')}. "
-                        f"Finished work is kept: continue with --resume {out}"), file=sys.stderr)
-        return 1
-    print()
-    print(final_table(result))
-    print(safe_text(f"\nrun directory: {out} (hall_of_fame.py, final.json, fitness.png; `gp-loss report {out}`)"))
-    return 0
+        print()
+        print(final_table(result))
+        print(safe_text(f"\nrun directory: {out} (hall_of_fame.py, final.json, fitness.png; `gp-loss report {out}`)"))
+        return 0
 
-
-def run_script(main_fn: Callable[[], int]) -> None:
-    """Run a ``runs/`` script's ``main`` and exit with its status, under any map.
-
-    A user error is 2 and a crash 1 (its traceback printed). Serially and with
-    multiprocessing that is the process's exit status. Under SCOOP the script runs
-    inside a future of SCOOP's root process, and SCOOP 0.7.2 loses its status:
-    ``SystemExit`` there prints a traceback and exits 1, and the ``scoop.launch``
-    process between the root and ``python -m scoop`` exits 0 whatever the root did
-    (``launchBootstraps`` ignores the root's return code), while the launcher exits
-    with that process's status. So on failure the root stops its sibling workers and
-    terminates its ``scoop.launch`` parent: the launcher then exits non-zero (241,
-    from SIGTERM). A status of 0 returns normally so that SCOOP finishes as usual.
-    """
-    try:
-        status = main_fn()
-    except SystemExit as stop:
-        status = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        if not isinstance(stop.code, (int, type(None))):
-            print(stop.code, file=sys.stderr)
-    except BaseException:  # a crash: show it, and exit non-zero under every map
-        traceback.print_exc()
-        status = 1
-    if not _scoop_origin():
-        sys.exit(status)
-    if status:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        fail_scoop_launch()
-        os._exit(status)
-
-
-def _scoop_origin() -> bool:
-    try:
-        import scoop
-    except ImportError:  # pragma: no cover - scoop is a dependency
-        return False
-    return bool(getattr(scoop, "IS_RUNNING", False) and getattr(scoop, "IS_ORIGIN", False))
+    return script_status(body)

@@ -40,7 +40,7 @@ from gp_loss.evolution.variation import GIVEN, Mode
 from gp_loss.evolution.worker import breeding_stage_names
 from gp_loss.filters.equivalence import EquivalenceCache
 from gp_loss.filters.funnel import Funnel
-from gp_loss.runtime.parallel import Mapper, WorkerInfo, missing_workers, scoop_hosts
+from gp_loss.runtime.backend import Backend, WorkerInfo, missing_workers
 from gp_loss.runtime.progress import map_reporting
 from gp_loss.runtime.run_dir import JsonlLine
 from gp_loss.runtime.terminal import safe_line
@@ -59,7 +59,7 @@ BUDGET_SLACK = 1e-9
 _PLAN_IDS = itertools.count()  # ids of make_children calls, unique in this process
 WARM_UP_S = 60.0
 # Warm-up stops waiting for missing workers after this long without a new one (a host down is
-# reported within ~30 s of the start: SSH refuses at once, and joining takes seconds).
+# reported soon after the start: SSH refuses at once, and joining takes seconds).
 JOIN_QUIET_S = 15.0
 
 T = TypeVar("T")
@@ -152,7 +152,7 @@ class Search:
     ``recorder`` is told of every evaluation and generation; ``mapper`` runs the jobs.
     """
 
-    def __init__(self, config: SearchConfig, mapper: Mapper, recorder: SearchRecorder):
+    def __init__(self, config: SearchConfig, mapper: Backend, recorder: SearchRecorder):
         self.config = config
         self.config_dict = config.to_dict()
         self.layout = dict(config.branches)
@@ -498,10 +498,10 @@ class Search:
         waiting, and outside the search's measured wall time (see
         :meth:`start_clock`), in serial runs as in parallel ones.
 
-        Fewer workers than the mapper's count (a SCOOP host down or refusing SSH:
-        SCOOP runs everything on the others and says nothing more) gives one
-        warning line on stderr naming the count and, where SCOOP's hostfile tells,
-        the silent hosts; with ``require`` it is a :class:`GpLossError` instead,
+        Fewer workers than the backend's count (a SCOOP host down or refusing SSH, a
+        Ray node that never joined: the jobs run on the others and nothing more is said) gives one
+        warning line on stderr naming the count and, where the backend knows them
+        (SCOOP's hostfile), the silent hosts; with ``require`` it is a :class:`GpLossError` instead,
         before any training. Parallel runs print one line per worker: host and device.
         """
         wanted = self.mapper.workers
@@ -520,12 +520,12 @@ class Search:
                 time.sleep(0.2)  # waiting for a worker still starting: no need to spin
         infos = sorted(seen.values(), key=lambda i: (i.host, i.slot if i.slot is not None else -1, i.pid))
         self.workers = infos
-        if self.mapper.kind != "serial":
+        if self.mapper.needs_pickle:
             for info in infos:
                 slot = "" if info.slot is None else f" (slot {info.slot} of its host)"
                 print(f"worker {info.pid} on {info.host}: {info.device}{slot}")
-        line = missing_workers(infos, wanted, time.perf_counter() - start,
-                               scoop_hosts() if self.mapper.kind == "scoop" else None)
+        line = missing_workers(infos, wanted, time.perf_counter() - start, self.mapper.expected_hosts(),
+                               self.mapper.missing_hint())
         if line is not None:
             if require:
                 raise GpLossError(f"--require-workers: {line}")

@@ -21,7 +21,7 @@ from gp_loss.filters.base import Candidate
 from gp_loss.filters.equivalence import EquivalenceStage
 from gp_loss.filters.pipeline import FilterPipeline, default_stages
 from gp_loss.runtime.device import resolve_device, set_deterministic, share_gpu_memory
-from gp_loss.runtime.parallel import pool_workers
+from gp_loss.runtime.backend import gpu_sharers
 from gp_loss.tasks import Task, make_task
 
 
@@ -70,7 +70,7 @@ class WorkerContext:
         if self._task is None:
             set_deterministic(self.config.deterministic)
             device = resolve_device(self.config.device)
-            share_gpu_memory(device, self.config.device, pool_workers())
+            share_gpu_memory(device, self.config.device, gpu_sharers())
             self._task = make_task(self.config.task, self.config.task_options, device)
         return self._task
 

@@ -8,15 +8,17 @@ only**: the loss that trains is always the compiled tree (:mod:`gp_loss.language
 whose ``log``, ``div``, ``exp`` and the ``zero`` set's ``inv``/``log``/``sqrt`` carry
 guards (``+ 1e-20``, a clamp, a sign) that the displayed maths leaves out.
 
-Operators SymPy knows become its own functions (``exp``, ``log``, ``Abs``, ``sqrt``,
-``tanh``, ``sin``, ``cos``, ``Max`` for ``relu``); the others become named,
-opaque functions that SymPy never rewrites: ``softmax``, ``sigmoid`` (drawn σ),
+Each operator carries its SymPy form (:attr:`primitives.operator.Operator.sympy`): operators
+SymPy knows become its own functions (``exp``, ``log``, ``Abs``, ``sqrt``, ``tanh``, ``sin``,
+``cos``, ``Max`` for ``relu``); the others name a :class:`~primitives.operator.SympyName`, which
+becomes an opaque function that SymPy never rewrites: ``softmax``, ``sigmoid`` (drawn σ),
 ``softplus``, ``gd``, ``alf``, ``erf`` and ``erfc`` (this language's S-curves rescaled
 to (0, 1), not SymPy's ``erf``), ``dot`` (drawn ⟨a, b⟩), and ``zero``'s ``slog``,
 ``ssqrt``, ``mean_nhw``, ``mean_c``, ``maxpool3x3``, ``minpool3x3``.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -25,7 +27,8 @@ import sympy
 from deap import gp
 from sympy.printing.latex import LatexPrinter
 
-from primitives import Kind
+from primitives import KINDS, Kind
+from primitives.operator import Operator, SympyName
 
 from gp_loss.errors import GpLossError
 from gp_loss.timeout import TimeLimitExceeded, time_limit
@@ -46,12 +49,15 @@ SYMBOLS: dict[str, sympy.Symbol] = {n: sympy.Symbol(n, **a) for n, a in _SYMBOLS
 _LATEX_NAMES = {SYMBOLS["yhat"]: "\\hat{y}"}
 
 
-def _named(name: str, nargs: int = 1, latex: str | None = None, shown: str | None = None) -> type:
-    """An opaque SymPy function ``name`` whose LaTeX is ``latex`` (``{0}``, ``{1}``: the arguments).
+@functools.cache
+def _named(form: SympyName, nargs: int) -> type:
+    """The opaque SymPy function of ``form`` taking ``nargs`` arguments: one class per form, so that
+    two expressions using it compare equal.
 
-    ``shown``: how a reader sees it applied, in plain text (default ``name(x)``, ``name(a, b)``),
+    Its LaTeX is ``form.latex`` (``{0}``, ``{1}``: the arguments); its ``shown`` is ``form.shown``,
     for the reports' legend of the operators drawn by name (:func:`drawn_by_name`).
     """
+    name, latex = form.name, form.latex
     template = latex or ("\\operatorname{{%s}}\\left(%s\\right)"
                          % (name, ", ".join("{%d}" % k for k in range(nargs))))
 
@@ -59,42 +65,15 @@ def _named(name: str, nargs: int = 1, latex: str | None = None, shown: str | Non
         text = template.format(*(printer._print(a) for a in self.args))
         return f"\\left({text}\\right)^{{{exp}}}" if exp else text
 
-    shown = shown or f"{name}({'x' if nargs == 1 else ', '.join('ab'[:nargs])})"
+    shown = form.shown or f"{name}({'x' if nargs == 1 else ', '.join('ab'[:nargs])})"
     return type(name, (sympy.Function,), {"nargs": nargs, "_latex": _latex, "__module__": __name__,
                                            "shown": shown})
 
 
-softmax = _named("softmax")
-sigmoid = _named("sigmoid", latex="\\sigma\\left({0}\\right)", shown="σ(x)")
-softplus = _named("softplus")
-gd = _named("gd")
-alf = _named("alf")
-erf = _named("erf")
-erfc = _named("erfc")
-dot = _named("dot", 2, latex="\\left\\langle {0}, {1} \\right\\rangle", shown="⟨a, b⟩")
-slog = _named("slog")
-ssqrt = _named("ssqrt")
-mean_nhw = _named("mean_nhw", latex="\\operatorname{{mean}}_{{nhw}}\\left({0}\\right)")
-mean_c = _named("mean_c", latex="\\operatorname{{mean}}_{{c}}\\left({0}\\right)")
-maxpool3x3 = _named("maxpool3x3", latex="\\operatorname{{maxpool}}_{{3\\times 3}}\\left({0}\\right)",
-                    shown="maxpool_3×3(x)")
-minpool3x3 = _named("minpool3x3", latex="\\operatorname{{minpool}}_{{3\\times 3}}\\left({0}\\right)",
-                    shown="minpool_3×3(x)")
-
-# Operator name -> SymPy maths, per operator set (the ``cse`` set of cls/bcls/reg, and ``zero``).
-_CSE: dict[str, Callable] = {
-    "neg": lambda a: -a, "exp": sympy.exp, "log": sympy.log, "abs": sympy.Abs, "sqrt": sympy.sqrt,
-    "softmax": softmax, "softplus": softplus, "sigmoid": sigmoid, "gd": gd, "alf": alf, "erf": erf,
-    "erfc": erfc, "tanh": sympy.tanh, "relu": lambda a: sympy.Max(a, 0), "sin": sympy.sin, "cos": sympy.cos,
-    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b, "dot": dot,
-}
-_ZERO: dict[str, Callable] = {
-    "add": lambda a, b: a + b, "mul": lambda a, b: a * b, "neg": lambda a: -a, "abs": sympy.Abs,
-    "inv": lambda a: 1 / a, "log": slog, "exp": sympy.exp, "tanh": sympy.tanh, "square": lambda a: a ** 2,
-    "sqrt": ssqrt, "mean_nhw": mean_nhw, "mean_c": mean_c, "maxpool3x3": maxpool3x3, "minpool3x3": minpool3x3,
-}
-OPERATOR_MAPS: dict[str, dict[str, Callable]] = {"cls": _CSE, "bcls": _CSE, "reg": _CSE, "zero": _ZERO}
+def sympy_function(op: Operator) -> Callable:
+    """The SymPy maths of operator ``op``, a function of SymPy expressions: its own form, or the opaque
+    function its :class:`~primitives.operator.SympyName` names."""
+    return _named(op.sympy, op.arity) if isinstance(op.sympy, SympyName) else op.sympy
 
 
 def drawn_by_name(kind_name: str) -> dict[str, str]:
@@ -105,8 +84,11 @@ def drawn_by_name(kind_name: str) -> dict[str, str]:
     ``σ``, ``⟨a, b⟩``, this language's rescaled ``erf``); a report explains each with the
     operator's definition (:attr:`primitives.operator.Operator.definition`).
     """
-    return {op: fn.shown for op, fn in OPERATOR_MAPS.get(kind_name, {}).items()
-            if isinstance(fn, type) and issubclass(fn, sympy.Function) and isinstance(getattr(fn, "shown", None), str)}
+    kind = KINDS.get(kind_name)
+    if kind is None:
+        return {}
+    return {name: _named(op.sympy, op.arity).shown for name, op in kind.operators.items()
+            if isinstance(op.sympy, SympyName)}
 
 
 def _constant(value) -> sympy.Expr:
@@ -122,9 +104,6 @@ def to_sympy(kind: Kind, tree: gp.PrimitiveTree) -> sympy.Expr:
 
     Walks the prefix list with an explicit stack (no recursion), like the other exporters.
     """
-    ops = OPERATOR_MAPS.get(kind.name)
-    if ops is None:
-        raise GpLossError(f"no SymPy export for kind {kind.name!r}")
     stack: list[tuple[object, list]] = []
     for node in tree:
         stack.append((node, []))
@@ -139,10 +118,10 @@ def to_sympy(kind: Kind, tree: gp.PrimitiveTree) -> sympy.Expr:
                 else:
                     value = _constant(node.value)
             else:
-                fn = ops.get(node.name)
-                if fn is None:
+                op = kind.operators.get(node.name)
+                if op is None:
                     raise GpLossError(f"no SymPy form for operator {node.name!r} of kind {kind.name!r}")
-                value = fn(*args)
+                value = sympy_function(op)(*args)
             if not stack:
                 return value
             stack[-1][1].append(value)
@@ -212,8 +191,3 @@ def branch_sympy(name: str, kind: Kind, tree: gp.PrimitiveTree, seconds: float |
 def export_sympy(genome, seconds: float | None = SIMPLIFY_SECONDS) -> dict[str, SympyBranch]:
     """Every branch of ``genome`` (a :class:`~gp_loss.language.genome.Genome`) by name, simplified for display."""
     return {b.name: branch_sympy(b.name, b.kind, b.tree, seconds) for b in genome}
-
-
-def simplified_latex(kind: Kind, tree: gp.PrimitiveTree, seconds: float | None = SIMPLIFY_SECONDS) -> str:
-    """The branch's simplified maths as LaTeX (for reports)."""
-    return sympy_latex(simplify_expr(to_sympy(kind, tree), seconds))

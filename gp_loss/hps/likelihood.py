@@ -2,16 +2,15 @@
 
 scikit-learn's ``GaussianProcessRegressor`` fits its hyper-parameters by
 L-BFGS-B on ``log_marginal_likelihood``, which rebuilds the kernel and its
-``(n, n, d + 2)`` gradient tensor at every step: ~6 ms at n = 100, d = 15, and
-~100 steps per fit, ~0.6 s a proposal. For the kernel ``c * RBF(l) + s``
-(``ConstantKernel * RBF + WhiteKernel``) the squared differences per dimension
-do not depend on the hyper-parameters, so they are computed once per fit and
-each step costs a weighted sum, a Cholesky factorisation and a few products
-(~1 ms). Same quantity, same parameterisation (scikit-learn's ``theta``: log
-c, log l_1..l_d, log s), same optimiser and options: :func:`lbfgs_optimizer`
-plugs in as the regressor's ``optimizer``, and scikit-learn still does the
-final fit and every prediction. A test checks value and gradient against
-scikit-learn's.
+``(n, n, d + 2)`` gradient tensor at every step, and a fit takes many steps.
+For the kernel ``c * RBF(l) + s`` (``ConstantKernel * RBF + WhiteKernel``) the
+squared differences per dimension do not depend on the hyper-parameters, so
+they are computed once per fit and each step costs a weighted sum, a Cholesky
+factorisation and a few products. Same quantity, same parameterisation
+(scikit-learn's ``theta``: log c, log l_1..l_d, log s), same optimiser and
+options: :func:`lbfgs_optimizer` plugs in as the regressor's ``optimizer``, and
+scikit-learn still does the final fit and every prediction. A test checks value
+and gradient against scikit-learn's.
 """
 from __future__ import annotations
 

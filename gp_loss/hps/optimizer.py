@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,8 @@ from gp_loss.hps.space import Box, check_seed
 from gp_loss.hps.strategies import Context, Strategy, make_strategy
 from gp_loss.hps.surrogate import GPSurrogate
 from gp_loss.runtime.checkpoint import open_run, save_checkpoint
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.backend import Backend
+from gp_loss.runtime.parallel import backend_for_job
 
 CHECKPOINT_VERSION = 1
 
@@ -241,7 +241,7 @@ def _check_initial(initial, box: Box) -> list[list[int]]:
 
 def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: int, seed: int,
              strategy: str = "dycors", n_init: int | None = None, initial: list[list[int]] | None = None,
-             map: Mapper | None = None,
+             map: Backend | None = None,
              workers: int = 1, max_seconds: float | None = None, run_dir: str | os.PathLike | None = None,
              resume: bool = False, progress: Callable[[dict], None] | None = None) -> Result:
     """Maximise ``objective(list of int) -> float`` over the integers ``lower[i] <= x[i] <= upper[i]``.
@@ -253,7 +253,7 @@ def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: i
     current setting, so that the best found is never worse than it); they count
     in the budget, and a design point equal to one of them is not evaluated twice.
     ``strategy``: ``dycors`` (default), ``srbf``, ``ei`` or ``lcb``.
-    ``map``: a :class:`~gp_loss.runtime.parallel.Mapper` whose workers evaluate
+    ``map``: a :class:`~gp_loss.runtime.backend.Backend` whose workers evaluate
     points asynchronously (``workers`` > 1 without one starts a
     multiprocessing one; the objective must then pickle). ``run_dir``: save a
     checkpoint there after each result; ``resume=True`` continues the run
@@ -286,26 +286,12 @@ def maximize(objective: Callable[[list[int]], float], lower, upper, *, budget: i
     path = None if run_dir is None else Path(run_dir)
     open_run(run.load_state, path, resume)
 
-    own_map = map is None
-    mapper = map if map is not None else Mapper("multiprocessing" if workers > 1 else "serial", workers)
-    if mapper.kind in ("multiprocessing", "scoop"):
-        try:
-            pickle.dumps(objective)
-        except Exception as err:
-            if own_map:
-                mapper.close()
-            raise GpLossError(f"with several workers the objective must pickle (a top-level function or an "
-                              f"instance of a top-level class): {type(err).__name__}: {err}") from None
-    if not own_map:
-        return run.result(_loop(run, objective, mapper, max_seconds, path, progress))
-    # Our own pool: closed when done; on an error or Ctrl-C, terminated without waiting for the jobs.
-    with mapper:
+    with backend_for_job(map, workers, objective) as mapper:
         stopped = _loop(run, objective, mapper, max_seconds, path, progress)
-        mapper.close()
     return run.result(stopped)
 
 
-def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_dir: Path | None,
+def _loop(run: _Run, objective, mapper: Backend, max_seconds: float | None, run_dir: Path | None,
           progress: Callable[[dict], None] | None = None) -> str:
     """Keep every worker busy until the budget, the time or the grid runs out; returns why it stopped."""
     started = time.perf_counter() - run.elapsed

@@ -6,9 +6,9 @@ standardised (mean 0, standard deviation 1) before fitting and mapped back when
 predicting (Eriksson, Bindel & Shoemaker, 2019, pySOT). Refitted at each step
 from the same starting hyper-parameters (every length scale 1), so a fit is a
 function of the data (and the seed of its restarts) alone: that keeps a resumed
-run exact. Starting from the previous fit instead would be ~3x faster, but was
-measured to lose on Ackley and Levy: length scales pushed to their upper bound
-by the first 2(d+1) points stay there, as the gradient vanishes at the bound.
+run exact. Starting from the previous fit instead would be faster, but loses on
+Ackley and Levy: length scales pushed to their upper bound by the first 2(d+1)
+points stay there, as the gradient vanishes at the bound.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ NOISE_BOUNDS = (1e-6, 1e-1)
 
 def _one_blas_thread():
     """BLAS limited to one thread: the matrices here are ~100 x 100, where a second thread costs far
-    more in synchronisation than it saves (measured on 2 cores: Cholesky solves 30x slower), and the
-    cores are better left to the workers evaluating the objective."""
+    more in synchronisation than it saves, and the cores are better left to the workers evaluating
+    the objective."""
     return threadpool_limits(1)
 
 
@@ -78,7 +78,7 @@ class GPSurrogate:
         self._std = std if std > 1e-12 else 1.0
         x_unit, y_std = self.box.to_unit(x), (y - self._mean) / self._std
         # scikit-learn's own L-BFGS-B fit of the hyper-parameters, on a faster evaluation of the same
-        # likelihood (gp_loss.hps.likelihood): ~6x less time per proposal.
+        # likelihood (gp_loss.hps.likelihood).
         gp = GaussianProcessRegressor(kernel=self._kernel(), normalize_y=False,
                                       optimizer=lbfgs_optimizer(x_unit, y_std),
                                       n_restarts_optimizer=self.n_restarts, random_state=random_state)

@@ -1,4 +1,4 @@
-"""Export Parameterized AP Loss as a standalone PyTorch module (issue item 4).
+"""Export Parameterized AP Loss as a standalone PyTorch module.
 
 :func:`export_pap_module` writes the source of a Python module that imports only ``torch``:
 the five piecewise-linear substitutions (H1, H2, I1, I2, I3) with their control points as

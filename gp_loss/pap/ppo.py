@@ -29,7 +29,7 @@ fixed. As in the official Parameterized AP Loss code:
   gets reward ``failed_reward`` (0, as the official code gives a diverged
   training) and is recorded with its reason.
 
-Evaluations run through the shared :class:`~gp_loss.runtime.parallel.Mapper`
+Evaluations run through the shared :class:`~gp_loss.runtime.backend.Backend`
 (``workers`` at a time, results kept in submission order); every random choice
 comes from a ``torch.Generator`` seeded from ``(seed, round)``, and θ is drawn
 in this process, so a run is a function of its seed whatever the map. With a
@@ -49,7 +49,6 @@ import json
 import math
 import numbers
 import os
-import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,7 +62,8 @@ from gp_loss.hps.evaluation import evaluate
 from gp_loss.hps.space import check_seed
 from gp_loss.runtime.atomic import write_text_atomic
 from gp_loss.runtime.checkpoint import open_run, save_checkpoint
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.backend import Backend
+from gp_loss.runtime.parallel import backend_for_job
 
 CHECKPOINT_VERSION = 1
 RESULTS = "results.json"
@@ -374,14 +374,14 @@ def _check_initial(initial, dim: int) -> list[float]:
 
 
 def ppo_maximize(objective: Callable[[list[float]], float], dim: int, config: PPOConfig | None = None, *,
-                 initial: list[float] | None = None, mapper: Mapper | None = None, workers: int = 1,
+                 initial: list[float] | None = None, mapper: Backend | None = None, workers: int = 1,
                  run_dir: str | os.PathLike | None = None, resume: bool = False,
                  max_seconds: float | None = None, progress: Callable[[dict], None] | None = None) -> PPOResult:
     """Maximise ``objective(θ: list of d floats in [0, 1]) -> float`` by PPO on a truncated normal policy.
 
     ``config``: :class:`PPOConfig` (default: the official settings). ``initial``:
     the policy's starting mean, each coordinate strictly inside (0, 1) (default
-    0.5). ``mapper``: a :class:`~gp_loss.runtime.parallel.Mapper` whose workers
+    0.5). ``mapper``: a :class:`~gp_loss.runtime.backend.Backend` whose workers
     evaluate a round's samples (``workers`` > 1 without one starts a
     multiprocessing one; the objective must then pickle); default serial.
     ``run_dir``: checkpoint after every result and round, ``results.json``
@@ -409,22 +409,8 @@ def ppo_maximize(objective: Callable[[list[float]], float], dim: int, config: PP
     path = None if run_dir is None else Path(run_dir)
     open_run(run.load_state, path, resume)
 
-    own_map = mapper is None
-    mapper = mapper if mapper is not None else Mapper("multiprocessing" if workers > 1 else "serial", workers)
-    if mapper.kind in ("multiprocessing", "scoop"):
-        try:
-            pickle.dumps(objective)  # only a check that it can reach the workers; nothing is stored pickled
-        except Exception as err:
-            if own_map:
-                mapper.close()
-            raise GpLossError(f"with several workers the objective must pickle (a top-level function or an "
-                              f"instance of a top-level class): {type(err).__name__}: {err}") from None
-    if not own_map:
-        return _finish(run, _loop(run, objective, mapper, max_seconds, path, progress), path)
-    # Our own pool: closed when done; on an error or Ctrl-C, terminated without waiting for the jobs.
-    with mapper:
-        stopped = _loop(run, objective, mapper, max_seconds, path, progress)
-        mapper.close()
+    with backend_for_job(mapper, workers, objective) as backend:
+        stopped = _loop(run, objective, backend, max_seconds, path, progress)
     return _finish(run, stopped, path)
 
 
@@ -439,7 +425,7 @@ def _write_results(run_dir: Path, result: PPOResult) -> None:
     write_text_atomic(run_dir / RESULTS, json.dumps(result.to_json(), indent=1, allow_nan=False) + "\n")
 
 
-def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_dir: Path | None,
+def _loop(run: _Run, objective, mapper: Backend, max_seconds: float | None, run_dir: Path | None,
           progress: Callable[[dict], None] | None = None) -> str:
     """Run rounds until ``config.rounds`` are done or the time is up; returns why it stopped."""
     started = time.perf_counter() - run.elapsed
@@ -476,7 +462,7 @@ def _loop(run: _Run, objective, mapper: Mapper, max_seconds: float | None, run_d
     return stopped
 
 
-def _evaluate_round(run: _Run, objective, mapper: Mapper, save: Callable[..., None]) -> None:
+def _evaluate_round(run: _Run, objective, mapper: Backend, save: Callable[..., None]) -> None:
     """Evaluate the round's samples still without a result, ``mapper.workers`` at a time; save after each."""
     pending = run.pending
     queue = [i for i, r in enumerate(pending["results"]) if r is None]

@@ -11,7 +11,8 @@ state, and the measurements they share, each defined once:
 - :mod:`.logit_sweeps`, :mod:`.box_sweeps`: the convergence sweeps and their judges
   (settings in :mod:`.convergence`);
 - :mod:`.rejection`: the B samples of the loss-rejection protocol per kind;
-- :mod:`.simulation`: the model-optimisation simulation problem per kind.
+- :mod:`.simulation`: the model-optimisation simulation problem per kind;
+- :mod:`.curve_sweeps`: the sweeps the report draws a kind's loss curves along.
 
 A kind picks its probes in its :class:`~gp_loss.kinds.KindSpec`. Nothing here imports
 the loss language, the kinds or the filters, so every one of them can import this.

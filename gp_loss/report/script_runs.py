@@ -33,8 +33,9 @@ PAP = "pap"  # runs/search_pap.py
 
 TITLES = {HPS_DET: "HPS-Det search (runs/hps_det.py)", PAP: "PAP-Loss search (runs/search_pap.py)"}
 
-# The files each script writes (the writer code: runs/hps_det.py's write_history and compare,
-# runs/search_pap.py's search_ppo, search_surrogate, compare and write_exports).
+# The files each script writes (the writer code: gp_loss/tasks/detection/hps_results.py's write_history and
+# compare; gp_loss/pap/search_proxy.py's search_ppo and search_surrogate, search_compare.py's compare and
+# write_exports).
 CONFIG = "config.json"
 FINAL = "final.json"
 HPS_HISTORY = "history.json"

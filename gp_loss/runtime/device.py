@@ -103,7 +103,8 @@ def share_gpu_memory(device: torch.device, spec: str, workers: int | None) -> fl
     (``--workers-per-gpu K``: exactly K), and each may allocate 1/K of its memory
     (``torch.cuda.set_per_process_memory_fraction``; beyond it the caching allocator raises
     ``torch.OutOfMemoryError`` in that worker). Nothing is capped on the CPU, for one worker per
-    GPU, or where the count is unknown (``workers`` ``None``: the serial map, SCOOP).
+    GPU, or where the count is unknown (``workers`` ``None``: the serial map, SCOOP). The multiprocessing
+    and Ray backends tell their workers the count (:func:`gp_loss.runtime.backend.gpu_sharers`).
     """
     if device.type != "cuda" or not workers:
         return None

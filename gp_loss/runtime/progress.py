@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from tqdm import tqdm
 
-from gp_loss.runtime.parallel import Mapper, WorkerDied
+from gp_loss.runtime.backend import Backend, WorkerDied
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,13 +57,13 @@ class Progress:
         self.close()
 
 
-def map_reporting(mapper: Mapper, fn: Callable[[T], R], items: Iterable[T],
+def map_reporting(mapper: Backend, fn: Callable[[T], R], items: Iterable[T],
                   finished: Callable[[int, R], Any]) -> list[R]:
     """``fn`` over ``items`` on ``mapper``'s workers, ``finished(index, result)`` as each job ends.
 
     At most ``mapper.workers`` jobs are submitted at a time (serially: one, so that each is reported
     when it ends, not after all of them). The results come back in the order of ``items``. A job's
-    exception is raised again; a worker that died is :class:`~gp_loss.runtime.parallel.WorkerDied`.
+    exception is raised again; a worker that died is :class:`~gp_loss.runtime.backend.WorkerDied`.
     """
     items = list(items)
     results: list = [None] * len(items)

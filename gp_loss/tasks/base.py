@@ -99,6 +99,8 @@ class TaskInfo:
             BF1): options -> the metric's name. ``metric`` is then the default's.
         proxy_option: the option that holds the proxy training's length, in the task's unit
             (``proxy_epochs``, ``proxy_steps``): what ``gp-loss bench proxy`` varies. ``None``: no such option.
+        search_script: the script in ``runs/`` that searches the task's losses (its file name), as a
+            user runs it: what ``gp-loss bench device`` and ``gp-loss bench gpu`` time. ``None``: none.
     """
 
     name: str
@@ -115,6 +117,7 @@ class TaskInfo:
     final_split: str = "test"
     metric_of: Callable[[Any], str] | None = None
     proxy_option: str | None = None
+    search_script: str | None = None
 
     @cached_property
     def baselines(self) -> dict[str, dict[str, str]]:

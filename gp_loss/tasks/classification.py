@@ -319,4 +319,5 @@ INFO = TaskInfo(
     baseline_losses={"ce": {"cls": "ce"}, "focal": {"cls": "focal"},
                      "label_smoothing_ce": {"cls": "label_smoothing_ce"}, "gce": {"cls": "gce"}},
     proxy_option="proxy_epochs",
+    search_script="search_classification.py",
 )

@@ -35,6 +35,16 @@ def test_a_real_cpu_run_finds_the_same_hall_of_fame_with_two_workers():
     assert result["same_hall_of_fame"] == {"2 workers": True} and result["speedup"] > 0
 
 
+def test_each_registered_task_names_its_search_script_and_the_script_exists():
+    from pathlib import Path
+
+    from gp_loss.tasks.registry import TASK_NAMES, task_info
+
+    for name in TASK_NAMES:
+        script = Path(bench.task_script(name))
+        assert script.name == task_info(name).search_script and script.is_file()
+
+
 def test_the_detection_search_script_gets_its_own_flags(monkeypatch, capsys):
     commands = []
 

@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +10,8 @@ from gp_loss.bench import device as bench_device
 from gp_loss.bench import gpu
 from gp_loss.bench import search as bench_search
 from gp_loss.cli import main
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
     *(f"step_time_ratio.{m}" for m in ("fcos", "retinanet", "fasterrcnn")),
     *(f"ap50.{s}s" for s in (3, 6, 9)),

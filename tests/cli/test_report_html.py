@@ -24,9 +24,11 @@ from gp_loss.filters.base import StageResult
 from gp_loss.filters.funnel import Funnel
 from gp_loss.language.parse import parse_formula
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.report.curves import CLASSES, loss_curve, sweeps_for
+from gp_loss.probes.curve_sweeps import CLASSES
+from gp_loss.report.curves import loss_curve, sweeps_for
 from gp_loss.runtime.checkpoint import save_checkpoint
 from primitives import get_kind
+from tests.helpers import assert_user_error
 
 CE = PAPER_LOSSES["ce"].formula
 FOUND = ["div(div(sub(w, neg(y)), mul(2, softmax(add(3, neg(x))))), y)", "div(softmax(y), softmax(alf(x)))",
@@ -204,9 +206,7 @@ def test_nothing_to_show_is_one_line_and_exit_2(tmp_path, capsys, setup):
         (run / "config.json").write_text("[1, 2]")
         (run / "hall_of_fame.json").write_text("not json")
         (run / "evaluations.jsonl").write_text("nonsense\n")
-    assert main(["report", str(run), "--html"]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    err = assert_user_error(main(["report", str(run), "--html"]), capsys.readouterr().err)
     assert ("not a run directory" if setup == "absent" else "nothing to report") in err
     assert not (run / "report.html").exists()
 

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from gp_loss.evolution.config import SearchConfig
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.runtime.checkpoint import save_checkpoint
 from primitives import get_kind
+from tests.helpers import ROOT
 
 CE = PAPER_LOSSES["ce"].formula
 RAW = ("\x1b", "\x07", "\x9b", "\u202e", "\r")
@@ -69,7 +69,7 @@ def test_a_reader_that_stops_reading_gets_no_traceback(tmp_path):
     try:
         proc = subprocess.run([sys.executable, "-m", "gp_loss", "report", str(run)], stdout=write,
                               stderr=subprocess.PIPE, text=True, timeout=120,
-                              cwd=Path(__file__).resolve().parents[2])
+                              cwd=ROOT)
     finally:
         os.close(write)
     assert proc.returncode == EXIT_BROKEN_PIPE == 141, proc.stderr

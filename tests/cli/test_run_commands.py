@@ -8,6 +8,7 @@ import torch
 from gp_loss.cli import main
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_search import run_search
+from tests.helpers import assert_user_error
 
 TINY = dict(population=3, max_evaluations=5, offspring_per_generation=2, final_seeds=1, final_top=2,
             task_options={"proxy_epochs": 1, "final_epochs": 1})
@@ -111,9 +112,8 @@ def _copy(run_dir, tmp_path):
 
 
 def _one_line_error(capsys, argv, needle):
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and needle in err, err
+    err = assert_user_error(main(argv), capsys.readouterr().err)
+    assert needle in err, err
 
 
 @pytest.mark.parametrize("text", ["{}", "[]", '{"hall_of_fame": {}}', '{"hall_of_fame": [1]}',

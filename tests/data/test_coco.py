@@ -119,7 +119,7 @@ def _error(path) -> str:
 
 
 @pytest.mark.parametrize("annotation, message", [
-    # the box: finite, but x + width, the letterbox scale or float32 turn it into inf
+    # a finite box that x + width, the letterbox scale or float32 turn into inf
     (_annotation(bbox=[1e308, 1e308, 1e308, 1e308]),
      r"bbox width must be a finite number from 0 to 65535, got 1e\+308"),
     (_annotation(bbox=[5, 5, 1e308, 10]), "bbox width must be a finite number"),

@@ -7,7 +7,7 @@ from gp_loss.evolution import jobs
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_search import run_search
 from gp_loss.evolution.search import Search
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 from gp_loss.tasks import TrainOutcome
 from gp_loss.tasks.classification import ClassificationTask
 
@@ -31,7 +31,7 @@ class _Recorder:
 def _search(monkeypatch, outcomes: dict) -> Search:
     """A search whose baseline trainings end as ``outcomes`` says, by baseline name."""
     monkeypatch.setattr(jobs, "evaluate", lambda job: outcomes[job.baseline])
-    return Search(CONFIG, Mapper("serial"), _Recorder())
+    return Search(CONFIG, open_backend("serial"), _Recorder())
 
 
 def test_every_baseline_failing_stops_naming_the_first_failure(monkeypatch):

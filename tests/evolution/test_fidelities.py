@@ -20,12 +20,13 @@ from gp_loss.evolution.recorder import Recorder
 from gp_loss.evolution.run_search import run_search
 from gp_loss.evolution.search import (Search, generation_cost, promoted_count, promotions, select_best,
                                       select_tournament)
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.tasks.base import FAILED_STATUSES
 
 from tests.evolution.run_records import (logbook as _logbook, read_json as _json, records as _records,
                                        without_seconds as _without_seconds)
+from tests.helpers import assert_user_error
 
 CE = "neg(dot(y, log(softmax(x))))"
 FIDELITIES = [0.25, 0.5, 1.0]
@@ -49,7 +50,7 @@ def _key(formulas):
 
 
 def _serial_search(config, path):
-    return Search(config, Mapper("serial"), Recorder(RunDir(path), config, progress=False))
+    return Search(config, open_backend("serial"), Recorder(RunDir(path), config, progress=False))
 
 
 @pytest.fixture(scope="module")
@@ -420,11 +421,7 @@ def _main(cli, argv):
 ])
 def test_bad_successive_halving_flags_are_one_line_before_anything_is_written(cli, capsys, tmp_path, flags,
                                                                               message):
-    code = _main(cli, ["--out", str(tmp_path / "r")] + flags)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    (line,) = err.strip().splitlines()
-    assert line.startswith("error: ") and message in line
+    assert message in assert_user_error(_main(cli, ["--out", str(tmp_path / "r")] + flags), capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
 
 

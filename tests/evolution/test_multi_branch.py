@@ -55,7 +55,7 @@ def test_random_genome_of_two_branches_is_bred_one_branch_at_a_time():
     assert result.formulas is not None and set(result.formulas) == {"a", "b"}
     assert result.formulas["a"] != result.formulas["b"]
     assert all(_passes(f) for f in result.formulas.values())
-    # each try checks one branch; each branch passed once; random trees pass about 1 in 620
+    # each try checks one branch; each branch passed once; random trees rarely pass, hence the wide bound
     assert result.funnel.candidates == result.tries and result.funnel.passed == 2
     assert 2 < result.tries < 20_000
     assert len(result.signature) == 2

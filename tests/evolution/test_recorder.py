@@ -11,7 +11,7 @@ from gp_loss.evolution.recorder import Recorder
 from gp_loss.evolution.run_files import evaluation_record
 from gp_loss.evolution.search import Search
 from gp_loss.runtime.checkpoint import load_checkpoint
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.tasks import TrainOutcome
 
@@ -38,7 +38,7 @@ def _search_with_members(path, progress=False):
     """A search in generation 0 with three scored members, recording into ``path``."""
     recorder = Recorder(RunDir(path), CONFIG, progress=progress)
     recorder.run.prepare()
-    search = Search(CONFIG, Mapper("serial"), recorder)
+    search = Search(CONFIG, open_backend("serial"), recorder)
     layout = dict(CONFIG.branches)
     for i, formula in enumerate(FORMULAS):
         ind = individual_from_formulas(layout, {"cls": formula})
@@ -63,7 +63,7 @@ def test_a_record_holds_every_field_of_the_outcome():
 
 def test_the_search_writes_nothing_itself(tmp_path):
     calls = _Calls()
-    search = Search(CONFIG, Mapper("serial"), calls)
+    search = Search(CONFIG, open_backend("serial"), calls)
     ce = search.start_individual()
     children = search.make_children([("given", [ce])])
     search.population.extend(children)

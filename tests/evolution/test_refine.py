@@ -11,7 +11,7 @@ from gp_loss.evolution.refine import (NO_LITERAL, NOT_BETTER, REFINEMENT, Litera
                                       grid_value, literal_bounds, refine_top, refined_formulas)
 from gp_loss.evolution.run_search import open_run, run_search
 from gp_loss.language import parse_formula
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 from gp_loss.runtime.run_dir import RunDir
 from primitives import get_kind
 
@@ -73,7 +73,7 @@ def test_the_objective_pickles_and_a_failure_scores_zero():
 
 def _search(refine_budget: int, layout=CLS) -> SimpleNamespace:
     config = SimpleNamespace(refine=refine_budget, seed=5)
-    return SimpleNamespace(config=config, layout=layout, config_dict={"seed": 5}, mapper=Mapper("serial", 1),
+    return SimpleNamespace(config=config, layout=layout, config_dict={"seed": 5}, mapper=open_backend("serial", 1),
                            recorder=SimpleNamespace(progress_enabled=False))
 
 

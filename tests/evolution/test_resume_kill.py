@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from gp_loss.evolution import script
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "search_classification.py"
 ARGS = ["--population", "4", "--offspring", "3", "--evaluations", "12", "--final-seeds", "1",
         "--proxy-epochs", "1", "--final-epochs", "1", "--no-progress"]

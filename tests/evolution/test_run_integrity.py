@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,8 +16,8 @@ from gp_loss.errors import GpLossError
 from gp_loss.evolution.config import SearchConfig
 from gp_loss.evolution.run_search import run_search
 from gp_loss.runtime.run_dir import RunDir
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(population=3, max_evaluations=6, offspring_per_generation=3, final_seeds=1, final_top=1,
             task_options={"proxy_epochs": 1, "final_epochs": 1})
 

@@ -1,16 +1,14 @@
 """runs/search_classification.py: user mistakes exit 2 with one line "error: ...", never a traceback."""
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from gp_loss.errors import GpLossError
 from gp_loss.evolution import script
+from tests.helpers import ROOT, assert_user_error
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "search_classification.py"
 # One fidelity and no warm start: these tests count trainings of the search loop itself.
 TINY_FLAGS = ["--population", "2", "--offspring", "1", "--evaluations", "2", "--final-seeds", "1",
@@ -19,11 +17,8 @@ TINY_FLAGS = ["--population", "2", "--offspring", "1", "--evaluations", "2", "--
 
 
 @pytest.fixture(scope="module")
-def cli():
-    spec = importlib.util.spec_from_file_location("search_classification_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # __name__ is not "__main__": defines DEFAULTS and TASK_FLAGS only
-    return module
+def cli(load_script):
+    return load_script("search_classification")  # not "__main__": defines DEFAULTS and TASK_FLAGS only
 
 
 def run_main(cli, argv):
@@ -31,12 +26,7 @@ def run_main(cli, argv):
 
 
 def _user_error(cli, capsys, argv):
-    code = run_main(cli, argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert lines[0].startswith("error: ") and "Traceback" not in err
-    return err
+    return assert_user_error(run_main(cli, argv), capsys.readouterr().err)
 
 
 def test_negative_population(cli, capsys, tmp_path):
@@ -132,7 +122,8 @@ def test_resume_checks_options_given_again(cli, capsys, tmp_path):
     run.mkdir()
     stored = dict(cli.DEFAULTS.to_dict(), population=2)
     (run / "config.json").write_text(json.dumps(stored))
-    err = _user_error(cli, capsys, ["--resume", str(run), "--population", "3"])
+    err = assert_user_error(run_main(cli, ["--resume", str(run), "--population", "3"]), capsys.readouterr().err,
+                            one_line=False)  # the differing settings, one a line
     assert "population: 2 -> 3" in err
 
 
@@ -160,19 +151,35 @@ def test_the_script_itself_prints_one_line(tmp_path):
     assert proc.stdout == ""
 
 
-def test_workers_per_gpu_is_checked_before_any_work():
-    from gp_loss.evolution.config import SearchConfig
-    from gp_loss.evolution.script import worker_count
-    config = SearchConfig(device="cpu")
-    assert worker_count(config, None, None) == 1 and worker_count(config, 3, None) == 3
+def test_workers_per_gpu_is_checked_before_any_work(monkeypatch):
+    from gp_loss.runtime import scoop_backend
+    from gp_loss.runtime.parallel import planned_workers
+    assert planned_workers("auto", None, "cpu") == 1 and planned_workers("auto", 3, "cpu") == 3
     with pytest.raises(GpLossError, match="--workers-per-gpu must be at least 1, got 0"):
-        worker_count(config, None, 0)
-    with pytest.raises(GpLossError, match="under SCOOP"):
-        worker_count(config, None, 2, "scoop")
+        planned_workers("auto", None, "cpu", workers_per_gpu=0)
     with pytest.raises(GpLossError, match="drop --map serial"):
-        worker_count(config, None, 2, "serial")
+        planned_workers("serial", None, "cpu", workers_per_gpu=2)
     with pytest.raises(GpLossError, match="needs a GPU, but --device cpu trains on the CPU"):
-        worker_count(config, None, 2)
+        planned_workers("auto", None, "cpu", workers_per_gpu=2)
+    with pytest.raises(GpLossError, match=r"^--map scoop needs the script started as `python -m scoop"):
+        planned_workers("scoop", None, "cpu")
+    monkeypatch.setattr(scoop_backend, "scoop_running", lambda: True)
+    with pytest.raises(GpLossError, match="under SCOOP"):
+        planned_workers("scoop", None, "cpu", workers_per_gpu=2)
+    with pytest.raises(GpLossError, match="under SCOOP"):
+        planned_workers("auto", None, "cpu", workers_per_gpu=2)  # auto picks SCOOP under `python -m scoop`
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--map", "scoop"], "error: --map scoop needs the script started as `python -m scoop -n N script.py ...`"),
+    (["--map", "serial", "--workers-per-gpu", "2"], "error: --workers-per-gpu needs worker processes: drop --map serial"),
+    (["--map", "multiprocessing", "--ray-address", "127.0.0.1:6379"], "error: --ray-address joins a Ray cluster"),
+])
+def test_backend_flags_that_cannot_work_are_one_line_before_anything_is_written(cli, capsys, tmp_path, flags,
+                                                                                  message):
+    err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + flags)
+    assert err.startswith(message)
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("flags, message", [

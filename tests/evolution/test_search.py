@@ -16,7 +16,7 @@ from gp_loss.evolution.recorder import Recorder
 from gp_loss.evolution.run_search import run_search
 from gp_loss.evolution import jobs
 from gp_loss.evolution.search import Search
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.language import compile_loss, parse_formula
 from primitives import get_kind
@@ -33,7 +33,7 @@ def tiny(**changes):
 
 def serial_search(config, path):
     """A search of ``config`` recording into ``path``, on the serial map."""
-    return Search(config, Mapper("serial"), Recorder(RunDir(path), config, progress=False))
+    return Search(config, open_backend("serial"), Recorder(RunDir(path), config, progress=False))
 
 
 def _json(path):

@@ -16,7 +16,7 @@ from gp_loss.evolution.jobs import SignatureJob
 from gp_loss.evolution.recorder import Recorder
 from gp_loss.evolution.run_search import run_search
 from gp_loss.evolution.search import Search
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.tasks import task_info
 
@@ -154,7 +154,7 @@ def test_a_resume_inside_generation_zero_ends_as_the_run_that_ran_through(zero_r
 @pytest.mark.parametrize("fidelities", [[1.0], [0.5, 1.0]])
 def test_a_child_equivalent_to_a_baseline_reuses_its_score(tmp_path, monkeypatch, fidelities):
     config = warm(p_copy=1.0, fidelities=fidelities)  # every aging child is a copy of its parent
-    search = Search(config, Mapper("serial"), Recorder(RunDir(tmp_path), config, progress=False))
+    search = Search(config, open_backend("serial"), Recorder(RunDir(tmp_path), config, progress=False))
     search.recorder.run.prepare()
     search.baseline_fitness = {name: 0.1 * (i + 1) for i, name in enumerate(BASELINES)}
     known, given = search.warm_start()
@@ -232,7 +232,7 @@ def test_a_detector_baseline_that_is_no_formula_is_left_out(tmp_path, capsys):
     config = SearchConfig(task="detection", scheme="zero", branches={b.name: b.kind.name for b in start},
                           start=start.formulas(), search=["cls"], warm_start="baselines",
                           baselines=["torchvision", "fl_giou", "cse_autoloss_b", "fl_l1"])
-    search = Search(config, Mapper("serial"), Recorder(RunDir(tmp_path), config, progress=False))
+    search = Search(config, open_backend("serial"), Recorder(RunDir(tmp_path), config, progress=False))
     search.baseline_fitness = {"torchvision": 0.3, "fl_giou": 0.2, "cse_autoloss_b": 0.25, "fl_l1": 0.1}
     texts = search.baseline_texts()
     known, given = search.warm_start()

@@ -7,9 +7,9 @@ import torch
 
 from gp_loss.evolution import worker
 from gp_loss.evolution.config import SearchConfig
-from gp_loss.runtime import parallel
+from gp_loss.runtime import backend
 from gp_loss.runtime.device import share_gpu_memory
-from gp_loss.runtime.parallel import Mapper, pool_workers
+from gp_loss.runtime.parallel import gpu_sharers, open_backend
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def gpus(monkeypatch):
 
 def _start_worker(monkeypatch, device, pool):
     """What a worker does as it starts: build its context's task (the task itself stood in for)."""
-    monkeypatch.setattr(parallel, "_POOL_WORKERS", pool)
+    monkeypatch.setattr(backend, "_SHARERS", pool)
     built = []
     monkeypatch.setattr(worker, "make_task", lambda name, options, dev: built.append(dev) or "task")
     ctx = worker.WorkerContext(SearchConfig(task="classification", device=device))
@@ -60,6 +60,6 @@ def test_nothing_is_capped_for_one_worker_per_gpu_the_cpu_or_an_unknown_count(mo
 
 
 def test_a_pool_worker_knows_its_pool_size():
-    assert pool_workers() is None  # this process is no pool's worker
-    with Mapper("multiprocessing", workers=2) as mapper:
-        assert list(mapper(operator.call, [pool_workers, pool_workers])) == [2, 2]
+    assert gpu_sharers() is None  # this process is no pool's worker
+    with open_backend("multiprocessing", workers=2) as mapper:
+        assert list(mapper(operator.call, [gpu_sharers, gpu_sharers])) == [2, 2]

@@ -27,7 +27,8 @@ def test_every_paper_loss_passes_with_room_to_spare(name):
 
 
 def test_dividing_by_the_one_hot_target_is_rejected():
-    # The default search's former best loss: about 1e24 off the target class.
+    # A loss that can top a search without this stage: it divides by the one-hot target, so it is
+    # huge off the target class.
     result = _judge("cls", "div(div(sub(w, neg(y)), mul(2, softmax(add(3, neg(x))))), y)")
     assert not result.passed
     assert "loss reaches" in result.reason and "at the sample prediction in fp32" in result.reason

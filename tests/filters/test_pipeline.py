@@ -144,8 +144,8 @@ def test_default_order_is_the_documented_one():
 
 @pytest.mark.parametrize("kind", ["cls", "bcls", "reg"])
 def test_stage_order_does_not_change_verdicts(kind):
-    # The documented order is chosen for speed only: every tree passes or fails alike in the
-    # former order (validity first). Random trees, plus the paper losses, which pass.
+    # The documented order is chosen for speed only: every tree passes or fails alike with
+    # validity first. Random trees, plus the paper losses, which pass.
     k = get_kind(kind)
     rng = random.Random(7)
     trees = [random_tree(k, 3, rng) for _ in range(150)]
@@ -153,8 +153,8 @@ def test_stage_order_does_not_change_verdicts(kind):
     stages = default_stages()[:4]
     by_name = {s.name: s for s in stages}
     documented = FilterPipeline(stages)
-    former = FilterPipeline([by_name[n] for n in ("validity", "convergence", "rejection", "range")])
-    verdicts = [(documented.check(k, t).passed, former.check(k, t).passed) for t in trees]
+    validity_first = FilterPipeline([by_name[n] for n in ("validity", "convergence", "rejection", "range")])
+    verdicts = [(documented.check(k, t).passed, validity_first.check(k, t).passed) for t in trees]
     assert all(a == b for a, b in verdicts)
     assert sum(a for a, _ in verdicts) >= 2  # the paper losses
 

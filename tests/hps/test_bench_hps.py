@@ -6,10 +6,10 @@ import pytest
 
 from gp_loss.bench import hps as bench
 from gp_loss.cli import main
-from gp_loss.hps.test_problems import APLike, Ackley, Levy, Rastrigin, Slow
+from gp_loss.hps.benchmark_functions import APLike, Ackley, Levy, Rastrigin, Slow
 
 
-def test_the_test_problems_have_their_optimum_where_expected_and_pickle():
+def test_the_benchmark_functions_have_their_optimum_where_expected_and_pickle():
     assert abs(Ackley()([16] * 15)) < 1e-9  # grid centre -> 0
     assert abs(Rastrigin()([40] * 15)) < 1e-9
     assert Ackley()([0] * 15) < -19
@@ -100,7 +100,7 @@ def test_bad_options_are_one_line_errors(capsys, args, message):
 
 def test_the_command_knows_every_test_problem():
     from gp_loss.cli.bench_cmd import PROBLEM_NAMES
-    from gp_loss.hps.test_problems import PROBLEMS
+    from gp_loss.hps.benchmark_functions import PROBLEMS
 
     assert set(PROBLEM_NAMES) == set(PROBLEMS)
     assert set(bench.REFERENCE) == {"ackley", "levy", "rastrigin", "ackley-small", "levy-small", "rastrigin-small"}

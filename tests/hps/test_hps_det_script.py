@@ -1,15 +1,20 @@
-"""runs/hps_det.py: a tiny search writes its files and the comparison, resumes, and refuses bad input in one line."""
+"""HPS-Det (gp_loss.tasks.detection.hps_search, runs/hps_det.py): a tiny search writes its files and the
+comparison, resumes, and refuses bad input in one line."""
+import ast
 import csv
-import importlib.util
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from gp_loss.errors import GpLossError
+from gp_loss.runtime.parallel import open_backend
+from gp_loss.tasks.detection import hps_results, hps_search
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "hps_det.py"
@@ -21,10 +26,7 @@ TINY = ["--bins", "1", "--n-init", "2", "--budget", "3", "--proxy-steps", "1", "
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("hps_det_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # not "__main__": nothing runs
-    return module
+    return hps_search
 
 
 def _interrupt(*args, **kwargs):
@@ -46,7 +48,7 @@ def test_a_tiny_search_writes_its_files_and_the_comparison_and_resumes(cli, caps
     assert "--threads must be at most" in _user_error(cli, capsys, ["--out", str(out)] + TINY + ["--threads", "9999"])
     assert not out.exists()
     with monkeypatch.context() as patch:
-        patch.setattr(cli.ProxyObjective, "__call__", _interrupt)
+        patch.setattr(hps_results.ProxyObjective, "__call__", _interrupt)
         assert cli.main(["--out", str(out)] + TINY) == 130
     assert f"--resume {out}" in capsys.readouterr().err and (out / "config.json").is_file()
     assert cli.main(["--out", str(out)] + TINY) == 0, capsys.readouterr().err
@@ -183,7 +185,7 @@ def test_a_second_process_on_a_running_directory_is_refused_naming_the_holder(cl
         release.wait(60)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.ProxyObjective, "__call__", held)
+    monkeypatch.setattr(hps_results.ProxyObjective, "__call__", held)
     first = threading.Thread(target=cli.main, args=(["--out", str(out)] + TINY,))
     first.start()
     try:
@@ -197,30 +199,28 @@ def test_a_second_process_on_a_running_directory_is_refused_naming_the_holder(cl
         first.join(60)
 
 
-def test_every_default_training_failing_stops_the_comparison(cli, tmp_path, monkeypatch):
-    from gp_loss.runtime.parallel import Mapper
-
+def test_every_default_training_failing_stops_the_comparison(tmp_path, monkeypatch):
     def training(job):
         options, _, seed, _, _ = job
         failed = options["assignment"] == "default" or seed == 1
         return {"seed": seed, "score": 0.0 if failed else 0.25, "status": "error" if failed else "ok",
                 "reason": "ValueError: boxes are not finite" if failed else "", "metrics": {}, "seconds": 0.1}
 
-    monkeypatch.setattr(cli, "final_training", training)
+    monkeypatch.setattr(hps_results, "final_training", training)
     options = {"metric": "AP", "final_steps": 1}
     run = {"seed": 0, "final_seeds": 2, "loss": "torchvision", "device": "cpu", "threads": 1}
-    with Mapper("serial") as mapper, pytest.raises(GpLossError) as err:
-        cli.compare(tmp_path, options, run, [3], "AP", mapper)
+    with open_backend("serial") as backend, pytest.raises(GpLossError) as err:
+        hps_results.compare(tmp_path, options, run, [3], "AP", backend)
     assert "every final training of the default assignment failed" in str(err.value)
     assert "ValueError: boxes are not finite" in str(err.value) and "\n" not in str(err.value)
     assert not (tmp_path / "final.json").exists()
 
     # A searched s whose every training failed is reported as failed, with no gain taken from its zeros.
-    monkeypatch.setattr(cli, "final_training", lambda job: {**training(job), **(
+    monkeypatch.setattr(hps_results, "final_training", lambda job: {**training(job), **(
         {"score": 0.0, "status": "non-finite", "reason": "loss is nan"} if job[0]["assignment"] == "dynamic" else
         {"score": 0.3, "status": "ok", "reason": ""})})
-    with Mapper("serial") as mapper:
-        report = cli.compare(tmp_path, options, run, [3], "AP", mapper)
+    with open_backend("serial") as backend:
+        report = hps_results.compare(tmp_path, options, run, [3], "AP", backend)
     assert report["dynamic"]["failed"] and report["gain"] is None and not report["default"]["failed"]
     # its zeros are scored as failures are in every final comparison: below the default on every seed
     assert report["dynamic"]["vs_reference"]["verdict"] == "worse"
@@ -240,8 +240,8 @@ def test_the_final_comparison_gives_the_paired_difference_its_interval_and_verdi
         return {"seed": seed, "score": FINAL_AP[options["assignment"], seed], "status": "ok", "reason": "",
                 "metrics": {}, "seconds": 0.1}
 
-    monkeypatch.setattr(cli, "final_training", training)
-    monkeypatch.setattr(cli.ProxyObjective, "__call__", lambda self, s: 0.1 + 0.001 * s[0])
+    monkeypatch.setattr(hps_results, "final_training", training)
+    monkeypatch.setattr(hps_results.ProxyObjective, "__call__", lambda self, s: 0.1 + 0.001 * s[0])
     out = tmp_path / "run"
     argv = ["--out", str(out)] + TINY[:-1] + ["3"]
     assert argv[-2] == "--final-seeds"
@@ -278,3 +278,14 @@ def test_a_data_error_is_one_line_before_anything_is_created(cli, capsys, tmp_pa
     err = _user_error(cli, capsys, ["--out", str(out), "--data", str(data)] + TINY)
     assert str(data) in err and "bbox" in err, err
     assert not out.exists()
+
+
+def test_the_script_runs_the_search_and_documents_it(tmp_path):
+    """runs/hps_det.py is the package's main: its summary, its exit status."""
+    script_doc = ast.get_docstring(ast.parse(SCRIPT.read_text(encoding="utf-8")), clean=False)
+    assert script_doc.split("\n\n")[0] == hps_search.__doc__.split("\n\n")[0]  # one summary; --help prints the rest
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--seed", "-1", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "error: --seed must be in [0, 2**32 - 1], got -1\n", proc.stderr
+    assert not (tmp_path / "r").exists()

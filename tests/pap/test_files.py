@@ -4,6 +4,7 @@ import pytest
 from gp_loss.cli import main
 from gp_loss.errors import GpLossError
 from gp_loss.pap import read_pap_parameters
+from tests.helpers import assert_user_error
 
 
 @pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, '{"theta": ' + "[" * 100_000])
@@ -17,9 +18,9 @@ def test_a_deeply_nested_file_is_one_line(tmp_path, text):
 def test_a_deeply_nested_file_given_to_evaluate_is_one_line_and_exit_2(tmp_path, capsys):
     path = tmp_path / "theta.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
-    assert main(["evaluate", "--task", "detection", "--loss", f"pap={path}", "--seeds", "1"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "nested too deeply" in err and str(path) in err and "\n" not in err and "Traceback" not in err
+    err = assert_user_error(main(["evaluate", "--task", "detection", "--loss", f"pap={path}", "--seeds", "1"]),
+                            capsys.readouterr().err)
+    assert "nested too deeply" in err and str(path) in err
 
 
 def test_a_long_detail_is_cut(tmp_path):

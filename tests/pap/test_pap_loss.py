@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -500,12 +499,10 @@ def test_large_batch_is_bounded_by_top_k():
     logits = torch.randn(m, generator=g).requires_grad_()
     ious = (torch.rand(num_pos, generator=g) * 2 - 1).requires_grad_()
     params = PAPParameters.named("searched_retinanet_coco")
-    start = time.perf_counter()
+    # What top_k promises is memory, checked here; the time of a step is `gp-loss bench pap`'s to measure.
     with _LargestTensor() as probe:
         loss = pap_loss(logits, targets, ious, params, top_k=top_k)
         loss.backward()
-    elapsed = time.perf_counter() - start
     assert math.isfinite(float(loss.detach())) and torch.isfinite(logits.grad).all() and torch.isfinite(ious.grad).all()
     assert probe.largest <= top_k * num_pos < m * num_pos  # never an [M, P] tensor
     assert probe.largest >= top_k * num_pos  # (the probe does see the [k, P] matrices)
-    assert elapsed < 15.0, f"{elapsed:.1f} s"

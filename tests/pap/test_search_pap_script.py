@@ -1,14 +1,18 @@
-"""runs/search_pap.py: the smallest search, both strategies, writes its files; resumes without re-evaluating;
-bad flags are one line and exit 2."""
-import importlib.util
+"""The PAP-Loss search (gp_loss.pap.search, runs/search_pap.py): the smallest search, both strategies, writes
+its files; resumes without re-evaluating; bad flags are one line and exit 2."""
+import ast
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from gp_loss.errors import GpLossError
+from gp_loss.pap import search, search_compare, search_proxy
+from gp_loss.runtime.parallel import open_backend
 from gp_loss.runtime.run_dir import RunDir
 from gp_loss.tasks.base import TrainOutcome
 
@@ -21,10 +25,7 @@ TINY = ["--rounds", "1", "--samples", "2", "--proxy-steps", "2", "--final-steps"
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("search_pap_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # not "__main__": nothing runs
-    return module
+    return search
 
 
 def _user_error(cli, capsys, argv):
@@ -76,8 +77,8 @@ def test_smallest_search_writes_its_files_and_resume_does_not_reevaluate(cli, ca
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was re-evaluated")
 
-    monkeypatch.setattr(cli.ProxyObjective, "__call__", no_training)
-    monkeypatch.setattr(cli, "final_training", no_training)
+    monkeypatch.setattr(search_proxy.ProxyObjective, "__call__", no_training)
+    monkeypatch.setattr(search_compare, "final_training", no_training)
     before = (out / "final.json").read_text()
     assert cli.main(["--resume", str(out)]) == 0, capsys.readouterr().err
     assert (out / "final.json").read_text() == before
@@ -136,7 +137,7 @@ def test_surrogate_layout_fits_the_budget(cli, budget, theta, size):
     from gp_loss.pap import PAPParameters
 
     run = {"grid": 20, "rounds": budget, "samples": 1, "seed": 0, "theta": theta}
-    free, fixed, ks = cli.surrogate_layout(run)
+    free, fixed, ks = search_proxy.surrogate_layout(run)
     assert 1 <= free <= size and (free == size) == (budget >= 2 * (size + 1)) and len(fixed) == size
     assert fixed == [k / 20 for k in ks]
     PAPParameters.from_theta(fixed, shared=theta == "shared")  # a valid θ
@@ -150,7 +151,7 @@ def test_a_shared_point_is_one_function_for_all_five(cli):
     from gp_loss.pap.substitutions import THETA_ORDER
 
     point = [0.1, 0.2, 0.3, 0.35, 0.5, 0.6, 0.7, 0.9, 0.75]
-    objective = cli.ProxyObjective({}, 500, 0, "cpu", 1, shared=True)
+    objective = search_proxy.ProxyObjective({}, 500, 0, "cpu", 1, shared=True)
     theta = objective.theta(point)
     assert len(theta) == 41 and theta[40] == 0.75
     assert all(theta[8 * f: 8 * f + 8] == point[:8] for f in range(len(THETA_ORDER)))
@@ -158,11 +159,11 @@ def test_a_shared_point_is_one_function_for_all_five(cli):
     assert params.H1.points == params.H2.points == params.I1.points == params.I3.points
     # On the surrogate's grid: the free coordinates from k / grid, the rest at the fixed point.
     run = {"grid": 20, "rounds": 6, "samples": 1, "seed": 0, "theta": "shared"}
-    free, fixed, _ = cli.surrogate_layout(run)
-    grid_objective = cli.ProxyObjective({}, 500, 0, "cpu", 1, grid=20, fixed=fixed, shared=True)
+    free, fixed, _ = search_proxy.surrogate_layout(run)
+    grid_objective = search_proxy.ProxyObjective({}, 500, 0, "cpu", 1, grid=20, fixed=fixed, shared=True)
     theta = grid_objective.theta([4, 10][:free])
     assert free == 2 and theta[:2] == [0.2, 0.5] and theta[2:8] == fixed[2:8] and theta[8:10] == [0.2, 0.5]
-    assert cli.searched_size({"theta": "shared"}) == 9 and cli.searched_size({"theta": "separate"}) == 41
+    assert search_proxy.searched_size({"theta": "shared"}) == 9 and search_proxy.searched_size({"theta": "separate"}) == 41
 
 
 @pytest.mark.parametrize("where,message", [
@@ -216,32 +217,30 @@ class _FailingTask:
 
 
 def test_every_proxy_training_failing_stops_with_the_reason(cli, capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli, "_task", lambda *args: _FailingTask())
+    monkeypatch.setattr(search_proxy, "_task", lambda *args: _FailingTask())
     err = _user_error(cli, capsys, ["--out", str(tmp_path / "r")] + TINY)
     assert "every proxy training failed" in err and "boxes must be finite" in err, err
 
 
-def test_every_reference_training_failing_stops_the_comparison(cli, tmp_path, monkeypatch):
-    from gp_loss.runtime.parallel import Mapper
-
+def test_every_reference_training_failing_stops_the_comparison(tmp_path, monkeypatch):
     def training(job):
         _, spec, _, seed, _, _ = job
         failed = spec in ("fl_giou", "pap")
         return {"seed": seed, "score": 0.0 if failed else 0.25, "status": "error" if failed else "ok",
                 "reason": "ValueError: boxes must be finite" if failed else "", "metrics": {}, "seconds": 0.1}
 
-    monkeypatch.setattr(cli, "final_training", training)
+    monkeypatch.setattr(search_compare, "final_training", training)
     options = {"metric": "AP", "final_steps": 1}
     run = {"seed": 0, "final_seeds": 2, "top_k": 500, "device": "cpu", "threads": 1, "strategy": "ppo"}
-    with Mapper("serial") as mapper, pytest.raises(GpLossError) as err:
-        cli.compare(tmp_path, options, run, [0.5] * 41, 0.1, mapper)
+    with open_backend("serial") as backend, pytest.raises(GpLossError) as err:
+        search_compare.compare(tmp_path, options, run, [0.5] * 41, 0.1, backend)
     assert "every final training of fl_giou and pap failed" in str(err.value)
     assert "boxes must be finite" in str(err.value) and not (tmp_path / "final.json").exists()
     # one reference left: the comparison stands, the failed loss marked as such
-    monkeypatch.setattr(cli, "final_training", lambda job: {**training(job), **(
+    monkeypatch.setattr(search_compare, "final_training", lambda job: {**training(job), **(
         {"score": 0.2, "status": "ok", "reason": ""} if job[1] == "pap" else {})})
-    with Mapper("serial") as mapper:
-        report = cli.compare(tmp_path, options, run, [0.5] * 41, 0.1, mapper)
+    with open_backend("serial") as backend:
+        report = search_compare.compare(tmp_path, options, run, [0.5] * 41, 0.1, backend)
     assert report["losses"]["fl_giou"]["failed"] and not report["losses"]["pap"]["failed"]
 
 
@@ -259,8 +258,8 @@ def test_the_final_comparison_gives_each_loss_its_paired_verdict_against_fl_giou
         return {"seed": seed, "score": FINAL_AP[name][seed], "status": "ok", "reason": "", "metrics": {},
                 "seconds": 0.1}
 
-    monkeypatch.setattr(cli, "final_training", training)
-    monkeypatch.setattr(cli.ProxyObjective, "__call__", lambda self, x: 0.1 + 0.01 * float(x[0]))
+    monkeypatch.setattr(search_compare, "final_training", training)
+    monkeypatch.setattr(search_proxy.ProxyObjective, "__call__", lambda self, x: 0.1 + 0.01 * float(x[0]))
     out = tmp_path / "run"
     argv = ["--out", str(out)] + TINY
     argv[argv.index("--final-seeds") + 1] = "3"
@@ -287,8 +286,18 @@ def test_the_final_comparison_gives_each_loss_its_paired_verdict_against_fl_giou
         row.pop("vs_reference", None)
     del final["reference"]
     (out / "final.json").write_text(json.dumps(final, indent=1) + "\n")
-    monkeypatch.setattr(cli, "final_training", lambda job: pytest.fail("a finished comparison was retrained"))
+    monkeypatch.setattr(search_compare, "final_training", lambda job: pytest.fail("a finished comparison was retrained"))
     assert cli.main(["--resume", str(out)]) == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     assert "PAP-Loss, searched θ (ppo):" in printed and "0.3133 ± " in printed
     assert " than fl_giou" not in printed and "reference" not in printed.split("95% CI):")[1]
+
+
+def test_the_script_runs_the_search_and_documents_it(tmp_path):
+    """runs/search_pap.py is the package's main: its summary, its exit status."""
+    script_doc = ast.get_docstring(ast.parse(SCRIPT.read_text(encoding="utf-8")), clean=False)
+    assert script_doc.split("\n\n")[0] == search.__doc__.split("\n\n")[0]  # one summary; --help prints the rest
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--rounds", "0", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr == "error: --rounds must be at least 1, got 0\n", proc.stderr
+    assert not (tmp_path / "r").exists()

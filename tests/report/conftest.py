@@ -1,8 +1,9 @@
 """Run directories of runs/hps_det.py and runs/search_pap.py, written file by file as the scripts write them.
 
-Each writer here follows the script's writer code (runs/hps_det.py: write_history, compare and the
-config.json of main; runs/search_pap.py: search_ppo via gp_loss.pap.ppo's results.json,
-search_surrogate's history.json, compare and write_exports; the checkpoints through
+Each writer here follows the package's writer code (gp_loss.tasks.detection.hps_results: write_history,
+compare, and the config.json of hps_search.main; gp_loss.pap.search_proxy: search_ppo via gp_loss.pap.ppo's
+results.json, search_surrogate's history.json; gp_loss.pap.search_compare: compare and write_exports; the
+checkpoints through
 gp_loss.runtime.checkpoint), with made-up numbers: no training, so the tests take seconds.
 """
 import json

@@ -2,9 +2,8 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 FORBIDDEN = ("deap", "primitives", "gp_loss.language", "gp_loss.filters", "gp_loss.evolution", "gp_loss.tasks")
 

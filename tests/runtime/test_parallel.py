@@ -1,4 +1,4 @@
-"""Mapper: choice of backend, clear errors; every backend lazy and in order."""
+"""Backends on one machine: choice, clear errors; every map lazy and in order."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gp_loss.errors import GpLossError
-from gp_loss.runtime.parallel import Mapper, scoop_running
+from gp_loss.runtime.parallel import open_backend, scoop_running
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,22 +20,22 @@ EXPECTED = [sum(r) for r in QUICK]
 
 def test_bad_kind_and_workers_are_user_errors():
     with pytest.raises(GpLossError, match="--map"):
-        Mapper("threads")
+        open_backend("threads")
     with pytest.raises(GpLossError, match="--workers"):
-        Mapper("serial", workers=0)
+        open_backend("serial", workers=0)
 
 
 def test_scoop_needs_scoop():
     assert not scoop_running()
     with pytest.raises(GpLossError, match="python -m scoop"):
-        Mapper("scoop")
+        open_backend("scoop")
 
 
 def test_auto_is_serial_with_one_worker_and_multiprocessing_with_more():
-    with Mapper("auto", workers=1) as m:
-        assert (m.kind, m.workers) == ("serial", 1)
-    with Mapper("auto", workers=2) as m:
-        assert (m.kind, m.workers) == ("multiprocessing", 2)
+    with open_backend("auto", workers=1) as m:
+        assert (m.name, m.workers) == ("serial", 1)
+    with open_backend("auto", workers=2) as m:
+        assert (m.name, m.workers) == ("multiprocessing", 2)
 
 
 def test_serial_map_is_lazy_and_ordered():
@@ -45,7 +45,7 @@ def test_serial_map_is_lazy_and_ordered():
         calls.append(v)
         return v * 10
 
-    m = Mapper("serial")
+    m = open_backend("serial")
     results = m(fn, iter([3, 1, 2]))
     assert calls == []
     assert next(results) == 30 and calls == [3]
@@ -60,7 +60,7 @@ def _seconds_to_sum(n: int) -> float:
 
 
 def test_multiprocessing_map_is_ordered_and_yields_each_result_when_it_is_done():
-    with Mapper("multiprocessing", workers=2) as m:
+    with open_backend("multiprocessing", workers=2) as m:
         assert list(m(sum, QUICK)) == EXPECTED  # also starts the workers
         # One long job behind a quick one: the quick one's result comes while the long one runs.
         n = 10_000_000
@@ -80,12 +80,12 @@ def test_multiprocessing_map_is_ordered_and_yields_each_result_when_it_is_done()
 SCOOP_SCRIPT = """
 import sys
 sys.path.insert(0, {root!r})
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 
 if __name__ == "__main__":
-    m = Mapper("auto")
+    m = open_backend("auto")
     results = m(sum, [range(n) for n in (5, 1, 30, 2)])
-    print(m.kind, m.workers, next(results), list(results))
+    print(m.name, m.workers, next(results), list(results))
 """
 
 
@@ -108,6 +108,6 @@ def _dies(n):
 
 def test_a_worker_that_dies_mid_job_stops_the_map_instead_of_hanging():
     from gp_loss.runtime.parallel import WorkerDied
-    with Mapper("multiprocessing", 2) as mapper:
+    with open_backend("multiprocessing", 2) as mapper:
         with pytest.raises(WorkerDied):
             list(mapper(_dies, range(4)))

@@ -1,15 +1,13 @@
-"""Mapper.submit / wait_first: asynchronous jobs whose results are taken as they finish."""
+"""Backend.submit / wait_first: asynchronous jobs whose results are taken as they finish."""
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from gp_loss.runtime.parallel import Mapper
-
-ROOT = Path(__file__).resolve().parents[2]
+from gp_loss.runtime.parallel import open_backend
+from tests.helpers import ROOT
 
 
 def test_serial_submit_runs_the_job_now_and_keeps_its_error_for_result():
@@ -21,7 +19,7 @@ def test_serial_submit_runs_the_job_now_and_keeps_its_error_for_result():
             raise ValueError("negative")
         return v * 2
 
-    with Mapper("serial") as m:
+    with open_backend("serial") as m:
         good = m.submit(job, 4)
         assert calls == [4] and good.done() and good.result() == 8
         bad = m.submit(job, -1)
@@ -32,7 +30,7 @@ def test_serial_submit_runs_the_job_now_and_keeps_its_error_for_result():
 
 
 def test_multiprocessing_results_come_as_they_finish_not_in_submission_order():
-    with Mapper("multiprocessing", workers=2) as m:
+    with open_backend("multiprocessing", workers=2) as m:
         m.submit(sum, range(3)).result()  # start the workers before timing
         slow = m.submit(time.sleep, 1.5)
         quick = m.submit(sum, range(10))
@@ -49,7 +47,7 @@ def test_multiprocessing_results_come_as_they_finish_not_in_submission_order():
 
 
 def test_wait_first_times_out_with_nothing_done():
-    with Mapper("multiprocessing", workers=1) as m:
+    with open_backend("multiprocessing", workers=1) as m:
         slow = m.submit(time.sleep, 1.0)
         done, not_done = m.wait_first([slow], timeout=0.05)
         assert done == set() and not_done == {slow}
@@ -58,14 +56,14 @@ def test_wait_first_times_out_with_nothing_done():
 SCOOP_SCRIPT = """
 import sys, time
 sys.path.insert(0, {root!r})
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 
 if __name__ == "__main__":
-    m = Mapper("auto")
+    m = open_backend("auto")
     slow = m.submit(time.sleep, 1.0)
     quick = m.submit(sum, range(10))
     done, not_done = m.wait_first([slow, quick])
-    print(m.kind, quick in done, slow in not_done, quick.result())
+    print(m.name, quick in done, slow in not_done, quick.result())
 """
 
 

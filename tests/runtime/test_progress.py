@@ -1,7 +1,7 @@
 """Progress on screen: summary lines on stdout as each job ends, results in the items' order."""
 import pytest
 
-from gp_loss.runtime.parallel import Mapper, WorkerDied
+from gp_loss.runtime.parallel import WorkerDied, open_backend
 from gp_loss.runtime.progress import Progress, map_reporting
 
 
@@ -16,7 +16,7 @@ def test_serial_jobs_are_reported_as_each_ends_not_after_all():
         order.append(("ran", x))
         return x * x
 
-    with Mapper("serial") as mapper:
+    with open_backend("serial") as mapper:
         results = map_reporting(mapper, job, [1, 2, 3], lambda i, r: order.append(("reported", i, r)))
     assert results == [1, 4, 9]
     assert order == [("ran", 1), ("reported", 0, 1), ("ran", 2), ("reported", 1, 4), ("ran", 3), ("reported", 2, 9)]
@@ -24,7 +24,7 @@ def test_serial_jobs_are_reported_as_each_ends_not_after_all():
 
 def test_workers_give_every_result_in_the_items_order():
     reported = {}
-    with Mapper("multiprocessing", 2) as mapper:
+    with open_backend("multiprocessing", 2) as mapper:
         results = map_reporting(mapper, _square, list(range(6)), reported.__setitem__)
     assert results == [x * x for x in range(6)] and reported == dict(enumerate(results))
 
@@ -35,7 +35,7 @@ def _die(x):
 
 
 def test_a_worker_that_dies_is_worker_died():
-    with Mapper("multiprocessing", 2) as mapper, pytest.raises(WorkerDied):
+    with open_backend("multiprocessing", 2) as mapper, pytest.raises(WorkerDied):
         map_reporting(mapper, _die, [1, 2], lambda i, r: None)
 
 

@@ -3,7 +3,7 @@ and never changes its result: either the search carries on and ends with the ser
 or it stops with exit status 1 and ``--resume`` completes it to the serial run's evaluations.
 
 SCOOP 0.7's broker dies when it next hands the dead worker a job; gp-loss's watchdog
-(GP_LOSS_SCOOP_BROKER_TIMEOUT_S, shortened here) then stops the search. See gp_loss/runtime/parallel.py.
+(GP_LOSS_SCOOP_BROKER_TIMEOUT_S, shortened here) then stops the search. See gp_loss/runtime/scoop_backend.py.
 """
 import json
 import os
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
+
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "runs" / "search_classification.py"
 ARGS = ["--population", "4", "--offspring", "3", "--evaluations", "30", "--final-seeds", "1",
         "--proxy-epochs", "1", "--final-epochs", "1", "--no-progress"]

@@ -11,8 +11,8 @@ import pytest
 from gp_loss.errors import GpLossError
 from gp_loss.runtime import worker_limits
 from gp_loss.runtime.worker_limits import GPU_WORKER_BYTES, WORKER_MEMORY_BYTES, check_worker_count, worker_limit
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
 
 
@@ -70,22 +70,26 @@ def test_this_machine_has_a_bound():
     assert 1 <= limit <= worker_limits.WORKERS_PER_CPU * (os.cpu_count() or 1) and reason
 
 
-def test_search_scripts_and_mapper_refuse_too_many_workers_before_starting_anything(tmp_path):
-    from gp_loss.evolution.config import SearchConfig
-    from gp_loss.evolution.script import worker_count
-    from gp_loss.runtime.parallel import Mapper
+def test_search_scripts_and_backends_refuse_too_many_workers_before_starting_anything(tmp_path, monkeypatch):
+    import scoop
 
-    config = SearchConfig(device="cpu")
+    from gp_loss.runtime import scoop_backend
+    from gp_loss.runtime.parallel import check_backend, open_backend, planned_workers
+
     with pytest.raises(GpLossError, match="^--workers 1000000 is more worker processes"):
-        worker_count(config, 10**6, None)
-    assert worker_count(config, 10**6, None, "scoop") == 10**6  # SCOOP's own count: not ours to bound
+        planned_workers("auto", 10**6, "cpu")
     with pytest.raises(GpLossError, match="^--workers must be at least 1, got 0$"):
-        worker_count(config, 0, None, "serial")
+        planned_workers("serial", 0, "cpu")
     with pytest.raises(GpLossError, match="more worker processes than this machine can hold"):
-        Mapper("multiprocessing", 10**6)
+        open_backend("multiprocessing", 10**6)
     with pytest.raises(GpLossError, match="more worker processes than this machine can hold"):
-        Mapper.check("auto", 10**6, "cpu")  # what a script asks before it creates its run directory
-    assert Mapper.check("auto", 2, "cpu") == "multiprocessing" and Mapper.check("serial", 10**6) == "serial"
+        check_backend("auto", 10**6, "cpu")  # what a script asks before it creates its run directory
+    assert check_backend("auto", 2, "cpu").name == "multiprocessing"
+    assert check_backend("serial", 10**6).name == "serial"  # serial starts no worker process
+    # Under `python -m scoop -n N` the count is SCOOP's own: not ours to bound.
+    monkeypatch.setattr(scoop_backend, "scoop_running", lambda: True)
+    monkeypatch.setattr(scoop, "SIZE", 7, raising=False)
+    assert planned_workers("scoop", 10**6, "cpu") == 7
 
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(ROOT / "runs" / "search_classification.py"), "--workers", "1000000",
@@ -133,8 +137,8 @@ def _kill_and_wait_for(parent: subprocess.Popen, pids: list[int], within_s: floa
 
 MAPPER_SCRIPT = """
 import sys, time
-from gp_loss.runtime.parallel import Mapper
-m = Mapper("multiprocessing", workers=3)
+from gp_loss.runtime.parallel import open_backend
+m = open_backend("multiprocessing", workers=3)
 busy = [m.submit(time.sleep, 120) for _ in range(2)]  # two workers in a job
 m.submit(abs, -1).result()  # the third has answered and waits for the next job
 print("ready", flush=True)
@@ -162,7 +166,7 @@ def test_workers_busy_or_idle_exit_when_the_search_is_killed():
 
 ORPHAN_SCRIPT = """
 import os, sys, threading, time
-from gp_loss.runtime.parallel import _exit_when_orphaned
+from gp_loss.runtime.local_backends import _exit_when_orphaned
 parent = os.getpid()
 child = os.fork()
 if child == 0:  # no parent-death signal here: only the watching thread can end it
@@ -185,11 +189,11 @@ def test_the_watching_thread_alone_ends_an_orphaned_worker():
 
 SCOOP_SCRIPT = """
 import time
-from gp_loss.runtime.parallel import Mapper
+from gp_loss.runtime.parallel import open_backend
 
 if __name__ == "__main__":
-    m = Mapper("auto")
-    print(m.kind, sum(m(abs, range(-4, 0))), flush=True)  # every worker up and answering
+    m = open_backend("auto")
+    print(m.name, sum(m(abs, range(-4, 0))), flush=True)  # every worker up and answering
     time.sleep(120)
 """
 

@@ -15,6 +15,7 @@ from gp_loss.language.genome import Genome
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.tasks.classification import INFO, ClassificationOptions, ClassificationTask
 from primitives import get_kind
+from tests.helpers import assert_user_error
 
 CE = Genome.from_formulas([("cls", "cls", PAPER_LOSSES["ce"].formula)])
 
@@ -48,9 +49,7 @@ def cli(load_script):
 
 
 def _one_line_error(capsys, code: int) -> str:
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
-    return err
+    return assert_user_error(code, capsys.readouterr().err)
 
 
 # -- splits from their own folders ----------------------------------------------------------------

@@ -1,12 +1,15 @@
 """Object detection: torchvision's FCOS, RetinaNet and Faster R-CNN with searchable loss branches.
 
-One module per detector (:mod:`.fcos`, :mod:`.retinanet`, :mod:`.faster_rcnn`), shared
-helpers in :mod:`._utils`, and :func:`build_detector` in :mod:`.models`.
+One module per detector's searchable heads (:mod:`.fcos`, :mod:`.retinanet`, :mod:`.faster_rcnn`),
+the parts they share (:mod:`.branches` checks and compiles a genome's branches, :mod:`.branch_inputs`
+builds their inputs, :mod:`.normalisation` reduces them, :mod:`.box_losses` holds torchvision's
+coordinate losses, :mod:`.pap_settings` Parameterized AP Loss's), and in :mod:`.models` the
+registry of detectors (:data:`DETECTORS`) and :func:`build_detector`.
 """
 from __future__ import annotations
 
-from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
-                                            category_index, load_weights, set_genome, target_labels)
+from gp_loss.tasks.detection.models import (BACKBONES, DETECTORS, DetectorSpec, build_detector, category_index,
+                                            detector_spec, load_weights, set_genome, target_labels)
 
-__all__ = ["BACKBONES", "BRANCH_LAYOUTS", "DETECTORS", "LOSS_TERMS", "build_detector", "category_index",
+__all__ = ["BACKBONES", "DETECTORS", "DetectorSpec", "build_detector", "category_index", "detector_spec",
            "load_weights", "set_genome", "target_labels"]

@@ -48,8 +48,10 @@ from gp_loss.language.compile import CompiledTree
 from gp_loss.language.genome import Genome
 from gp_loss.pap.loss import DEFAULT_TOP_K
 from gp_loss.pap.substitutions import PAPParameters
-from gp_loss.tasks.detection._utils import (PAPSettings, bcls_inputs, cls_inputs, compile_branches, normalised_sum,
-                                            paired_giou, paired_iou, pap_settings, reg_inputs)
+from gp_loss.tasks.detection.branch_inputs import bcls_inputs, cls_inputs, paired_iou, reg_inputs
+from gp_loss.tasks.detection.branches import compile_branches
+from gp_loss.tasks.detection.normalisation import normalised_sum
+from gp_loss.tasks.detection.pap_settings import PAPSettings, paired_giou, pap_settings
 
 BRANCHES: dict[str, str] = {"rpn_cls": "bcls", "rpn_reg": "reg", "rcnn_cls": "cls", "rcnn_reg": "reg"}
 LOSS_TERMS: dict[str, str | None] = {"loss_objectness": "rpn_cls", "loss_rpn_box_reg": "rpn_reg",
@@ -93,7 +95,8 @@ class GenomeRegionProposalNetwork(RegionProposalNetwork):
 
     def set_pap(self, params: PAPParameters | None, top_k: int = DEFAULT_TOP_K, block_h1_gradient: bool = True,
                 per_image: bool = False) -> None:
-        """Train the RPN with Parameterized AP Loss from now on (``None``: off). See :class:`~._utils.PAPSettings`."""
+        """Train the RPN with Parameterized AP Loss from now on (``None``: off). See
+        :class:`~.pap_settings.PAPSettings`."""
         self.pap = pap_settings(params, top_k, block_h1_gradient, per_image)
 
     def forward(self, images: ImageList, features: dict[str, Tensor],
@@ -219,7 +222,7 @@ class GenomeRoIHeads(RoIHeads):
     def set_pap(self, params: PAPParameters | None, top_k: int = DEFAULT_TOP_K, block_h1_gradient: bool = True,
                 per_image: bool = False) -> None:
         """Train the box head with Parameterized AP Loss from now on (``None``: off). See
-        :class:`~._utils.PAPSettings`."""
+        :class:`~.pap_settings.PAPSettings`."""
         self.pap = pap_settings(params, top_k, block_h1_gradient, per_image)
 
     def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]],

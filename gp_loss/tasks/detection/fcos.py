@@ -28,9 +28,11 @@ from torchvision.models.detection.fcos import FCOSHead
 from gp_loss.language.genome import Genome
 from gp_loss.pap.loss import DEFAULT_TOP_K
 from gp_loss.pap.substitutions import PAPParameters
-from gp_loss.tasks.detection._utils import (PAPSettings, bcls_inputs, box_loss_rows, check_box_loss,
-                                            compile_branches, normalised_sum, paired_giou, paired_iou,
-                                            pap_settings, reg_inputs)
+from gp_loss.tasks.detection.box_losses import box_loss_rows, check_box_loss
+from gp_loss.tasks.detection.branch_inputs import bcls_inputs, paired_iou, reg_inputs
+from gp_loss.tasks.detection.branches import compile_branches
+from gp_loss.tasks.detection.normalisation import normalised_sum
+from gp_loss.tasks.detection.pap_settings import PAPSettings, paired_giou, pap_settings
 
 BRANCHES: dict[str, str] = {"cls": "bcls", "reg": "reg"}
 # The loss term each branch yields (``None``: a term the genome does not touch).
@@ -68,7 +70,7 @@ class GenomeFCOSHead(FCOSHead):
     def set_pap(self, params: PAPParameters | None, top_k: int = DEFAULT_TOP_K, block_h1_gradient: bool = True,
                 per_image: bool = False) -> None:
         """Train with Parameterized AP Loss from now on (``None``: off, back to the genome's or
-        torchvision's losses, which PAP overrides while on). See :class:`~._utils.PAPSettings`."""
+        torchvision's losses, which PAP overrides while on). See :class:`~.pap_settings.PAPSettings`."""
         self.pap = pap_settings(params, top_k, block_h1_gradient, per_image)
 
     def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],

@@ -1,9 +1,10 @@
 """Build torchvision's FCOS, RetinaNet and Faster R-CNN with searchable loss heads.
 
-:func:`build_detector` assembles torchvision's own detector classes (``FCOS``,
-``RetinaNet``, ``FasterRCNN``) on an FPN backbone, with the heads of
-:mod:`~gp_loss.tasks.detection.fcos`, :mod:`~gp_loss.tasks.detection.retinanet` and
-:mod:`~gp_loss.tasks.detection.faster_rcnn` that take their losses from a genome
+Each detector is one :class:`DetectorSpec` in :data:`DETECTORS`: its builder, its loss
+branches and terms, its label convention and its baselines. :func:`build_detector` assembles
+torchvision's own detector classes (``FCOS``, ``RetinaNet``, ``FasterRCNN``) on an FPN backbone,
+with the heads of :mod:`~gp_loss.tasks.detection.fcos`, :mod:`~gp_loss.tasks.detection.retinanet`
+and :mod:`~gp_loss.tasks.detection.faster_rcnn` that take their losses from a genome
 (``None``: torchvision's own loss code). Nothing is downloaded: the ``small`` backbone
 starts from the project's pretrained weights by default (:mod:`gp_loss.models.pretrain`), the
 ResNets from random init unless the user gives a weights file.
@@ -39,8 +40,9 @@ convention (:func:`category_index` maps them back to 0..C-1).
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -57,24 +59,10 @@ from gp_loss.models.weights import load_state, read_state_dict
 from gp_loss.pap.loss import DEFAULT_TOP_K
 from gp_loss.pap.substitutions import PAPParameters
 from gp_loss.tasks.detection import faster_rcnn, fcos, retinanet
-from gp_loss.tasks.detection.assignment import DYNAMIC_CLASSES, DynamicAssigner
-from gp_loss.tasks.detection._utils import compile_branches
+from gp_loss.tasks.detection.assignment import DYNAMIC_CLASSES, UPPER_BOUNDS, DynamicAssigner
+from gp_loss.tasks.detection.branches import compile_branches
 
-DETECTORS = ("fcos", "retinanet", "fasterrcnn")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "small")
-
-# Branch name -> kind name, per detector.
-BRANCH_LAYOUTS: dict[str, dict[str, str]] = {
-    "fcos": fcos.BRANCHES, "retinanet": retinanet.BRANCHES, "fasterrcnn": faster_rcnn.BRANCHES}
-# Loss term (the key in the detector's loss dict) -> the branch that yields it (None: not searched).
-LOSS_TERMS: dict[str, dict[str, str | None]] = {
-    "fcos": fcos.LOSS_TERMS, "retinanet": retinanet.LOSS_TERMS, "fasterrcnn": faster_rcnn.LOSS_TERMS}
-# The loss terms a detector returns in the PAP mode (:func:`set_pap`).
-PAP_LOSS_TERMS: dict[str, tuple[str, ...]] = {
-    "fcos": (fcos.PAP_TERM, "bbox_ctrness"), "retinanet": (retinanet.PAP_TERM,),
-    "fasterrcnn": (faster_rcnn.RPN_PAP_TERM, faster_rcnn.RCNN_PAP_TERM)}
-# What a dataset category index 0..C-1 becomes as a target label.
-LABEL_OFFSET = {"fcos": 0, "retinanet": 0, "fasterrcnn": 1}
 
 SMALL_FPN_CHANNELS = 64
 SMALL_STRIDES = (4, 8, 16)
@@ -82,21 +70,21 @@ _GENOME_MODULES = (fcos.GenomeFCOSHead, retinanet.GenomeRetinaNetHead,
                    faster_rcnn.GenomeRegionProposalNetwork, faster_rcnn.GenomeRoIHeads)
 
 
-def _check_name(name: str) -> None:
-    if name not in DETECTORS:
+def detector_spec(name: str) -> DetectorSpec:
+    """The record of detector ``name``; a one-line :class:`GpLossError` naming the known ones otherwise."""
+    if not isinstance(name, str) or name not in DETECTORS:
         raise GpLossError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    return DETECTORS[name]
 
 
 def target_labels(name: str, category_index: Tensor) -> Tensor:
     """Targets' ``labels`` for detector ``name`` from dataset category indices 0..C-1 (int64)."""
-    _check_name(name)
-    return category_index.to(torch.int64) + LABEL_OFFSET[name]
+    return category_index.to(torch.int64) + detector_spec(name).label_offset
 
 
 def category_index(name: str, labels: Tensor) -> Tensor:
     """Dataset category indices 0..C-1 from detector ``name``'s predicted (or target) labels."""
-    _check_name(name)
-    return labels.to(torch.int64) - LABEL_OFFSET[name]
+    return labels.to(torch.int64) - detector_spec(name).label_offset
 
 
 # ----------------------------------------------------------------------------- backbones
@@ -194,7 +182,87 @@ def _faster_rcnn(num_classes: int, backbone: str, genome: Genome | None, common:
     return model
 
 
-_BUILDERS = {"fcos": _fcos, "retinanet": _retinanet, "fasterrcnn": _faster_rcnn}
+# ----------------------------------------------------------------------------- the registry
+
+@dataclass(frozen=True)
+class PAPBaseline:
+    """A baseline trained with Parameterized AP Loss in place of every branch: named substitutions
+    (:meth:`~gp_loss.pap.PAPParameters.named`), the rank's H1 gradient blocked (the paper's default) or not."""
+
+    substitutions: str = "identity"
+    block_h1: bool = True
+
+    def params(self) -> PAPParameters:
+        """The substitutions' parameters."""
+        return PAPParameters.named(self.substitutions)
+
+
+# What trains a baseline: per branch a loss of PAPER_LOSSES, with torchvision's coordinate box loss
+# (``"l1"``, ``"smooth_l1"``) in place of the ``reg`` branch or ``None``; a PAPBaseline; or ``None``:
+# the detector's own (torchvision's) loss code.
+Baseline = tuple[dict[str, str], str | None] | PAPBaseline | None
+
+# FCOS and RetinaNet use sigmoid focal losses; Faster R-CNN's equivalents are cross-entropy based
+# (BCE objectness, CE / IoU-weighted CE in the box head). ``pap``, ``pap_unblocked``: Parameterized
+# AP Loss (Tao et al., NeurIPS 2021) with and without its gradient blocking (the paper's ablation).
+_PAP_BASELINES: dict[str, Baseline] = {"pap": PAPBaseline(), "pap_unblocked": PAPBaseline(block_h1=False)}
+_DENSE_BASELINES: dict[str, Baseline] = {
+    "torchvision": None,
+    "fl_giou": ({"cls": "sigmoid_focal", "reg": "giou"}, None),
+    "fl_l1": ({"cls": "sigmoid_focal", "reg": "giou"}, "l1"),
+    "fl_smooth_l1": ({"cls": "sigmoid_focal", "reg": "giou"}, "smooth_l1"),
+    "cse_autoloss_a": ({"cls": "sigmoid_focal", "reg": "cse_autoloss_a_reg"}, None),
+    "cse_autoloss_b": ({"cls": "cse_autoloss_b_cls", "reg": "cse_autoloss_b_reg"}, None),
+    **_PAP_BASELINES,
+}
+_RPN = {"rpn_cls": "bce", "rpn_reg": "giou"}
+_FASTER_RCNN_BASELINES: dict[str, Baseline] = {
+    "torchvision": None,
+    "fl_giou": ({**_RPN, "rcnn_cls": "ce", "rcnn_reg": "giou"}, None),
+    "cse_autoloss_a": ({**_RPN, "rcnn_cls": "cse_autoloss_a_cls", "rcnn_reg": "cse_autoloss_a_reg"}, None),
+    "cse_autoloss_b": ({**_RPN, "rcnn_cls": "cei", "rcnn_reg": "cse_autoloss_b_reg"}, None),
+    **_PAP_BASELINES,
+}
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    """Everything gp-loss knows of one detector. A new detector is a module with its searchable
+    heads (as :mod:`.fcos`), a builder here and one record in :data:`DETECTORS`.
+
+    Attributes:
+        name: as ``build_detector`` and the task option ``model`` spell it.
+        build: ``(num_classes, backbone, genome, common) -> model``: the torchvision detector with the
+            genome's heads; ``common`` goes to the detector class (the transform's sizes, the
+            caller's options, an ``assigner``).
+        branches: the genome's loss branches, name -> kind name, in the detector's order.
+        loss_terms: each key of the detector's loss dict -> the branch that yields it (``None``: a
+            term the genome does not touch).
+        pap_loss_terms: the loss terms it returns in the PAP mode (:func:`set_pap`).
+        label_offset: what a dataset category index 0..C-1 becomes as a target label (1 where the
+            detector keeps label 0 for background).
+        baselines: baseline name -> what trains it (:data:`Baseline`).
+    """
+
+    name: str
+    build: Callable[[int, str, Genome | None, dict], nn.Module]
+    branches: Mapping[str, str]
+    loss_terms: Mapping[str, str | None]
+    pap_loss_terms: tuple[str, ...]
+    label_offset: int
+    baselines: Mapping[str, Baseline]
+
+
+DETECTORS: dict[str, DetectorSpec] = {spec.name: spec for spec in [
+    DetectorSpec(name="fcos", build=_fcos, branches=fcos.BRANCHES, loss_terms=fcos.LOSS_TERMS,
+                 pap_loss_terms=(fcos.PAP_TERM, "bbox_ctrness"), label_offset=0, baselines=_DENSE_BASELINES),
+    DetectorSpec(name="retinanet", build=_retinanet, branches=retinanet.BRANCHES, loss_terms=retinanet.LOSS_TERMS,
+                 pap_loss_terms=(retinanet.PAP_TERM,), label_offset=0, baselines=_DENSE_BASELINES),
+    DetectorSpec(name="fasterrcnn", build=_faster_rcnn, branches=faster_rcnn.BRANCHES,
+                 loss_terms=faster_rcnn.LOSS_TERMS,
+                 pap_loss_terms=(faster_rcnn.RPN_PAP_TERM, faster_rcnn.RCNN_PAP_TERM),
+                 label_offset=1, baselines=_FASTER_RCNN_BASELINES),
+]}
 
 
 # ----------------------------------------------------------------------------- HPS-Det's dynamic assignment
@@ -219,7 +287,7 @@ def build_detector(name: str, num_classes: int, *, backbone: str, image_size: in
         backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"small"`` (see the module doc).
         image_size: the side of the (square) training images: the transform's ``min_size`` and
             ``max_size``, so it does not rescale them.
-        genome: the loss branches (:data:`BRANCH_LAYOUTS`); ``None``: torchvision's own losses.
+        genome: the loss branches (:attr:`DetectorSpec.branches`); ``None``: torchvision's own losses.
         weights: optional path to a state dict (``torch.load(..., weights_only=True)``): the whole
             detector's, or a torchvision ResNet's (loaded into the backbone body; ``fc`` is dropped).
         assigner: HPS-Det's dynamic sample assignment (FCOS, RetinaNet;
@@ -229,27 +297,27 @@ def build_detector(name: str, num_classes: int, *, backbone: str, image_size: in
 
     Returns:
         The model, in training mode. Training: ``model(images, targets)`` -> the loss dict
-        (keys: :data:`LOSS_TERMS`); evaluation: ``model(images)`` -> per image ``boxes``,
+        (keys: :attr:`DetectorSpec.loss_terms`); evaluation: ``model(images)`` -> per image ``boxes``,
         ``scores``, ``labels``. Targets' labels follow :func:`target_labels`.
 
     Raises:
         GpLossError: unknown name or backbone, a genome that does not fit the detector, a bad
             weights file (one line each).
     """
-    _check_name(name)
+    spec = detector_spec(name)
     if backbone not in BACKBONES:
         raise GpLossError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     if not isinstance(num_classes, int) or num_classes < 1:
         raise GpLossError(f"num_classes must be a positive integer, got {num_classes!r}")
     if not isinstance(image_size, int) or image_size < 32:
         raise GpLossError(f"image_size must be an integer of at least 32 pixels, got {image_size!r}")
-    compile_branches(genome, BRANCH_LAYOUTS[name], name)  # fail before building anything
+    compile_branches(genome, spec.branches, name)  # fail before building anything
     common = {"min_size": image_size, "max_size": image_size, **options}
     if assigner is not None:  # HPS-Det
-        if name not in ("fcos", "retinanet"):
-            raise GpLossError(f"dynamic sample assignment is for fcos and retinanet, not {name}")
+        if name not in UPPER_BOUNDS:  # the detectors its assignment is written for
+            raise GpLossError(f"dynamic sample assignment is for {' and '.join(UPPER_BOUNDS)}, not {name}")
         common["assigner"] = assigner
-    model = _BUILDERS[name](num_classes, backbone, genome, common)
+    model = spec.build(num_classes, backbone, genome, common)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -280,7 +348,7 @@ def set_pap(model: nn.Module, params: PAPParameters | None, *, top_k: int = DEFA
 
     While on, PAP overrides the heads' genome (or torchvision's) losses: FCOS and RetinaNet
     return one term ``pap`` for their classification and box branches (FCOS keeps
-    ``bbox_ctrness``), Faster R-CNN ``rpn_pap`` and ``rcnn_pap`` (:data:`PAP_LOSS_TERMS`).
+    ``bbox_ctrness``), Faster R-CNN ``rpn_pap`` and ``rcnn_pap`` (:attr:`DetectorSpec.pap_loss_terms`).
     Turning it off gives back what :func:`set_genome` set, unchanged.
 
     Args:

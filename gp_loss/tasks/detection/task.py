@@ -10,10 +10,11 @@ the validation split; the fitness is ``metric`` (AP by default). Training stops 
 non-finite loss, naming the branch. The final score retrains for ``final_steps``.
 
 A loss is a :class:`~gp_loss.language.genome.Genome` whose branches fit the detector
-(:data:`~gp_loss.tasks.detection.BRANCH_LAYOUTS`), a :class:`DetectionLoss`, or a baseline's name
-(:data:`BASELINES`): ``torchvision`` trains with the detector's own loss code untouched; ``pap``
-with Parameterized AP Loss (Tao et al., NeurIPS 2021; :mod:`gp_loss.pap`) in identity
-substitutions, ``pap_unblocked`` the same without its gradient blocking (the paper's ablation).
+(:attr:`~gp_loss.tasks.detection.DetectorSpec.branches`), a :class:`DetectionLoss`, or a baseline's
+name (:attr:`~gp_loss.tasks.detection.DetectorSpec.baselines`): ``torchvision`` trains with the
+detector's own loss code untouched; ``pap`` with Parameterized AP Loss (Tao et al., NeurIPS 2021;
+:mod:`gp_loss.pap`) in identity substitutions, ``pap_unblocked`` the same without its gradient
+blocking (the paper's ablation).
 """
 from __future__ import annotations
 
@@ -30,11 +31,10 @@ from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.models.pretrain import check_weights_option, resolve_weights
 from gp_loss.tasks.base import SCHEDULES, fidelity_steps, lr_schedule, TaskInfo, TrainingRun, TrainOutcome
 from gp_loss.tasks.detection.data import DetectionData, load_detection_data
-from gp_loss.tasks.detection.models import (BACKBONES, BRANCH_LAYOUTS, DETECTORS, LOSS_TERMS, build_detector,
-                                            category_index, set_genome, set_pap, target_labels)
-from gp_loss.tasks.detection._utils import pap_settings
+from gp_loss.tasks.detection.models import (BACKBONES, DETECTORS, PAPBaseline, build_detector, category_index,
+                                            detector_spec, fpn_levels, set_genome, set_pap, target_labels)
+from gp_loss.tasks.detection.pap_settings import pap_settings
 from gp_loss.tasks.detection.assignment import CANDIDATE_REGIONS, DEFAULT_ALPHA, check_assignment, make_assigner
-from gp_loss.tasks.detection.models import fpn_levels
 
 PRECISIONS = ("fp32", "bf16")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -95,46 +95,6 @@ def pap_text(params: PAPParameters, block_h1: bool = True, per_image: bool = Fal
     return f"PAP-Loss, {what}" + "".join(f"; {e}" for e in extras)
 
 
-@dataclass(frozen=True)
-class PAPBaseline:
-    """A baseline trained with Parameterized AP Loss: named substitutions, gradient blocking or not."""
-
-    substitutions: str = "identity"
-    block_h1: bool = True
-
-    def loss(self) -> DetectionLoss:
-        return DetectionLoss(None, pap=PAPParameters.named(self.substitutions), pap_block_h1=self.block_h1)
-
-    def text(self) -> str:
-        return pap_text(PAPParameters.named(self.substitutions), self.block_h1)
-
-
-# Baselines by name: per detector, branch -> a loss of PAPER_LOSSES, plus an optional coordinate box loss.
-# ``torchvision``: the detector's own loss code. FCOS and RetinaNet use sigmoid focal losses; Faster
-# R-CNN's equivalents are cross-entropy based (BCE objectness, CE / IoU-weighted CE in the box head).
-# ``pap``, ``pap_unblocked``: Parameterized AP Loss in place of every branch (a PAPBaseline).
-_PAP = {"pap": PAPBaseline(), "pap_unblocked": PAPBaseline(block_h1=False)}
-_DENSE = {
-    "torchvision": None,
-    "fl_giou": ({"cls": "sigmoid_focal", "reg": "giou"}, None),
-    "fl_l1": ({"cls": "sigmoid_focal", "reg": "giou"}, "l1"),
-    "fl_smooth_l1": ({"cls": "sigmoid_focal", "reg": "giou"}, "smooth_l1"),
-    "cse_autoloss_a": ({"cls": "sigmoid_focal", "reg": "cse_autoloss_a_reg"}, None),
-    "cse_autoloss_b": ({"cls": "cse_autoloss_b_cls", "reg": "cse_autoloss_b_reg"}, None),
-    **_PAP,
-}
-_RPN = {"rpn_cls": "bce", "rpn_reg": "giou"}
-BASELINES: dict[str, dict[str, tuple[dict[str, str], str | None] | PAPBaseline | None]] = {
-    "fcos": _DENSE,
-    "retinanet": _DENSE,
-    "fasterrcnn": {
-        "torchvision": None,
-        "fl_giou": ({**_RPN, "rcnn_cls": "ce", "rcnn_reg": "giou"}, None),
-        "cse_autoloss_a": ({**_RPN, "rcnn_cls": "cse_autoloss_a_cls", "rcnn_reg": "cse_autoloss_a_reg"}, None),
-        "cse_autoloss_b": ({**_RPN, "rcnn_cls": "cei", "rcnn_reg": "cse_autoloss_b_reg"}, None),
-        **_PAP,
-    },
-}
 TORCHVISION_TEXT = "torchvision's own loss code"
 # The branch a baseline's coordinate box loss replaces (FCOS and RetinaNet name their box branch so).
 BOX_BRANCH = "reg"
@@ -230,18 +190,19 @@ class DetectionOptions:
 
 def layout_of(options: DetectionOptions) -> dict[str, str]:
     """The loss branches of ``options.model``, name -> kind."""
-    return dict(BRANCH_LAYOUTS[options.model])
+    return dict(DETECTORS[options.model].branches)
 
 
 def baseline_texts(options: DetectionOptions) -> dict[str, dict[str, str]]:
     """Baseline name -> branch -> formula (or what trains it, for torchvision's own code), for ``options.model``."""
+    detector = DETECTORS[options.model]
     texts = {}
-    for name, spec in BASELINES[options.model].items():
+    for name, spec in detector.baselines.items():
         if spec is None:
-            texts[name] = {branch: TORCHVISION_TEXT for branch in BRANCH_LAYOUTS[options.model]}
+            texts[name] = {branch: TORCHVISION_TEXT for branch in detector.branches}
             continue
         if isinstance(spec, PAPBaseline):  # one loss for every branch
-            texts[name] = {branch: spec.text() for branch in BRANCH_LAYOUTS[options.model]}
+            texts[name] = {branch: pap_text(spec.params(), spec.block_h1) for branch in detector.branches}
             continue
         losses, box_loss = spec
         texts[name] = {branch: PAPER_LOSSES[loss].formula for branch, loss in losses.items()}
@@ -252,16 +213,17 @@ def baseline_texts(options: DetectionOptions) -> dict[str, dict[str, str]]:
 
 def baseline_loss(model: str, name: str) -> DetectionLoss:
     """The loss of baseline ``name`` for detector ``model``."""
-    table = BASELINES[model]
+    detector = detector_spec(model)
+    table = detector.baselines
     if name not in table:
         raise GpLossError(f"unknown baseline {name!r} for {model}; known: {', '.join(table)}")
     spec = table[name]
     if spec is None:
         return DetectionLoss(None)
     if isinstance(spec, PAPBaseline):
-        return spec.loss()
+        return DetectionLoss(None, pap=spec.params(), pap_block_h1=spec.block_h1)
     losses, box_loss = spec
-    layout = BRANCH_LAYOUTS[model]
+    layout = detector.branches
     return DetectionLoss(Genome.from_formulas((b, layout[b], PAPER_LOSSES[loss].formula) for b, loss in losses.items()),
                          box_loss)
 
@@ -281,7 +243,7 @@ class DetectionTask:
 
     # -- losses ----------------------------------------------------------------------
     def baseline(self, name: str) -> DetectionLoss:
-        """The loss of the baseline ``name`` (:data:`BASELINES`)."""
+        """The loss of the baseline ``name`` (:attr:`~gp_loss.tasks.detection.DetectorSpec.baselines`)."""
         return baseline_loss(self.options.model, name)
 
     def _loss(self, loss: Genome | DetectionLoss | str | None) -> DetectionLoss:
@@ -325,7 +287,7 @@ class DetectionTask:
         train = self.data.train
         pool = len(train) if o.proxy_images == 0 else min(o.proxy_images, len(train))
         order = torch.Generator().manual_seed(seed)
-        names = LOSS_TERMS[o.model]
+        names = DETECTORS[o.model].loss_terms
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=o.precision == "bf16")
         try:
             model = self.build(loss, seed)
@@ -395,7 +357,7 @@ INFO = TaskInfo(
             "or a COCO instances JSON); metric: COCO AP",
     options=DetectionOptions,
     task_class=DetectionTask,
-    branches=dict(BRANCH_LAYOUTS["fcos"]),
+    branches=dict(DETECTORS[DetectionOptions.model].branches),  # the default detector's
     kinds=("bcls", "cls", "reg"),
     metric="AP",
     layout_of=layout_of,
@@ -404,4 +366,5 @@ INFO = TaskInfo(
     final_split="validation",
     metric_of=lambda options: options.metric,
     proxy_option="proxy_steps",
+    search_script="search_detection.py",
 )

@@ -377,4 +377,5 @@ INFO = TaskInfo(
     final_split="validation",
     metric_of=lambda options: metric_name(options.metric),
     proxy_option="proxy_steps",
+    search_script="search_segmentation.py",
 )

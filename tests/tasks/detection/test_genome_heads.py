@@ -4,10 +4,9 @@ import torch
 
 from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
-from gp_loss.tasks.detection import BRANCH_LAYOUTS, LOSS_TERMS, build_detector, set_genome
+from gp_loss.tasks.detection import DETECTORS, build_detector, set_genome
 from gp_loss.tasks.detection.fcos import GenomeFCOSHead
 
-DETECTORS = ["fcos", "retinanet", "fasterrcnn"]
 # Losses that are NaN everywhere: sqrt of a negative number.
 NAN_BCLS = "sqrt(neg(exp(x)))"
 NAN_CLS = "sqrt(neg(softmax(x)))"
@@ -19,11 +18,11 @@ def _with(genome: Genome, **formulas) -> Genome:
     return Genome.from_formulas([(b.name, b.kind.name, formulas.get(b.name, b.formula)) for b in genome])
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", list(DETECTORS))
 def test_wrong_branches_are_a_one_line_error_naming_the_expected_ones(det, detector):
-    expected = ", ".join(f"{n} ({k})" for n, k in BRANCH_LAYOUTS[detector].items())
+    expected = ", ".join(f"{n} ({k})" for n, k in DETECTORS[detector].branches.items())
     wrong_name = Genome.from_formulas([("cls", "cls", det.paper("ce"))])
-    wrong_kind = Genome.from_formulas([(n, "reg", det.paper("giou")) for n in BRANCH_LAYOUTS[detector]])
+    wrong_kind = Genome.from_formulas([(n, "reg", det.paper("giou")) for n in DETECTORS[detector].branches])
     for genome in (wrong_name, wrong_kind):
         with pytest.raises(GpLossError) as err:
             build_detector(detector, 3, backbone="small", image_size=64, genome=genome)
@@ -39,14 +38,14 @@ def test_a_head_built_directly_checks_its_genome(det):
         set_genome(model, det.FASTER_RCNN_GENOME)
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", list(DETECTORS))
 def test_a_nan_loss_gives_a_nan_term_not_a_masked_one(det, detector):
     base = det.GENOMES[detector]
     nan = {b.name: {"cls": NAN_CLS, "bcls": NAN_BCLS, "reg": NAN_REG}[b.kind.name] for b in base}
     model = det.small_model(detector, _with(base, **nan))
     images, targets = det.make_batch(detector)
     losses = model(images, targets)
-    terms = LOSS_TERMS[detector]
+    terms = DETECTORS[detector].loss_terms
     for key, value in losses.items():
         if terms[key] is None:  # FCOS's centerness: not a branch, stays finite
             assert torch.isfinite(value)
@@ -54,7 +53,7 @@ def test_a_nan_loss_gives_a_nan_term_not_a_masked_one(det, detector):
             assert torch.isnan(value), key
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", list(DETECTORS))
 def test_gradients_flow_from_each_branch_into_its_head(det, detector):
     model = det.small_model(detector, det.GENOMES[detector])
     images, targets = det.make_batch(detector)
@@ -84,7 +83,7 @@ def test_the_iou_weight_is_detached(det, detector):
     assert grad is None or not grad.any()
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", list(DETECTORS))
 def test_setting_the_genome_to_none_restores_torchvision_losses(det, detector):
     model = det.small_model(detector)
     images, targets = det.make_batch(detector)
@@ -98,7 +97,7 @@ def test_setting_the_genome_to_none_restores_torchvision_losses(det, detector):
         assert torch.equal(before[key], after[key]), key
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", list(DETECTORS))
 def test_images_without_boxes_train_as_with_torchvision(det, detector):
     """An image with no ground truth is all background; a batch of them has no regression term."""
     genome_model = det.small_model(detector, det.GENOMES[detector])

@@ -4,19 +4,17 @@ import torch
 import torchvision
 
 from gp_loss.errors import GpLossError
-from gp_loss.tasks.detection import LOSS_TERMS, build_detector, category_index, target_labels
-
-DETECTORS = ["fcos", "retinanet", "fasterrcnn"]
+from gp_loss.tasks.detection import DETECTORS, build_detector, category_index, target_labels
 
 
-@pytest.mark.parametrize("detector", DETECTORS)
+@pytest.mark.parametrize("detector", list(DETECTORS))
 def test_small_detector_trains_a_step_and_predicts(det, detector):
     model = det.small_model(detector, det.GENOMES[detector])
     images, targets = det.make_batch(detector)
     optimiser = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01)
     before = [p.detach().clone() for p in model.parameters()]
     losses = model(images, targets)
-    assert set(losses) == set(LOSS_TERMS[detector])
+    assert set(losses) == set(DETECTORS[detector].loss_terms)
     assert all(torch.isfinite(v) for v in losses.values())
     optimiser.zero_grad()
     sum(losses.values()).backward()
@@ -42,7 +40,7 @@ def test_resnet18_detectors_build_and_fcos_runs_a_forward(det):
         assert type(models[detector].backbone.body.layer4[0]).__name__ == "BasicBlock"  # a ResNet-18/34 body
     images, targets = det.make_batch("fcos", images=1)
     losses = models["fcos"](images, targets)
-    assert set(losses) == set(LOSS_TERMS["fcos"]) and all(torch.isfinite(v) for v in losses.values())
+    assert set(losses) == set(DETECTORS["fcos"].loss_terms) and all(torch.isfinite(v) for v in losses.values())
 
 
 def test_labels_follow_each_detectors_convention():
@@ -52,6 +50,31 @@ def test_labels_follow_each_detectors_convention():
     assert target_labels("fasterrcnn", categories).tolist() == [1, 3, 2]
     for detector in DETECTORS:
         assert torch.equal(category_index(detector, target_labels(detector, categories)), categories)
+
+
+def test_each_detector_record_is_consistent():
+    from gp_loss.paper_losses import PAPER_LOSSES
+    from gp_loss.tasks.detection.models import PAPBaseline
+
+    for name, spec in DETECTORS.items():
+        assert spec.name == name
+        searched = [branch for branch in spec.loss_terms.values() if branch is not None]
+        assert sorted(searched) == sorted(spec.branches)  # every branch yields exactly one loss term
+        assert spec.pap_loss_terms and spec.label_offset in (0, 1)
+        for baseline in spec.baselines.values():
+            if baseline is None or isinstance(baseline, PAPBaseline):
+                continue
+            losses, _ = baseline
+            assert {b: PAPER_LOSSES[loss].kind for b, loss in losses.items()} == dict(spec.branches)
+
+
+def test_a_new_detector_is_one_record(det, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(DETECTORS, "fcos2", replace(DETECTORS["fcos"], name="fcos2", label_offset=1))
+    assert target_labels("fcos2", torch.tensor([0, 2])).tolist() == [1, 3]
+    model = build_detector("fcos2", det.CLASSES, backbone="small", image_size=det.SIZE, genome=det.GENOMES["fcos"])
+    assert type(model).__name__ == "FCOS"
 
 
 def test_unknown_names_are_user_errors():

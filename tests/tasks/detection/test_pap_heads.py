@@ -11,8 +11,8 @@ from gp_loss.errors import GpLossError
 from gp_loss.pap import THETA_SIZE, PAPParameters, pap_loss
 from gp_loss.pap.substitutions import IDENTITY_FUNCTION_THETA
 from gp_loss.tasks import make_task
-from gp_loss.tasks.detection.models import PAP_LOSS_TERMS, set_genome, set_pap
-from gp_loss.tasks.detection.task import BASELINES, DetectionLoss, baseline_loss, baseline_texts, DetectionOptions
+from gp_loss.tasks.detection.models import DETECTORS, set_genome, set_pap
+from gp_loss.tasks.detection.task import DetectionLoss, baseline_loss, baseline_texts, DetectionOptions
 
 TINY = {"image_size": 64, "canvases": 16, "batch_size": 4, "proxy_steps": 2, "final_steps": 2,
         "warmup_steps": 1, "eval_batch_size": 8}
@@ -64,7 +64,7 @@ def test_retinanet_pap_is_pap_loss_of_the_head_outputs(det, params, top_k, block
     seen = _capture(model)
     images, targets = det.make_batch("retinanet", images=2, boxes=3)
     losses = model(images, targets)
-    assert set(losses) == {"pap"} == set(PAP_LOSS_TERMS["retinanet"])
+    assert set(losses) == {"pap"} == set(DETECTORS["retinanet"].pap_loss_terms)
     want, labels = _retinanet_reference(model, seen, params, top_k, block, per_image)
     matched = torch.stack(seen["matched_idxs"])
     assert (matched == -2).any() and (matched >= 0).any(), "case: ignored and foreground anchors"
@@ -87,7 +87,7 @@ def test_fcos_pap_is_pap_loss_of_the_head_outputs_and_keeps_the_centerness_term(
     seen = _capture(model)
     images, targets = det.make_batch("fcos")
     losses = model(images, targets)
-    assert set(losses) == {"pap", "bbox_ctrness"} == set(PAP_LOSS_TERMS["fcos"])
+    assert set(losses) == {"pap", "bbox_ctrness"} == set(DETECTORS["fcos"].pap_loss_terms)
     logits = seen["head_outputs"]["cls_logits"]
     n, a, c = logits.shape
     labels = torch.zeros(n, a, c)
@@ -197,7 +197,7 @@ def test_pap_off_gives_back_the_genome_losses_unchanged(det, detector):
     before = model(images, targets)
     set_pap(model, PAPParameters.identity())
     torch.manual_seed(3)
-    assert set(model(images, targets)) == set(PAP_LOSS_TERMS[detector])
+    assert set(model(images, targets)) == set(DETECTORS[detector].pap_loss_terms)
     set_pap(model, None)
     torch.manual_seed(3)
     after = model(images, targets)
@@ -223,7 +223,7 @@ def test_detection_loss_and_set_pap_check_their_settings(det):
 
 def test_pap_baselines_by_name():
     for model in ("fcos", "retinanet", "fasterrcnn"):
-        assert {"pap", "pap_unblocked"} <= set(BASELINES[model])
+        assert {"pap", "pap_unblocked"} <= set(DETECTORS[model].baselines)
         blocked, unblocked = baseline_loss(model, "pap"), baseline_loss(model, "pap_unblocked")
         assert blocked.genome is None and blocked.pap.name == "identity" and blocked.pap_block_h1
         assert unblocked.pap == blocked.pap and not unblocked.pap_block_h1
@@ -260,7 +260,7 @@ def test_fcos_and_faster_rcnn_train_with_pap_with_finite_losses(detector, terms)
 
 
 def test_a_non_finite_pap_loss_stops_training_naming_its_term(retinanet_task, monkeypatch):
-    from gp_loss.tasks.detection._utils import PAPSettings
+    from gp_loss.tasks.detection.pap_settings import PAPSettings
 
     monkeypatch.setattr(PAPSettings, "loss", lambda self, logits, *rest: logits.sum() * float("nan"))
     out = retinanet_task.proxy_fitness("pap", seed=0)

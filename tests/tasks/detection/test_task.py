@@ -12,7 +12,8 @@ from gp_loss.language.genome import Genome
 from gp_loss.tasks import make_task, task_info
 from gp_loss.runtime.threads import torch_threads
 from gp_loss.tasks.detection import set_genome
-from gp_loss.tasks.detection.task import BASELINES, DetectionOptions, baseline_loss
+from gp_loss.tasks.detection import DETECTORS
+from gp_loss.tasks.detection.task import DetectionOptions, baseline_loss
 
 TINY = {"image_size": 64, "canvases": 16, "batch_size": 4, "proxy_steps": 2, "final_steps": 2,
         "warmup_steps": 1, "eval_batch_size": 8}
@@ -50,9 +51,9 @@ def test_the_registry_knows_the_detection_task_and_its_layouts():
     assert "torchvision" in info.baselines_for(frcnn)["torchvision"]["rcnn_cls"]
 
 
-@pytest.mark.parametrize("model", ["fcos", "retinanet", "fasterrcnn"])
+@pytest.mark.parametrize("model", list(DETECTORS))
 def test_every_baseline_fits_its_detector(model):
-    for name in BASELINES[model]:
+    for name in DETECTORS[model].baselines:
         loss = baseline_loss(model, name)
         assert (loss.genome is None) == (name in ("torchvision", "pap", "pap_unblocked"))
         assert (loss.pap is None) == (name not in ("pap", "pap_unblocked"))

@@ -1,4 +1,4 @@
-"""Integer test problems for the optimiser's benchmark and tests (to be maximised).
+"""Integer benchmark functions for the HPS optimiser (to be maximised): ``gp-loss bench hps`` and its tests.
 
 Ackley, Levy and Rastrigin (the usual definitions and domains of Surjanovic &
 Bingham's Virtual Library of Simulation Experiments: [-32.768, 32.768],
@@ -6,10 +6,10 @@ Bingham's Virtual Library of Simulation Experiments: [-32.768, 32.768],
 integer grid ``0..U`` per dimension mapped linearly onto the domain: U = 32, 25
 and 80, the upper bounds HPS-Det uses for ATSS, FCOS and RetinaNet. The
 "-small" variants use narrower domains (Ackley and Levy [-5, 5], Rastrigin
-[-3, 3]) on which random search's medians come near the reference medians of
-issue 14 (Ackley -8.6 vs -9.7, Levy -16.2 vs -17.2, Rastrigin -121.7 vs -127,
-measured here at 100 evaluations), so a gain can be set against that reference. And an
-"AP-like" function of the kind HPS-Det's search sees: smooth in log k, with a
+[-3, 3]) on which random search's medians come near the reference's random-search
+medians (:data:`gp_loss.bench.hps.REFERENCE`: a plain DYCORS, TPE and random search
+on the full-domain functions), so a gain over random search can be set against the
+reference's. And an "AP-like" function of the kind HPS-Det's search sees: smooth in log k, with a
 few dimensions that matter and many that hardly do, a mild interaction, and
 evaluation noise.
 
@@ -159,8 +159,3 @@ DEFAULT_PROBLEMS = ("ackley", "levy", "rastrigin", "ap-like")
 def problem_named(name: str, dim: int = 15):
     """The problem called ``name`` (a key of :data:`PROBLEMS`) in ``dim`` dimensions."""
     return PROBLEMS[name](dim)
-
-
-def problems(dim: int = 15) -> list:
-    """The benchmark's default problems: Ackley (0..32), Levy (0..25), Rastrigin (0..80), AP-like (1..80)."""
-    return [PROBLEMS[name](dim) for name in DEFAULT_PROBLEMS]
