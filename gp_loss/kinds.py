@@ -1,6 +1,6 @@
 """Everything gp-loss does differently per kind of loss branch, in one registry.
 
-A kind (``cls``, ``bcls``, ``reg``, ``zero``) is two things:
+A kind (``cls``, ``bcls``, ``reg``, ``zero``, ``heat``) is two things:
 
 - its **language** (:mod:`primitives`): inputs, operators and their types. A new
   operator goes into an operator set there (``primitives/cse_ops.py``,
@@ -31,6 +31,7 @@ from primitives import KINDS, Kind, UnknownKindError
 
 from gp_loss.probes.box_sweeps import box_sweep, judge_box_sweeps
 from gp_loss.probes.convergence import ConvergenceProbe
+from gp_loss.probes.heatmaps import HEAT_SWEEPS, HeatmapProbe, heat_batch, heatmap_problem
 from gp_loss.probes.curve_sweeps import BOX_SWEEPS, PIXEL_SWEEPS, SIGMOID_SWEEPS, SOFTMAX_SWEEPS, Sweep
 from gp_loss.probes.logit_sweeps import judge_logit_sweeps, sigmoid_sweep, softmax_sweep
 from gp_loss.probes.rejection import (
@@ -147,6 +148,21 @@ KIND_SPECS: dict[str, KindSpec] = {spec.name: spec for spec in [
         simulation_steps=30,
         simulation_lr=0.01,
         curve_sweeps=PIXEL_SWEEPS,
+    ),
+    # zero's operators on keypoint heatmaps (top-down pose): judged on heatmap regression, PCK its
+    # metric, as the pose task's networks output them. Stacked and without a convergence check for
+    # zero's reasons (its aggregations couple pixels and samples).
+    KindSpec(
+        name="heat",
+        reduction=PER_PIXEL,
+        make_sample_batch=heat_batch,
+        convergence=None,
+        rejection_probe=HeatmapProbe,
+        simulation_problem=heatmap_problem,
+        stacks_samples=True,
+        simulation_steps=30,
+        simulation_lr=0.01,
+        curve_sweeps=HEAT_SWEEPS,
     ),
 ]}
 

@@ -77,4 +77,8 @@ PAPER_LOSSES: dict[str, PaperLoss] = {
                           "soft Dice loss: 1 - the mean over classes of 2 sum(p y) / (sum(p) + sum(y)), "
                           "sums over the batch's pixels"),
     "seg_ce_dice": PaperLoss("zero", f"add({_SEG_CE}, {_SEG_DICE})", "cross-entropy + soft Dice"),
+    # Pose (SimpleBaseline, Xiao et al., ECCV 2018): predicted heatmaps yhat, Gaussian targets y and the
+    # keypoints' visibility weights w (N×K×H×W); the squared error of the labelled keypoints' heatmaps.
+    "heatmap_mse": PaperLoss("heat", "mul(w, square(add(yhat, neg(y))))",
+                             "mean squared error of the labelled keypoints' heatmaps"),
 }

@@ -69,11 +69,11 @@ def test_spec_is_complete_and_its_probes_fit_the_kind(name):
         assert len(inputs_of(predicted)) == len(kind.inputs)
 
 
-def test_only_zero_stacks_samples_and_has_no_convergence_probe():
-    # zero's mean_nhw aggregates over the batch: its probe samples are stacked, never merged
-    # into rows, and its sweep points could not share a batch.
-    assert [n for n, s in KIND_SPECS.items() if s.stacks_samples] == ["zero"]
-    assert [n for n, s in KIND_SPECS.items() if s.convergence is None] == ["zero"]
+def test_only_the_autoloss_zero_operator_kinds_stack_samples_and_have_no_convergence_probe():
+    # zero's mean_nhw (also heat's) aggregates over the batch: their probe samples are stacked, never
+    # merged into rows, and their sweep points could not share a batch.
+    assert [n for n, s in KIND_SPECS.items() if s.stacks_samples] == ["zero", "heat"]
+    assert [n for n, s in KIND_SPECS.items() if s.convergence is None] == ["zero", "heat"]
 
 
 def _kind_name_checks(text: str) -> list[tuple[int, str]]:

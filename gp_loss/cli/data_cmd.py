@@ -3,7 +3,9 @@
 ``gp-loss data digits-coco --out DIR`` writes the digit canvases the detection
 tasks train on by default as a COCO folder: ``DIR/images/canvas_NNNNN.png``
 (8-bit RGB) and ``DIR/instances.json`` (boxes, areas, RLE masks, the ten digit
-categories; ``file_name`` relative to the JSON's folder). A user sees exactly
+categories; ``file_name`` relative to the JSON's folder); ``--keypoints`` adds COCO's
+person-keypoints fields, five keypoints per digit from its ink
+(:func:`gp_loss.data.keypoints.add_digit_keypoints`), the pose task's built-in data. A user sees exactly
 what ``--data`` expects, and any COCO tool or task can read the same data.
 
 ``gp-loss data digits-voc --out DIR`` writes the canvases the segmentation task
@@ -60,6 +62,9 @@ def register(sub) -> None:
     d.add_argument("--width", type=int, default=None, help="canvas width in pixels (32..2048; default --size)")
     d.add_argument("--max-digits", type=int, default=4, help="digits per canvas at most (1..50; default 4)")
     d.add_argument("--seed", type=int, default=0, help="random seed (0..2**32-1; default 0)")
+    d.add_argument("--keypoints", action="store_true",
+                   help="add COCO person-keypoints fields: 5 keypoints per digit from its ink (top, bottom, left, "
+                        "right, centroid), the categories' keypoint names and skeleton: the pose task's data")
     d.set_defaults(run=run_digits_coco)
     v = kinds.add_parser("digits-voc", help="the built-in digit canvases as a VOC segmentation folder",
                          description="Write the digit canvases (1 to --max-digits handwritten digits per "
@@ -198,11 +203,16 @@ def run_digits_coco(args: argparse.Namespace) -> int:
     from gp_loss.data.canvases import canvas_spec, draw_canvases
 
     drawn = draw_canvases(canvas_spec(args.images, height, width, args.max_digits, args.seed))
-    write_coco_folder(args.out, drawn.images, drawn.coco)
+    coco = drawn.coco
+    if args.keypoints:
+        from gp_loss.data.keypoints import add_digit_keypoints
+        coco = add_digit_keypoints(coco)
+    write_coco_folder(args.out, drawn.images, coco)
     json_path = args.out / INSTANCES
-    print(f"wrote {len(drawn.coco['images'])} images of {width}×{height} pixels and "
-          f"{len(drawn.coco['annotations'])} annotations, COCO instances in {json_path}; search on them: "
-          f"python runs/search_detection.py --data {json_path}")
+    what, script = ("keypoints", "search_pose.py") if args.keypoints else ("instances", "search_detection.py")
+    print(f"wrote {len(coco['images'])} images of {width}×{height} pixels and "
+          f"{len(coco['annotations'])} annotations, COCO {what} in {json_path}; search on them: "
+          f"python runs/{script} --data {json_path}")
     return 0
 
 

@@ -13,7 +13,8 @@ from gp_loss.tasks.registry import TASK_SUMMARIES
 # flag -> the task option it sets (a flag applies to the tasks that have that option).
 OPTION_FLAGS = {
     "--data": ("data", str, "the task's data: 'digits' (built in), an ImageFolder directory (classification), "
-                            "a COCO instances JSON (detection, segmentation) or a Pascal VOC folder (segmentation)"),
+                            "a COCO instances JSON (detection, segmentation), a COCO keypoints JSON (pose) or a Pascal "
+                            "VOC folder (segmentation)"),
     "--val-data": ("val_data", str, "detection, segmentation: a validation instances JSON; classification: an "
                                     "ImageFolder root for validation whose class folders match --data's "
                                     "(default: a seeded split of --data)"),
@@ -40,6 +41,8 @@ OPTION_FLAGS = {
     "--precision": ("precision", str, "fp32 (default) or bf16 (forward pass and loss under autocast)"),
     "--metric": ("metric", str, "detection: the metric reported first (AP, AP50, ...); segmentation: mIoU, "
                                 "FWIoU, mAcc, aAcc, BIoU or BF1"),
+    "--oks-sigmas": ("oks_sigmas", str, "pose: OKS sigmas, one value or K comma-separated (default: COCO's for its "
+                                        "17 person keypoints, else 0.05 each)"),
 }
 
 
@@ -56,7 +59,7 @@ def register(sub) -> None:
                    help="the task: " + "; ".join(f"{name}: {summary}" for name, summary in TASK_SUMMARIES.items()))
     p.add_argument("--loss", action="append", required=True, metavar="BASELINE|BRANCH=FORMULA",
                    help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ..., pap, pap_unblocked; "
-                        "segmentation: ce, dice, ce_dice, focal) or one branch's "
+                        "segmentation: ce, dice, ce_dice, focal; pose: mse) or one branch's "
                         "formula, e.g. cls='neg(dot(y, log(softmax(x))))'. Consecutive BRANCH=FORMULA flags "
                         "make one loss (detection: --loss cls=F --loss reg=G); a branch given again starts "
                         "the next loss. A detector's branches left out keep Focal + GIoU (fl_giou). "

@@ -34,6 +34,9 @@ _MODULES: dict[str, tuple[str, str]] = {
     "segmentation": ("gp_loss.tasks.segmentation.task",
                      "semantic segmentation with torchvision's segmentation models (digit canvases built in, a "
                      "Pascal VOC folder or a COCO instances JSON); metric: mIoU (or BF1, boundary IoU, ...)"),
+    "pose": ("gp_loss.tasks.pose.task",
+             "top-down pose estimation with SimpleBaseline heatmaps on ground-truth boxes (digit canvases with ink "
+             "keypoints built in, or a COCO keypoints JSON); metric: OKS AP"),
 }
 TASK_NAMES: tuple[str, ...] = tuple(_MODULES)
 TASK_SUMMARIES: dict[str, str] = {name: summary for name, (_, summary) in _MODULES.items()}

@@ -15,7 +15,7 @@ CSE_BINARY = ["add", "sub", "mul", "div", "dot"]
 
 
 def test_operator_names_per_kind():
-    assert list(KINDS) == ["cls", "bcls", "reg", "zero"]
+    assert list(KINDS) == ["cls", "bcls", "reg", "zero", "heat"]
     assert sorted(get_kind("cls").operators) == sorted(CSE_UNARY + CSE_BINARY)
     assert sorted(get_kind("bcls").operators) == sorted(set(CSE_UNARY + CSE_BINARY) - {"softmax", "dot"})
     assert sorted(get_kind("reg").operators) == sorted(
@@ -30,6 +30,8 @@ def test_inputs_and_constants():
     assert get_kind("bcls").inputs == ("x", "y", "w")
     assert get_kind("reg").inputs == ("i", "u", "e")
     assert get_kind("zero").inputs == ("yhat", "y")
+    assert get_kind("heat").inputs == ("yhat", "y", "w")
+    assert get_kind("heat").operators == get_kind("zero").operators
     assert get_kind("cls").search_constants == (1, 2, 3)
     assert get_kind("zero").search_constants == (1,)
 
