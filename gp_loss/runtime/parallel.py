@@ -91,6 +91,8 @@ def _options(workers: int | None, device: str | None, workers_per_gpu: int | Non
         raise GpLossError(f"--workers must be at least 1, got {workers}")
     if workers_per_gpu is not None and workers_per_gpu < 1:
         raise GpLossError(f"--workers-per-gpu must be at least 1, got {workers_per_gpu}")
+    if address is not None and not address.strip():
+        raise GpLossError("--ray-address is empty: give HOST:PORT of a Ray cluster's head, or leave it out")
     return BackendOptions(workers=workers, workers_per_gpu=workers_per_gpu, device=device, address=address)
 
 

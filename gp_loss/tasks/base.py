@@ -279,6 +279,24 @@ class TrainingRun:
             schedule.step()
         return self.stepped()
 
+    def collapsed(self, metrics: dict[str, float | None], name: str, chance: float,
+                  what: str) -> TrainOutcome | None:
+        """The outcome to stop with when the ``name`` metric of ``metrics`` (an evaluation in the middle of
+        training) is no better than ``chance``, the level of ``what`` (a constant prediction); else ``None``.
+
+        Such a proxy has learned nothing yet: it stops with status ``"collapsed"``, scored at that point
+        (unless the evaluation itself ran past the time limit).
+        """
+        value = metrics.get(name) or 0.0
+        if value > chance:
+            return None
+        outcome = self.scored(metrics, name)
+        if outcome.status == "ok":
+            outcome.status = "collapsed"
+            outcome.reason = (f"validation {name} {value:.4g} at step {self.steps} is no better than {what} "
+                              f"({chance:.4g})")
+        return outcome
+
     def scored(self, metrics: dict[str, float | None], name: str) -> TrainOutcome:
         """The outcome of a finished training evaluated to ``metrics``: its ``name`` metric (0 where undefined),
         or "too slow" if the evaluation ran past the time limit."""

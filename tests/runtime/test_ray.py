@@ -87,6 +87,8 @@ def test_ppo_and_the_hps_optimiser_run_on_ray():
 
 
 def test_bad_addresses_are_user_errors(monkeypatch):
+    with pytest.raises(GpLossError, match="--ray-address is empty"):
+        check_backend("ray", 1, address="  ")
     for address in ("nohost", "host:port", "host:99999", "a b:1", "http://x:1"):
         with pytest.raises(GpLossError, match="HOST:PORT"):
             check_backend("ray", 1, address=address)

@@ -16,27 +16,15 @@ import torch
 from torch import nn
 
 from gp_loss.errors import GpLossError
+from gp_loss.tasks.segmentation.models import small_body as segmentation_small_body
 
 MODELS = ("small", "resnet18", "resnet34", "resnet50")
 HEATMAP_STRIDE = 4  # crop pixels per heatmap cell
 
 
-def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
 def small_body() -> tuple[nn.Module, int, int]:
-    """The ``small`` body: 3×3 conv + BN + ReLU stages at strides 2, 4, 8, 16 (64 channels out)."""
-    body = nn.Sequential(OrderedDict(
-        stem=_conv_bn_relu(3, 16, 2),
-        layer1=nn.Sequential(_conv_bn_relu(16, 24, 2), _conv_bn_relu(24, 24, 1)),
-        layer2=nn.Sequential(_conv_bn_relu(24, 32, 2), _conv_bn_relu(32, 32, 1)),
-        layer3=nn.Sequential(_conv_bn_relu(32, 64, 2), _conv_bn_relu(64, 64, 1)),
-    ))
-    for m in body.modules():  # ResNet's initialisation (He, fan-out), as torchvision's bodies get
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    return body, 64, 16
+    """The ``small`` body (the segmentation task's CPU-scale body): strides 2 to 16, 64 channels out."""
+    return segmentation_small_body(), 64, 16
 
 
 def resnet_body(name: str) -> tuple[nn.Module, int, int]:

@@ -235,16 +235,8 @@ class PoseTask:
         """The outcome to stop with if ``model``'s metric is no better than :meth:`chance`, else ``None``."""
         if (end := run.finished()) is not None:  # a non-finite step not yet checked (GPU) comes first
             return end
-        metrics = self.evaluate(model, self.data.val)
-        value, chance = metrics.get(self.options.metric) or 0.0, self.chance()
-        if value > chance:
-            return None
-        outcome = run.scored(metrics, self.options.metric)
-        if outcome.status == "ok":
-            outcome.status = "collapsed"
-            outcome.reason = (f"validation {self.options.metric} {value:.4g} at step {run.steps} is no better than "
-                              f"one constant pose for every instance ({chance:.4g})")
-        return outcome
+        return run.collapsed(self.evaluate(model, self.data.val), self.options.metric, self.chance(),
+                             "one constant pose for every instance")
 
     def chance(self) -> float:
         """The validation metric of a constant prediction (computed once): every instance's keypoints at the

@@ -39,22 +39,28 @@ def _conv_bn_relu(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def small_model(num_classes: int) -> LRASPP:
-    """The ``small`` network: B×3×H×W -> {"out": B×num_classes×H×W}.
-
-    Body: 3×3 conv + BN + ReLU stages at strides 2, 4, 8 (32 channels, the head's "low"
-    input) and 16 (64 channels, "high"), under torchvision's :class:`LRASPP` head.
-    """
+def small_body() -> nn.Sequential:
+    """The CPU-scale body: 3×3 conv + BN + ReLU stages ``stem``, ``layer1``..``layer3`` at strides 2, 4, 8
+    (32 channels) and 16 (64 channels), He-initialised (fan-out) as torchvision's bodies are."""
     body = nn.Sequential(OrderedDict(
         stem=_conv_bn_relu(3, 16, 2),
         layer1=nn.Sequential(_conv_bn_relu(16, 24, 2), _conv_bn_relu(24, 24, 1)),
         layer2=nn.Sequential(_conv_bn_relu(24, 32, 2), _conv_bn_relu(32, 32, 1)),
         layer3=nn.Sequential(_conv_bn_relu(32, 64, 2), _conv_bn_relu(64, 64, 1)),
     ))
-    for m in body.modules():  # ResNet's initialisation (He, fan-out), as torchvision's bodies get
+    for m in body.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    backbone = IntermediateLayerGetter(body, {"layer2": "low", "layer3": "high"})
+    return body
+
+
+def small_model(num_classes: int) -> LRASPP:
+    """The ``small`` network: B×3×H×W -> {"out": B×num_classes×H×W}.
+
+    Body: 3×3 conv + BN + ReLU stages at strides 2, 4, 8 (32 channels, the head's "low"
+    input) and 16 (64 channels, "high"), under torchvision's :class:`LRASPP` head.
+    """
+    backbone = IntermediateLayerGetter(small_body(), {"layer2": "low", "layer3": "high"})
     return LRASPP(backbone, 32, 64, num_classes, inter_channels=SMALL_INTER_CHANNELS)
 
 

@@ -289,17 +289,9 @@ class SegmentationTask:
         """The outcome to stop with if ``model``'s metric is no better than :meth:`chance`'s, else ``None``."""
         if (end := run.finished()) is not None:  # a non-finite step not yet checked (GPU) comes first
             return end
-        metrics = self.evaluate(model, self.data.val)
-        value = metrics.get(self.metric) or 0.0
         chance, label = self.chance()
-        if value > chance:
-            return None
-        outcome = run.scored(metrics, self.metric)
-        if outcome.status == "ok":
-            outcome.status = "collapsed"
-            outcome.reason = (f"validation {self.metric} {value:.4g} at step {run.steps} is no better than "
-                              f"predicting class {label} everywhere ({chance:.4g})")
-        return outcome
+        return run.collapsed(self.evaluate(model, self.data.val), self.metric, chance,
+                             f"predicting class {label} everywhere")
 
     def chance(self) -> tuple[float, int]:
         """The best validation ``metric`` of a constant prediction, and its class (computed once).
