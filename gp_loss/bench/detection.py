@@ -46,7 +46,7 @@ from gp_loss.errors import GpLossError
 from gp_loss.language.genome import Genome
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.runtime.device import check_device, resolve_device
-from gp_loss.tasks.detection import BACKBONES, DETECTORS, build_detector, set_genome, target_labels
+from gp_loss.tasks.detection import BACKBONES, BOX_DETECTORS, build_detector, set_genome, target_labels
 
 TARGET_RATIO = 1.05
 LEARNING_RATE = 0.01
@@ -126,8 +126,8 @@ def _relative_difference(got: float, want: float) -> float:
 
 def check_options(model: str, backbone: str, size: int, batch: int, steps: int, warmup: int) -> None:
     """Raise a one-line :class:`GpLossError` for a setting the benchmark cannot run."""
-    if model not in DETECTORS:
-        raise GpLossError(f"--model must be one of {', '.join(DETECTORS)}, got {model!r}")
+    if model not in BOX_DETECTORS:
+        raise GpLossError(f"--model must be one of {', '.join(BOX_DETECTORS)}, got {model!r}")
     if backbone not in BACKBONES:
         raise GpLossError(f"--backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
     if size < MIN_SIZE:

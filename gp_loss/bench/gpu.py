@@ -54,12 +54,12 @@ import torch
 from gp_loss.errors import GpLossError
 from gp_loss.runtime.device import check_device
 from gp_loss.runtime.threads import torch_threads
-from gp_loss.tasks.detection.models import DETECTORS
+from gp_loss.tasks.detection.models import BOX_DETECTORS
 
 TARGET_STEP_RATIO = 1.05
 TARGET_AP50 = 0.85
 TARGET_WORKER_RATIO = 2.0
-MODELS = tuple(DETECTORS)  # every registered detector
+MODELS = BOX_DETECTORS  # every registered detector that trains on boxes alone
 WORKERS_FULL = 4              # K by default
 WORKERS_QUICK = 2             # K by default with --quick: each worker process starts torch, seconds of CPU
 COST_TASK = "classification"  # whose search measures the cost of --deterministic and bf16

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -209,10 +210,11 @@ def run_digits_coco(args: argparse.Namespace) -> int:
         coco = add_digit_keypoints(coco)
     write_coco_folder(args.out, drawn.images, coco)
     json_path = args.out / INSTANCES
-    what, script = ("keypoints", "search_pose.py") if args.keypoints else ("instances", "search_detection.py")
+    what, scripts = (("keypoints", ["search_pose.py"]) if args.keypoints else
+                     ("instances with masks", ["search_detection.py", "search_instance_segmentation.py"]))
     print(f"wrote {len(coco['images'])} images of {width}×{height} pixels and "
           f"{len(coco['annotations'])} annotations, COCO {what} in {json_path}; search on them: "
-          f"python runs/{script} --data {json_path}")
+          + " or ".join(f"python runs/{script} --data {shlex.quote(str(json_path))}" for script in scripts))
     return 0
 
 
@@ -252,7 +254,7 @@ def run_digits_voc(args: argparse.Namespace) -> int:
     write_voc_folder(args.out, drawn.images, digit_label_maps(drawn.coco), names, {"train": train, "val": val})
     print(f"wrote {args.images} images of {width}×{height} pixels ({len(train)} in train.txt, {len(val)} in "
           f"val.txt) with their class masks (0 background, d + 1 digit d) as a VOC folder {args.out}; search on "
-          f"them: python runs/search_segmentation.py --data {args.out} --num-classes 11")
+          f"them: python runs/search_segmentation.py --data {shlex.quote(str(args.out))} --num-classes 11")
     return 0
 
 

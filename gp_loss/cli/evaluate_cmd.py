@@ -13,9 +13,11 @@ from gp_loss.tasks.registry import TASK_SUMMARIES
 # flag -> the task option it sets (a flag applies to the tasks that have that option).
 OPTION_FLAGS = {
     "--data": ("data", str, "the task's data: 'digits' (built in), an ImageFolder directory (classification), "
-                            "a COCO instances JSON (detection, segmentation), a COCO keypoints JSON (pose) or a Pascal "
+                            "a COCO instances JSON (detection, segmentation; instance_segmentation: with polygon or RLE masks), "
+                            "a COCO keypoints JSON (pose) or a Pascal "
                             "VOC folder (segmentation)"),
-    "--val-data": ("val_data", str, "detection, segmentation: a validation instances JSON; classification: an "
+    "--val-data": ("val_data", str, "detection, segmentation, instance_segmentation, pose: a validation JSON; "
+                                    "classification: an "
                                     "ImageFolder root for validation whose class folders match --data's "
                                     "(default: a seeded split of --data)"),
     "--test-data": ("test_data", str, "classification: an ImageFolder root for test whose class folders match "
@@ -27,19 +29,20 @@ OPTION_FLAGS = {
     "--model": ("model", str, "detection: fcos, retinanet or fasterrcnn; segmentation: small, "
                               "lraspp_mobilenet_v3_large, deeplabv3_mobilenet_v3_large, deeplabv3_resnet50, "
                               "fcn_resnet50"),
-    "--backbone": ("backbone", str, "detection: small, resnet18, resnet34 or resnet50"),
-    "--weights": ("weights", str, "detection, segmentation: pretrained (default: the shipped small backbone), none "
+    "--backbone": ("backbone", str, "detection, instance_segmentation: small, resnet18, resnet34 or resnet50"),
+    "--weights": ("weights", str, "detection, segmentation, instance_segmentation: pretrained (default: the shipped small backbone), none "
                                   "(random init), or a state dict for the model or its backbone"),
     "--num-classes": ("num_classes", int, "segmentation: classes including background (default: from the data; "
                                           "VOC 21)"),
     "--image-size": ("image_size", int, "images are resized / letterboxed to this square"),
     "--epochs": ("final_epochs", int, "classification: training epochs (default: the task's final_epochs)"),
-    "--steps": ("final_steps", int, "detection, segmentation: training steps (default: the task's final_steps)"),
+    "--steps": ("final_steps", int, "detection, segmentation, instance_segmentation, pose: training steps (default: the task's final_steps)"),
     "--optimizer": ("optimizer", str, "classification: adam (default) or sgd (plain): check a found loss where "
                                       "the gradient's scale sets the step"),
     "--lr": ("lr", float, "learning rate (default: the task's)"),
     "--precision": ("precision", str, "fp32 (default) or bf16 (forward pass and loss under autocast)"),
-    "--metric": ("metric", str, "detection: the metric reported first (AP, AP50, ...); segmentation: mIoU, "
+    "--metric": ("metric", str, "detection: the metric reported first (AP, AP50, ...); instance_segmentation: "
+                                "the mask metric (AP, AP50, ...); segmentation: mIoU, "
                                 "FWIoU, mAcc, aAcc, BIoU or BF1"),
     "--oks-sigmas": ("oks_sigmas", str, "pose: OKS sigmas, one value or K comma-separated (default: COCO's for its "
                                         "17 person keypoints, else 0.05 each)"),
@@ -59,7 +62,8 @@ def register(sub) -> None:
                    help="the task: " + "; ".join(f"{name}: {summary}" for name, summary in TASK_SUMMARIES.items()))
     p.add_argument("--loss", action="append", required=True, metavar="BASELINE|BRANCH=FORMULA",
                    help="a baseline name (e.g. ce, focal; detection: torchvision, fl_giou, ..., pap, pap_unblocked; "
-                        "segmentation: ce, dice, ce_dice, focal; pose: mse) or one branch's "
+                        "segmentation: ce, dice, ce_dice, focal; instance_segmentation: torchvision, fl_giou, dice; pose: mse) or "
+                        "one branch's "
                         "formula, e.g. cls='neg(dot(y, log(softmax(x))))'. Consecutive BRANCH=FORMULA flags "
                         "make one loss (detection: --loss cls=F --loss reg=G); a branch given again starts "
                         "the next loss. A detector's branches left out keep Focal + GIoU (fl_giou). "

@@ -159,13 +159,20 @@ def final_evaluation(search: Search, found: list[Entry] | None = None, extra: li
     texts = search.baseline_texts()
     entries += [(name, texts[name], search.baseline_fitness.get(name)) for name in search.baseline_names()]
     seeds = cfg.retrain_seeds
+    same = {json.dumps(texts[n], sort_keys=True): n for n in search.baseline_names()}
+    # A found loss that is a baseline's formulas trains exactly as that baseline: it shares its trainings.
+    trained_as = [same.get(json.dumps(formulas, sort_keys=True), name) if name.startswith("top") else name
+                  for name, formulas, _ in entries]
+    trained = [(name, formulas) for (name, formulas, _), own in zip(entries, trained_as) if own == name]
     job_list = [TrainJob(config=search.config_dict, formulas=formulas, seed=seed, final=True,
                          baseline=None if name.startswith("top") else name)
-                for name, formulas, _ in entries for seed in seeds]
-    names = [name for name, _, _ in entries for _ in seeds]
+                for name, formulas in trained for seed in seeds]
+    names = [name for name, _ in trained for _ in seeds]
     with Progress(len(job_list), "final retraining", enabled=search.recorder.progress_enabled) as progress:
-        progress.line(f"final retraining: {len(entries)} loss(es) x {len(seeds)} seed(s) = {len(job_list)} "
-                      f"trainings on the {info.final_split} split")
+        shared = [f"{name} is {own}" for (name, _, _), own in zip(entries, trained_as) if own != name]
+        progress.line(f"final retraining: {len(trained)} loss(es) x {len(seeds)} seed(s) = {len(job_list)} "
+                      f"trainings on the {info.final_split} split"
+                      + (f" ({'; '.join(shared)}: the same trainings)" if shared else ""))
 
         def finished(index: int, outcome) -> None:
             progress.step()
@@ -182,9 +189,10 @@ def final_evaluation(search: Search, found: list[Entry] | None = None, extra: li
                           f"data and the task options (`gp-loss evaluate --task {search.config.task} --loss "
                           f"{name}` with the same options trains one alone), then --resume {search.recorder.run.path}")
     rows = []
-    same = {json.dumps(texts[n], sort_keys=True): n for n in search.baseline_names()}
-    for i, (name, formulas, proxy) in enumerate(entries):
-        mine = outcomes[i * len(seeds):(i + 1) * len(seeds)]
+    position = {name: k for k, (name, _) in enumerate(trained)}
+    for (name, formulas, proxy), own in zip(entries, trained_as):
+        k = position[own]
+        mine = outcomes[k * len(seeds):(k + 1) * len(seeds)]
         scores = [o.score for o in mine]
         row = {"name": name, "baseline": not name.startswith("top"), "formulas": formulas,
                "proxy_fitness": proxy, "seeds": seeds, "scores": scores,

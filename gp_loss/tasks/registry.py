@@ -34,6 +34,9 @@ _MODULES: dict[str, tuple[str, str]] = {
     "segmentation": ("gp_loss.tasks.segmentation.task",
                      "semantic segmentation with torchvision's segmentation models (digit canvases built in, a "
                      "Pascal VOC folder or a COCO instances JSON); metric: mIoU (or BF1, boundary IoU, ...)"),
+    "instance_segmentation": ("gp_loss.tasks.instance_segmentation.task",
+                              "instance segmentation with torchvision's Mask R-CNN, five loss branches (digit "
+                              "canvases built in, or a COCO instances JSON with masks); metric: COCO mask AP"),
     "pose": ("gp_loss.tasks.pose.task",
              "top-down pose estimation with SimpleBaseline heatmaps on ground-truth boxes (digit canvases with ink "
              "keypoints built in, or a COCO keypoints JSON); metric: OKS AP"),

@@ -172,6 +172,18 @@ def test_coco_non_square_canvases(tmp_path, capsys):
     assert "--height must be between 32 and 2048" in capsys.readouterr().err
 
 
+def test_the_printed_search_commands_quote_a_path_with_spaces(tmp_path, capsys):
+    import shlex
+
+    out = tmp_path / "my data" / "coco"
+    assert main(["data", "digits-coco", "--out", str(out), "--images", "4"]) == 0
+    line = capsys.readouterr().out.strip()
+    json_path = shlex.quote(str(out / "instances.json"))
+    for script in ("search_detection.py", "search_instance_segmentation.py"):  # both read instances with masks
+        assert f"python runs/{script} --data {json_path}" in line
+    assert shlex.split(line.split(" or ")[-1])[-1] == str(out / "instances.json")  # one argument when pasted
+
+
 def test_voc_non_square_canvases(tmp_path, capsys):
     out = tmp_path / "voc"
     assert _write_voc(out, "--height", "40", "--width", "64") == 0

@@ -79,7 +79,8 @@ def test_evaluate_follows_a_searchs_final_protocol(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--task", "nope"], "unknown task 'nope'; known: classification, detection, segmentation, pose"),
+    (["--task", "nope"], "unknown task 'nope'; known: classification, detection, segmentation, "
+                         "instance_segmentation, pose"),
     (["--device", "gpu"], "device 'gpu' is not one of auto, cpu, cuda or cuda:N"),
     (["--seed", "-1"], "--seed must be 0 or more"),
     (["--optimizer", "rmsprop"], "task option optimizer must be one of adam, sgd, got 'rmsprop'"),

@@ -115,6 +115,32 @@ def test_no_baseline_is_trained_or_counted_and_each_competes_in_the_hall_of_fame
         assert row.get("same_as") == (BASELINES[texts.index(row["formulas"])] if row["formulas"] in texts else None)
 
 
+def test_a_found_loss_that_is_a_baseline_shares_its_final_trainings(tmp_path, monkeypatch, capsys):
+    trained = []
+    real = jobs.evaluate
+
+    def evaluate(job):
+        trained.append((job.baseline, json.dumps(job.formulas, sort_keys=True), job.seed))
+        return real(job)
+
+    # A final top as large as the hall of fame holds every baseline it kept.
+    config = warm(final_top=10, final_seeds=2, selection_seeds=0)
+    with monkeypatch.context() as m:
+        m.setattr(jobs, "evaluate", evaluate)
+        _search(m, config, tmp_path / "run")
+    out = capsys.readouterr().out
+    rows = _json(tmp_path / "run" / "final.json")["rows"]
+    kept = [row for row in rows if row.get("same_as")]
+    assert kept, "the hall of fame kept no baseline: the test needs one"
+    by_name = {row["name"]: row for row in rows}
+    for row in kept:  # the baseline's own scores, not a second training of the same loss
+        assert row["scores"] == by_name[row["same_as"]]["scores"]
+        assert f"{row['name']} is {row['same_as']}" in out
+    finals = [t for t in trained if t[2] in by_name[BASELINES[0]]["seeds"]]
+    assert len(set(finals)) == len(finals)  # no loss trained twice on a seed
+    assert len(finals) == (len(rows) - len(kept)) * 2
+
+
 def test_without_warm_start_no_baseline_is_in_the_population(tmp_path, monkeypatch, capsys):
     population = _search(monkeypatch, warm(warm_start="none", max_evaluations=6), tmp_path / "run")
     out = capsys.readouterr().out

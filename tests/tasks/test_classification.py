@@ -188,7 +188,7 @@ def test_baselines_parse_and_ce_is_one():
 
 
 def test_options():
-    assert TASK_NAMES == ("classification", "detection", "segmentation", "pose")
+    assert TASK_NAMES == ("classification", "detection", "segmentation", "instance_segmentation", "pose")
     assert task_options("classification", {"proxy_epochs": 2}).proxy_epochs == 2
     with pytest.raises(GpLossError, match="unknown classification task option"):
         task_options("classification", {"epochs": 2})

@@ -9,7 +9,7 @@ from gp_loss.tasks import classification
 
 
 def test_every_task_is_registered_with_complete_metadata():
-    assert set(TASKS) == {"classification", "detection", "segmentation", "pose"}
+    assert set(TASKS) == {"classification", "detection", "segmentation", "instance_segmentation", "pose"}
     for name, info in TASKS.items():
         assert info.name == name and info.metric and info.summary
         assert set(info.branches.values()) <= set(info.kinds)
@@ -43,7 +43,8 @@ def test_baselines_come_from_the_paper_losses_table():
 
 @pytest.mark.parametrize("name", ["segmentaton", "", None, 3])
 def test_unknown_task_is_one_line(name):
-    with pytest.raises(GpLossError, match=r"unknown task .*; known: classification, detection, segmentation, pose$"):
+    with pytest.raises(GpLossError, match=r"unknown task .*; known: classification, detection, segmentation, "
+                                          r"instance_segmentation, pose$"):
         task_info(name)
 
 

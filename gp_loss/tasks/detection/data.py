@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -117,10 +119,15 @@ def _digits(canvases: int, image_size: int, max_digits: int, seed: int) -> tuple
     return drawn.coco, _to_uint8(drawn.images), torch.ones(canvases)
 
 
-@lru_cache(maxsize=2)
-def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
-              split_seed: int, val_fraction: float) -> DetectionData:
-    """The splits on the CPU (cached: a worker builds the task once per configuration)."""
+def read_splits(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
+                split_seed: int, val_fraction: float, split: Callable) -> tuple:
+    """The training and validation splits of ``data`` (and ``val_data``, or a seeded ``val_fraction`` of
+    ``data``): ``(train, val, categories, ground_truth)``.
+
+    Args:
+        split: ``(dataset, images, scales, rows, category_index, source) -> split``, the rows of one dataset
+            (its ``images`` order) with the task's targets.
+    """
     from gp_loss.metrics.detection import coco_ground_truth
 
     if data == "digits":
@@ -136,23 +143,30 @@ def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digi
         if val_ids != category_ids:
             raise GpLossError(f"{val_data}: its categories (ids {val_ids[:10]}) differ from those of {data} "
                               f"(ids {category_ids[:10]}): give both files the same categories list")
-        train = _split(dataset, images, scales, list(range(len(dataset["images"]))), index, data)
-        val = _split(val_dataset, val_images, val_scales, list(range(len(val_dataset["images"]))), index, val_data)
-        ground_truth = coco_ground_truth(val_dataset)
-    else:
-        n = len(dataset["images"])
-        order = np.random.default_rng(split_seed).permutation(n).tolist()
-        n_val = int(round(val_fraction * n))
-        if n_val < 1 or n - n_val < 1:
-            raise GpLossError(f"{data}: {n} image(s) with val_fraction {val_fraction} leave the "
-                              f"{'validation' if n_val < 1 else 'training'} split empty: give more images, "
-                              f"another val_fraction, or a validation file (--val-data)")
-        train = _split(dataset, images, scales, sorted(order[n_val:]), index, data)
-        val = _split(dataset, images, scales, sorted(order[:n_val]), index, data)
-        ground_truth = coco_ground_truth(dataset)
+        train = split(dataset, images, scales, list(range(len(dataset["images"]))), index, data)
+        val = split(val_dataset, val_images, val_scales, list(range(len(val_dataset["images"]))), index, val_data)
+        return train, val, categories, coco_ground_truth(val_dataset)
+    n = len(dataset["images"])
+    order = np.random.default_rng(split_seed).permutation(n).tolist()
+    n_val = int(round(val_fraction * n))
+    if n_val < 1 or n - n_val < 1:
+        raise GpLossError(f"{data}: {n} image(s) with val_fraction {val_fraction} leave the "
+                          f"{'validation' if n_val < 1 else 'training'} split empty: give more images, "
+                          f"another val_fraction, or a validation file (--val-data)")
+    train = split(dataset, images, scales, sorted(order[n_val:]), index, data)
+    val = split(dataset, images, scales, sorted(order[:n_val]), index, data)
+    return train, val, categories, coco_ground_truth(dataset)
+
+
+@lru_cache(maxsize=2)
+def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
+              split_seed: int, val_fraction: float) -> DetectionData:
+    """The splits on the CPU (cached: a worker builds the task once per configuration)."""
+    train, val, categories, ground_truth = read_splits(data, val_data, image_size, canvases, max_digits, data_seed,
+                                                       split_seed, val_fraction, _split)
     if not any(len(b) for b in train[1]):
         raise GpLossError(f"{data}: the training split has no (non-crowd) annotation: nothing to train on")
-    return DetectionData(DetectionSplit(*train), DetectionSplit(*val), category_ids,
+    return DetectionData(DetectionSplit(*train), DetectionSplit(*val), [c["id"] for c in categories],
                          [str(c.get("name", c["id"])) for c in categories], ground_truth)
 
 

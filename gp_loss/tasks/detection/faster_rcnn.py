@@ -35,12 +35,12 @@ Labels: Faster R-CNN's targets use 1..C (0 is background).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import Tensor
 from torchvision.models.detection.image_list import ImageList
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.roi_heads import RoIHeads, fastrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, concat_box_prediction_layers
 
 from gp_loss.errors import GpLossError
@@ -187,6 +187,20 @@ class GenomeRegionProposalNetwork(RegionProposalNetwork):
         return self.pap.loss(logits, targets, ious, image)
 
 
+class SampledBoxes(NamedTuple):
+    """The box head's training inputs and outputs, per image where a list: the sampled RoIs (xyxy), their
+    matched ground-truth indices, labels (0 background) and regression targets; the head's R×(C+1) class
+    logits and R×((C+1)·4) deltas; the ground-truth box matched to each sampled RoI."""
+
+    proposals: list[Tensor]
+    matched_idxs: list[Tensor]
+    labels: list[Tensor]
+    regression_targets: list[Tensor]
+    class_logits: Tensor
+    box_regression: Tensor
+    matched_gt_boxes: list[Tensor]
+
+
 class GenomeRoIHeads(RoIHeads):
     """torchvision's ``RoIHeads`` (box head only) with the box losses taken from a genome.
 
@@ -237,23 +251,39 @@ class GenomeRoIHeads(RoIHeads):
             return super().forward(features, proposals, image_shapes, targets)
         if self.has_mask() or self.has_keypoint():
             raise GpLossError("searchable RoI heads cover Faster R-CNN's box head only (no mask or keypoint head)")
+        return [], self.box_losses(self.sampled_boxes(features, proposals, image_shapes, targets))
+
+    def sampled_boxes(self, features: dict[str, Tensor], proposals: list[Tensor],
+                      image_shapes: list[tuple[int, int]], targets: list[dict[str, Tensor]]) -> SampledBoxes:
+        """torchvision's training steps up to the box losses: its target checks, the RoI sampling and the box
+        head on the sampled RoIs."""
         for t in targets or []:  # torchvision's checks
             if t["boxes"].dtype not in (torch.float, torch.double, torch.half):
                 raise TypeError(f"target boxes must of float type, instead got {t['boxes'].dtype}")
             if t["labels"].dtype != torch.int64:
                 raise TypeError(f"target labels must of int64 type, instead got {t['labels'].dtype}")
-        proposals, matched_idxs, labels, _ = self.select_training_samples(proposals, targets)
+        proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
         box_features = self.box_head(self.box_roi_pool(features, proposals, image_shapes))
         class_logits, box_regression = self.box_predictor(box_features)
         matched_gt_boxes = [
             (t["boxes"] if t["boxes"].numel() else t["boxes"].new_zeros(1, 4)).to(p.dtype)[m]
             for t, m, p in zip(targets, matched_idxs, proposals)]
+        return SampledBoxes(proposals, matched_idxs, labels, regression_targets, class_logits, box_regression,
+                            matched_gt_boxes)
+
+    def box_losses(self, s: SampledBoxes) -> dict[str, Tensor]:
+        """The box head's losses: PAP-Loss's ``rcnn_pap``, the genome's ``loss_classifier`` and ``loss_box_reg``,
+        or (no genome) torchvision's ``fastrcnn_loss``."""
         if self.pap is not None:
-            return [], {RCNN_PAP_TERM: self.pap_box_loss(class_logits, box_regression, labels, proposals,
-                                                          matched_gt_boxes)}
-        loss_classifier, loss_box_reg = self.box_loss(class_logits, box_regression, labels, proposals,
-                                                      matched_gt_boxes)
-        return [], {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
+            return {RCNN_PAP_TERM: self.pap_box_loss(s.class_logits, s.box_regression, s.labels, s.proposals,
+                                                     s.matched_gt_boxes)}
+        if self.branches is None:
+            loss_classifier, loss_box_reg = fastrcnn_loss(s.class_logits, s.box_regression, s.labels,
+                                                          s.regression_targets)
+        else:
+            loss_classifier, loss_box_reg = self.box_loss(s.class_logits, s.box_regression, s.labels, s.proposals,
+                                                          s.matched_gt_boxes)
+        return {"loss_classifier": loss_classifier, "loss_box_reg": loss_box_reg}
 
     def box_loss(self, class_logits: Tensor, box_regression: Tensor, labels: list[Tensor],
                  proposals: list[Tensor], matched_gt_boxes: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -1,4 +1,4 @@
-"""Build torchvision's FCOS, RetinaNet and Faster R-CNN with searchable loss heads.
+"""Build torchvision's FCOS, RetinaNet, Faster R-CNN and Mask R-CNN with searchable loss heads.
 
 Each detector is one :class:`DetectorSpec` in :data:`DETECTORS`: its builder, its loss
 branches and terms, its label convention and its baselines. :func:`build_detector` assembles
@@ -32,9 +32,13 @@ Backbones:
 RetinaNet's head has GroupNorm, as torchvision's RetinaNet v2 (it trains from random init);
 its genome-free box loss stays the class's default, L1 on the deltas.
 
+Mask R-CNN (:mod:`~gp_loss.tasks.detection.maskrcnn`) is Faster R-CNN's detector with torchvision's
+mask head (RoIAlign 14×14, a conv head, 28×28 mask logits; on ``small`` 2 convs of 64 channels)
+and a fifth branch ``mask``; its targets also carry ``masks`` (the instance segmentation task).
+
 Labels (what targets' ``labels`` must hold; use :func:`target_labels`): FCOS and
 RetinaNet take the foreground class index 0..C-1 (they have no background index);
-Faster R-CNN takes 1..C (0 is background). Predictions come back in the same
+Faster R-CNN and Mask R-CNN take 1..C (0 is background). Predictions come back in the same
 convention (:func:`category_index` maps them back to 0..C-1).
 """
 from __future__ import annotations
@@ -46,10 +50,11 @@ from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor, nn
-from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection import FCOS, FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 
@@ -58,7 +63,7 @@ from gp_loss.language.genome import Genome
 from gp_loss.models.weights import load_state, read_state_dict
 from gp_loss.pap.loss import DEFAULT_TOP_K
 from gp_loss.pap.substitutions import PAPParameters
-from gp_loss.tasks.detection import faster_rcnn, fcos, retinanet
+from gp_loss.tasks.detection import faster_rcnn, fcos, maskrcnn, retinanet
 from gp_loss.tasks.detection.assignment import DYNAMIC_CLASSES, UPPER_BOUNDS, DynamicAssigner
 from gp_loss.tasks.detection.branches import compile_branches
 
@@ -66,8 +71,9 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "small")
 
 SMALL_FPN_CHANNELS = 64
 SMALL_STRIDES = (4, 8, 16)
+SMALL_MASK_RCNN_ROIS = 32  # Mask R-CNN on the small backbone: RoIs sampled per image for the box and mask heads
 _GENOME_MODULES = (fcos.GenomeFCOSHead, retinanet.GenomeRetinaNetHead,
-                   faster_rcnn.GenomeRegionProposalNetwork, faster_rcnn.GenomeRoIHeads)
+                   faster_rcnn.GenomeRegionProposalNetwork, faster_rcnn.GenomeRoIHeads)  # Mask R-CNN's subclass them
 
 
 def detector_spec(name: str) -> DetectorSpec:
@@ -158,27 +164,57 @@ def _retinanet(num_classes: int, backbone: str, genome: Genome | None, common: d
 
 
 def _faster_rcnn(num_classes: int, backbone: str, genome: Genome | None, common: dict) -> FasterRCNN:
+    return _two_stage(num_classes, backbone, genome, common, masks=False)
+
+
+def _mask_rcnn(num_classes: int, backbone: str, genome: Genome | None, common: dict) -> MaskRCNN:
+    return _two_stage(num_classes, backbone, genome, common, masks=True)
+
+
+def _two_stage(num_classes: int, backbone: str, genome: Genome | None, common: dict,
+               masks: bool) -> FasterRCNN | MaskRCNN:
+    """Faster R-CNN, or Mask R-CNN (``masks``: Faster R-CNN's detector plus torchvision's mask head)."""
+    # RoIAlign's samples per bin (torchvision's 2), and on the small backbone the RoIs sampled per image.
+    sampling, rois = 2, 128
+    if backbone == "small" and masks:
+        # The CPU scale: torchvision's RoIAlign backward on the CPU is single-threaded and, with the mask
+        # pool beside the box pool, most of a step. One sample per bin and 32 sampled RoIs per image
+        # (up to 8 positives: a canvas holds a few instances) make it a fraction of that.
+        sampling, rois = 1, SMALL_MASK_RCNN_ROIS
     if backbone == "small":
         body = small_backbone()
         anchors = AnchorGenerator(((8, 12), (16, 24), (32, 48)), ((0.5, 1.0, 2.0),) * 3)
-        pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2"], output_size=7, sampling_ratio=2)
+        levels = ["0", "1", "2"]
         representation = 256
         options: dict[str, Any] = dict(
             rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
-            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=128)
+            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=rois)
     else:
         body = _resnet_backbone(backbone, [1, 2, 3, 4], LastLevelMaxPool())
         anchors = AnchorGenerator(((16,), (32,), (64,), (128,), (256,)), ((0.5, 1.0, 2.0),) * 5)
-        pool = MultiScaleRoIAlign(featmap_names=["0", "1", "2", "3"], output_size=7, sampling_ratio=2)
+        levels = ["0", "1", "2", "3"]
         representation, options = 1024, {}
+    pool = MultiScaleRoIAlign(featmap_names=levels, output_size=7, sampling_ratio=sampling)
     box_head = TwoMLPHead(body.out_channels * pool.output_size[0] ** 2, representation)
     # torchvision's Faster R-CNN counts background among its classes: C+1 outputs.
     predictor = FastRCNNPredictor(representation, num_classes + 1)
     options.update(common)
-    model = FasterRCNN(body, None, rpn_anchor_generator=anchors, box_roi_pool=pool, box_head=box_head,
-                       box_predictor=predictor, **options)
-    model.rpn = faster_rcnn.GenomeRegionProposalNetwork.like(model.rpn, genome)
-    model.roi_heads = faster_rcnn.GenomeRoIHeads.like(model.roi_heads, genome)
+    if not masks:
+        model = FasterRCNN(body, None, rpn_anchor_generator=anchors, box_roi_pool=pool, box_head=box_head,
+                           box_predictor=predictor, **options)
+        model.rpn = faster_rcnn.GenomeRegionProposalNetwork.like(model.rpn, genome)
+        model.roi_heads = faster_rcnn.GenomeRoIHeads.like(model.roi_heads, genome)
+        return model
+    # torchvision's mask branch: RoIAlign 14×14 on the same levels, a conv head (4×256 on the ResNets,
+    # as torchvision's; 2×64 on the small backbone, its FPN width), a 2× deconvolution to 28×28 logits.
+    layers = (SMALL_FPN_CHANNELS,) * 2 if backbone == "small" else (256,) * 4
+    mask_pool = MultiScaleRoIAlign(featmap_names=levels, output_size=14, sampling_ratio=sampling)
+    model = MaskRCNN(body, None, rpn_anchor_generator=anchors, box_roi_pool=pool, box_head=box_head,
+                     box_predictor=predictor, mask_roi_pool=mask_pool,
+                     mask_head=MaskRCNNHeads(body.out_channels, layers, 1),
+                     mask_predictor=MaskRCNNPredictor(layers[-1], layers[-1], num_classes + 1), **options)
+    model.rpn = maskrcnn.GenomeMaskRPN.like(model.rpn, genome)
+    model.roi_heads = maskrcnn.GenomeMaskRoIHeads.like(model.roi_heads, genome)
     return model
 
 
@@ -198,8 +234,9 @@ class PAPBaseline:
 
 
 # What trains a baseline: per branch a loss of PAPER_LOSSES, with torchvision's coordinate box loss
-# (``"l1"``, ``"smooth_l1"``) in place of the ``reg`` branch or ``None``; a PAPBaseline; or ``None``:
-# the detector's own (torchvision's) loss code.
+# (``"l1"``, ``"smooth_l1"``) in place of the ``reg`` branch, or Mask R-CNN's code mask loss (``"dice"``)
+# in place of the ``mask`` branch, or ``None``; a PAPBaseline; or ``None``: the detector's own
+# (torchvision's) loss code.
 Baseline = tuple[dict[str, str], str | None] | PAPBaseline | None
 
 # FCOS and RetinaNet use sigmoid focal losses; Faster R-CNN's equivalents are cross-entropy based
@@ -223,6 +260,15 @@ _FASTER_RCNN_BASELINES: dict[str, Baseline] = {
     "cse_autoloss_b": ({**_RPN, "rcnn_cls": "cei", "rcnn_reg": "cse_autoloss_b_reg"}, None),
     **_PAP_BASELINES,
 }
+# Mask R-CNN: Faster R-CNN's box baselines with torchvision's mask BCE (``bce``); ``dice``: fl_giou's
+# boxes with the soft Dice loss (code: :data:`~.maskrcnn.MASK_LOSSES`) training the mask in place
+# of the branch's formula (``bce``, kept so the genome has every branch).
+_MASK_BCE = {"mask": "bce"}
+_MASK_RCNN_BASELINES: dict[str, Baseline] = {
+    "torchvision": None,
+    "fl_giou": ({**_RPN, "rcnn_cls": "ce", "rcnn_reg": "giou", **_MASK_BCE}, None),
+    "dice": ({**_RPN, "rcnn_cls": "ce", "rcnn_reg": "giou", **_MASK_BCE}, "dice"),
+}
 
 
 @dataclass(frozen=True)
@@ -242,6 +288,7 @@ class DetectorSpec:
         label_offset: what a dataset category index 0..C-1 becomes as a target label (1 where the
             detector keeps label 0 for background).
         baselines: baseline name -> what trains it (:data:`Baseline`).
+        masks: its training targets carry instance ``masks`` (the instance segmentation task's data).
     """
 
     name: str
@@ -251,6 +298,7 @@ class DetectorSpec:
     pap_loss_terms: tuple[str, ...]
     label_offset: int
     baselines: Mapping[str, Baseline]
+    masks: bool = False
 
 
 DETECTORS: dict[str, DetectorSpec] = {spec.name: spec for spec in [
@@ -262,7 +310,11 @@ DETECTORS: dict[str, DetectorSpec] = {spec.name: spec for spec in [
                  loss_terms=faster_rcnn.LOSS_TERMS,
                  pap_loss_terms=(faster_rcnn.RPN_PAP_TERM, faster_rcnn.RCNN_PAP_TERM),
                  label_offset=1, baselines=_FASTER_RCNN_BASELINES),
+    DetectorSpec(name="maskrcnn", build=_mask_rcnn, branches=maskrcnn.BRANCHES, loss_terms=maskrcnn.LOSS_TERMS,
+                 pap_loss_terms=maskrcnn.PAP_TERMS, label_offset=1, baselines=_MASK_RCNN_BASELINES, masks=True),
 ]}
+# The detectors that train on boxes alone (the detection task's, and the detection benchmarks').
+BOX_DETECTORS = tuple(name for name, spec in DETECTORS.items() if not spec.masks)
 
 
 # ----------------------------------------------------------------------------- HPS-Det's dynamic assignment
@@ -282,7 +334,7 @@ def build_detector(name: str, num_classes: int, *, backbone: str, image_size: in
     """torchvision's ``FCOS``, ``RetinaNet`` or ``FasterRCNN`` whose searchable losses come from ``genome``.
 
     Args:
-        name: ``"fcos"``, ``"retinanet"`` or ``"fasterrcnn"``.
+        name: ``"fcos"``, ``"retinanet"``, ``"fasterrcnn"`` or ``"maskrcnn"``.
         num_classes: foreground classes C (Faster R-CNN gets C+1 outputs, background included).
         backbone: ``"resnet18"``, ``"resnet34"``, ``"resnet50"`` or ``"small"`` (see the module doc).
         image_size: the side of the (square) training images: the transform's ``min_size`` and

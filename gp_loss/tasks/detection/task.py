@@ -18,7 +18,9 @@ blocking (the paper's ablation).
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -30,17 +32,31 @@ from gp_loss.pap.substitutions import PAPParameters
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.models.pretrain import check_weights_option, resolve_weights
 from gp_loss.tasks.base import SCHEDULES, fidelity_steps, lr_schedule, TaskInfo, TrainingRun, TrainOutcome
-from gp_loss.tasks.detection.data import DetectionData, load_detection_data
+from gp_loss.tasks.detection.data import DetectionData, DetectionSplit, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, DETECTORS, PAPBaseline, build_detector, category_index,
                                             detector_spec, fpn_levels, set_genome, set_pap, target_labels)
 from gp_loss.tasks.detection.pap_settings import pap_settings
 from gp_loss.tasks.detection.assignment import CANDIDATE_REGIONS, DEFAULT_ALPHA, check_assignment, make_assigner
 
 PRECISIONS = ("fp32", "bf16")
+# Detections per image at a proxy's collapse check (DetectionTask.train's collapse_step).
+COLLAPSE_DETECTIONS = 10
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 # Upper bounds of the integer options: far above any proxy, below what exhausts memory.
 LIMITS = {"image_size": 2048, "canvases": 100_000, "max_digits": 50, "batch_size": 4096, "eval_batch_size": 4096,
           "proxy_steps": 10_000_000, "final_steps": 10_000_000, "detections_per_image": 10_000}
+
+
+@contextlib.contextmanager
+def detections_capped(model: torch.nn.Module, count: int):
+    """Within the block, ``model`` (a torchvision detector) keeps at most ``count`` detections per image."""
+    owner = getattr(model, "roi_heads", model)  # two-stage detectors keep the limit on their RoI heads
+    kept = owner.detections_per_img
+    owner.detections_per_img = min(kept, count)
+    try:
+        yield
+    finally:
+        owner.detections_per_img = kept
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,8 @@ class DetectionOptions:
     aspect_bins: int = 3            # dynamic: aspect-ratio bins, 1, 3 or 5
     assignment_alpha: float = DEFAULT_ALPHA  # dynamic: cost = focal + alpha * GIoU loss
     assignment_candidates: str = "centre"  # dynamic FCOS: points near the box centre ("centre") or in it ("box")
+    # Whether the task's data carries instance masks (the instance_segmentation task's options say so).
+    has_masks: ClassVar[bool] = False
 
     def check(self) -> None:
         """Raise :class:`GpLossError` naming the first bad value."""
@@ -176,6 +194,9 @@ class DetectionOptions:
             raise GpLossError("val_data is a COCO file for COCO data: the built-in digits split themselves "
                               "(val_fraction)")
         check_weights_option(self.weights)
+        if DETECTORS[self.model].masks and not self.has_masks:
+            raise GpLossError(f"model {self.model} trains on instance masks: use the instance_segmentation task "
+                              f"(--task instance_segmentation), or fasterrcnn for boxes")
         if self.assignment_candidates not in CANDIDATE_REGIONS:
             raise GpLossError(f"task option assignment_candidates must be one of {', '.join(CANDIDATE_REGIONS)}, "
                               f"got {self.assignment_candidates!r}")
@@ -231,15 +252,20 @@ def baseline_loss(model: str, name: str) -> DetectionLoss:
 class DetectionTask:
     """Train a torchvision detector under a candidate loss on ``device``; metric = COCO ``options.metric``."""
 
+    info: TaskInfo  # the registry's record (INFO below; a subclass task's own)
+
     def __init__(self, options: DetectionOptions = DetectionOptions(), device: torch.device = torch.device("cpu")):
         options.check()
-        self.info = INFO
         self.options = options
         self.device = torch.device(device)
-        o = options
-        self.data: DetectionData = load_detection_data(o.data, o.val_data, o.image_size, o.canvases, o.max_digits,
-                                                       o.data_seed, o.split_seed, o.val_fraction, self.device)
-        self.layout = layout_of(options)
+        self.data = self.load_data()
+        self.layout = self.info.layout(options)
+
+    def load_data(self) -> DetectionData:
+        """The options' data on the task's device."""
+        o = self.options
+        return load_detection_data(o.data, o.val_data, o.image_size, o.canvases, o.max_digits, o.data_seed,
+                                   o.split_seed, o.val_fraction, self.device)
 
     # -- losses ----------------------------------------------------------------------
     def baseline(self, name: str) -> DetectionLoss:
@@ -272,16 +298,26 @@ class DetectionTask:
         return model.to(self.device)
 
     # -- training ----------------------------------------------------------------------
+    def batch_targets(self, split: DetectionSplit, index: list[int]) -> tuple[list[torch.Tensor], list[dict]]:
+        """The images ``index`` of ``split`` (3×S×S floats each) and the detector's targets (``boxes``,
+        ``labels``)."""
+        images, boxes, classes = split.batch(index)
+        return images, [{"boxes": b, "labels": target_labels(self.options.model, c)} for b, c in zip(boxes, classes)]
+
     def train(self, loss: Genome | DetectionLoss | str | None, seed: int, steps: int,
-              time_limit_s: float | None = None) -> TrainOutcome:
+              time_limit_s: float | None = None, collapse_step: int = 0) -> TrainOutcome:
         """Train a fresh detector with ``seed`` for ``steps`` SGD steps; the validation metric.
 
         The total loss is the sum of the detector's loss terms (FCOS's centerness term
         included, as torchvision computes it; with PAP-Loss its terms ``pap``, or ``rpn_pap`` and
         ``rcnn_pap``). Training stops at the first non-finite term,
         naming its branch (AutoLoss-Zero's early stop), at ``time_limit_s`` (evaluation
-        included), or when the loss raises; each scores 0 with its reason.
+        included), or when the loss raises; each scores 0 with its reason. After
+        ``collapse_step`` steps (0: never) the detector is evaluated once: if its metric is still 0,
+        what a detector that finds nothing scores, training stops with status ``"collapsed"``,
+        scored with the metrics at that point.
         """
+        collapse_step = collapse_step if 0 < collapse_step < steps else 0
         o = self.options
         run = TrainingRun(self.device, time_limit_s)
         train = self.data.train
@@ -299,12 +335,13 @@ class DetectionTask:
                 if len(queue) < o.batch_size:  # epochs over the pool, reshuffled each time
                     queue += torch.randperm(pool, generator=order).tolist()
                 index, queue = queue[:o.batch_size], queue[o.batch_size:]
-                images, boxes, classes = train.batch(index)
-                targets = [{"boxes": b, "labels": target_labels(o.model, c)} for b, c in zip(boxes, classes)]
+                images, targets = self.batch_targets(train, index)
                 with autocast:
                     loss_dict = model(images, targets)
                 terms = {names.get(key) or key: value.float() for key, value in loss_dict.items()}
                 if (end := run.step(sum(terms.values()), terms, optimizer, o.max_grad_norm, schedule)) is not None:
+                    return end
+                if run.steps == collapse_step and (end := self._collapsed(model, run)) is not None:
                     return end
             if (end := run.finished()) is not None:
                 return end
@@ -314,6 +351,18 @@ class DetectionTask:
         except Exception as err:
             return run.failed(err)
         return run.scored(metrics, o.metric)
+
+    def _collapsed(self, model: torch.nn.Module, run: TrainingRun) -> TrainOutcome | None:
+        """The outcome to stop with if ``model``'s metric is still 0 (it finds nothing), else ``None``.
+
+        Evaluated with at most :data:`COLLAPSE_DETECTIONS` detections per image: a detector early in
+        training keeps the most (its class scores are all near 1/C), and any AP above 0 shows in fewer.
+        """
+        if (end := run.finished()) is not None:  # a non-finite step not yet checked (GPU) comes first
+            return end
+        with detections_capped(model, COLLAPSE_DETECTIONS):
+            metrics = self.evaluate(model)
+        return run.collapsed(metrics, self.options.metric, 0.0, "a detector that finds nothing")
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
@@ -368,3 +417,4 @@ INFO = TaskInfo(
     proxy_option="proxy_steps",
     search_script="search_detection.py",
 )
+DetectionTask.info = INFO

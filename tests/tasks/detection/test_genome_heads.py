@@ -58,11 +58,13 @@ def test_gradients_flow_from_each_branch_into_its_head(det, detector):
     model = det.small_model(detector, det.GENOMES[detector])
     images, targets = det.make_batch(detector)
     losses = model(images, targets)
-    if detector == "fasterrcnn":
+    if detector in ("fasterrcnn", "maskrcnn"):
         heads = {"loss_objectness": model.rpn.head.cls_logits.weight,
                  "loss_rpn_box_reg": model.rpn.head.bbox_pred.weight,
                  "loss_classifier": model.roi_heads.box_predictor.cls_score.weight,
                  "loss_box_reg": model.roi_heads.box_predictor.bbox_pred.weight}
+        if detector == "maskrcnn":
+            heads["loss_mask"] = model.roi_heads.mask_predictor.mask_fcn_logits.weight
     else:
         heads = {"classification": model.head.classification_head.cls_logits.weight,
                  "bbox_regression": model.head.regression_head.bbox_reg.weight}
@@ -104,8 +106,11 @@ def test_images_without_boxes_train_as_with_torchvision(det, detector):
     torchvision_model = det.small_model(detector)
     images, targets = det.make_batch(detector)
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    if detector == "maskrcnn":
+        empty["masks"] = torch.zeros(0, det.SIZE, det.SIZE, dtype=torch.uint8)
     classification = {"fcos": ["classification", "bbox_ctrness"], "retinanet": ["classification"],
-                      "fasterrcnn": ["loss_objectness", "loss_classifier"]}[detector]
+                      "fasterrcnn": ["loss_objectness", "loss_classifier"],
+                      "maskrcnn": ["loss_objectness", "loss_classifier"]}[detector]
     for batch_targets in ([targets[0], empty], [empty, empty]):
         torch.manual_seed(1)
         got = genome_model(images, batch_targets)

@@ -25,9 +25,10 @@ def test_small_detector_trains_a_step_and_predicts(det, detector):
     with torch.no_grad():
         detections = model(images)
     assert len(detections) == len(images)
-    offset = 1 if detector == "fasterrcnn" else 0
+    offset = DETECTORS[detector].label_offset
+    keys = {"boxes", "scores", "labels"} | ({"masks"} if detector == "maskrcnn" else set())
     for d in detections:
-        assert set(d) == {"boxes", "scores", "labels"} and d["boxes"].shape[1:] == (4,)
+        assert set(d) == keys and d["boxes"].shape[1:] == (4,)
         assert ((d["labels"] >= offset) & (d["labels"] < det.CLASSES + offset)).all()
 
 
@@ -48,6 +49,7 @@ def test_labels_follow_each_detectors_convention():
     assert target_labels("fcos", categories).tolist() == [0, 2, 1]
     assert target_labels("retinanet", categories).tolist() == [0, 2, 1]
     assert target_labels("fasterrcnn", categories).tolist() == [1, 3, 2]
+    assert target_labels("maskrcnn", categories).tolist() == [1, 3, 2]
     for detector in DETECTORS:
         assert torch.equal(category_index(detector, target_labels(detector, categories)), categories)
 

@@ -178,7 +178,7 @@ def test_a_box_too_thin_for_float32_is_left_out_of_training_with_a_warning(tmp_p
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"model": "yolo"}, "task option model must be one of fcos, retinanet, fasterrcnn, got 'yolo'"),
+    ({"model": "yolo"}, "task option model must be one of fcos, retinanet, fasterrcnn, maskrcnn, got 'yolo'"),
     ({"backbone": "vgg"}, "task option backbone must be one of resnet18, resnet34, resnet50, small"),
     ({"metric": "mAP"}, "task option metric must be one of AP, AP50, AP75, APs, APm, APl"),
     ({"data": "/nope/instances.json"}, "data '/nope/instances.json' is not a file"),
@@ -209,3 +209,21 @@ def test_the_searched_loss_is_what_trains_a_negated_loss_collapses_ap(det):
         collapsed = task.proxy_fitness(negated, seed=0)
     assert learnt.status == "ok" and learnt.metrics["AP50"] > 0.2, learnt
     assert collapsed.score == 0.0 or (collapsed.metrics.get("AP50") or 0.0) < 0.02, collapsed
+
+
+@pytest.mark.parametrize("detector", ["fcos", "maskrcnn"])
+def test_detections_capped_limits_a_detector_within_the_block_only(det, detector):
+    from gp_loss.tasks.detection.task import detections_capped
+
+    model = det.small_model(detector)
+    owner = model.roi_heads if detector == "maskrcnn" else model
+    before = owner.detections_per_img
+    with detections_capped(model, 3):
+        assert owner.detections_per_img == 3
+        model.eval()
+        with torch.no_grad():
+            assert all(len(d["boxes"]) <= 3 for d in model(det.make_batch(detector)[0]))
+    assert owner.detections_per_img == before
+    with pytest.raises(RuntimeError), detections_capped(model, 3):
+        raise RuntimeError("a failed evaluation")
+    assert owner.detections_per_img == before
