@@ -58,10 +58,11 @@ def register(sub) -> None:
                                        "them by the run's proxy (its recorded scores where it trained them at "
                                        "full fidelity), by proxies of other lengths and by the final protocol; "
                                        "print Kendall's tau, Spearman's rho, the top-5 overlap and the seconds "
-                                       "per proxy. Classification, detection and segmentation runs.")
+                                       "per proxy. A run of any task (classification, detection, segmentation, "
+                                       "instance_segmentation, pose).")
     x.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a search")
     x.add_argument("--lengths", help="proxy lengths to compare, comma-separated, in the task's unit "
-                                     "(classification: proxy_epochs; detection, segmentation: proxy_steps); "
+                                     "(classification: proxy_epochs; the other tasks: proxy_steps); "
                                      "default: only the run's own, which is always measured")
     x.add_argument("--epochs", help="classification: the same as --lengths")
     x.add_argument("--sample", type=int, default=20,
