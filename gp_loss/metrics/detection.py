@@ -1,6 +1,6 @@
 """COCO detection metrics with ``pycocotools``: AP, AP50, AP75 and AP by object size.
 
-``coco_metrics(ground_truth, detections)`` runs ``COCOeval`` (bbox) on a
+``coco_metrics(ground_truth, detections)`` runs ``COCOeval`` (bbox, or segm) on a
 ground-truth dataset dictionary and a list of detections in COCO's result
 format, silencing ``pycocotools``' printing. ``to_coco_detections`` turns a
 torchvision detector's outputs on letterboxed images (:func:`gp_loss.data.coco.letterbox`)
@@ -29,29 +29,40 @@ def coco_ground_truth(dataset: dict):
     return gt
 
 
-def coco_metrics(ground_truth, detections: list[dict], image_ids: list[int] | None = None) -> dict[str, float | None]:
-    """COCO bbox metrics of ``detections`` against ``ground_truth`` (a ``COCO`` object or a dataset dict).
+def coco_metrics(ground_truth, detections: list[dict], image_ids: list[int] | None = None,
+                 iou_type: str = "bbox") -> dict[str, float | None]:
+    """COCO metrics of ``detections`` against ``ground_truth`` (a ``COCO`` object or a dataset dict).
 
-    ``detections``: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` each.
-    ``image_ids``: the images evaluated (default: all of the ground truth). A metric
-    is ``None`` where no ground truth falls in its range (COCO reports -1); no
-    detections at all score 0.
+    ``detections``: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` each (``iou_type``
+    ``"segm"``: a ``"segmentation"`` RLE in place of the box). ``image_ids``: the images evaluated
+    (default: all of the ground truth). A metric is ``None`` where no ground truth falls in its
+    range (COCO reports -1); no detections at all score 0.
     """
-    from pycocotools.cocoeval import COCOeval
-
     gt = ground_truth if not isinstance(ground_truth, dict) else coco_ground_truth(ground_truth)
     ids = sorted(gt.getImgIds()) if image_ids is None else list(image_ids)
     if not detections:
         areas = _areas_present(gt, ids)
         return {name: (0.0 if present else None) for name, present in zip(METRIC_NAMES, areas)}
+    return coco_evaluate(gt, detections, iou_type, METRIC_NAMES, ids)
+
+
+def coco_evaluate(gt, results: list[dict], iou_type: str, names: tuple[str, ...], image_ids: list[int] | None = None,
+                  **params) -> dict[str, float | None]:
+    """pycocotools' ``COCOeval`` of ``results`` (not empty; copied, since ``loadRes`` writes into them) on the
+    ``COCO`` object ``gt``, silenced: ``names`` -> its ``stats`` in order, ``None`` for COCO's -1 (no ground
+    truth in that range). ``params``: ``COCOeval.params`` fields to set (e.g. ``kpt_oks_sigmas``)."""
+    from pycocotools.cocoeval import COCOeval
+
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes([dict(d) for d in detections])
-        evaluator = COCOeval(gt, dt, "bbox")
-        evaluator.params.imgIds = ids
+        evaluator = COCOeval(gt, gt.loadRes([dict(r) for r in results]), iou_type)
+        if image_ids is not None:
+            evaluator.params.imgIds = list(image_ids)
+        for name, value in params.items():
+            setattr(evaluator.params, name, value)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: (None if value < 0 else float(value)) for name, value in zip(METRIC_NAMES, evaluator.stats[:6])}
+    return {name: (None if value < 0 else float(value)) for name, value in zip(names, evaluator.stats)}
 
 
 def _areas_present(gt, ids: list[int]) -> list[bool]:

@@ -9,12 +9,9 @@ any other K keypoints take the sigmas given.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-
 import numpy as np
 
-from gp_loss.metrics.detection import coco_ground_truth
+from gp_loss.metrics.detection import coco_evaluate, coco_ground_truth
 
 # COCOeval.stats of iouType "keypoints", in order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -29,18 +26,8 @@ def keypoint_metrics(ground_truth, predictions: list[dict], sigmas: list[float] 
     A metric is ``None`` where no ground truth falls in its range (COCO reports -1); no
     predictions at all score 0.
     """
-    from pycocotools.cocoeval import COCOeval
-
     gt = coco_ground_truth(ground_truth) if isinstance(ground_truth, dict) else ground_truth
     if not predictions:
         return {name: 0.0 for name in METRIC_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(predictions)
-        evaluator = COCOeval(gt, dt, "keypoints")
-        evaluator.params.kpt_oks_sigmas = np.asarray(sigmas, dtype=np.float64)
-        if image_ids is not None:
-            evaluator.params.imgIds = sorted(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {name: (None if value < 0 else float(value)) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    return coco_evaluate(gt, predictions, "keypoints", METRIC_NAMES, image_ids,
+                         kpt_oks_sigmas=np.asarray(sigmas, dtype=np.float64))

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from gp_loss.errors import GpLossError
 from gp_loss.runtime.atomic import write_bytes_atomic, write_text_atomic
 from gp_loss.runtime.threads import torch_threads
-from gp_loss.tasks.base import warmup_cosine
+from gp_loss.tasks.base import epoch_batches, warmup_cosine
 
 TASKS = ("segmentation", "detection")
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
@@ -175,12 +175,8 @@ def _fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, recipe.warmup_steps))
     generator = torch.Generator().manual_seed(recipe.seed)
     model.train()
-    queue: list[int] = []
     start = time.perf_counter()
-    for s in range(steps):
-        if len(queue) < recipe.batch_size:
-            queue += torch.randperm(pool, generator=generator).tolist()
-        index, queue = queue[:recipe.batch_size], queue[recipe.batch_size:]
+    for s, index in enumerate(epoch_batches(pool, recipe.batch_size, steps, generator)):
         loss = step(index, generator)
         if not torch.isfinite(loss):
             raise GpLossError(f"pretraining diverged at step {s} (loss {loss.item()}): lower --lr")

@@ -17,7 +17,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 import torch
 
@@ -279,14 +279,18 @@ class TrainingRun:
             schedule.step()
         return self.stepped()
 
-    def collapsed(self, metrics: dict[str, float | None], name: str, chance: float,
+    def collapsed(self, evaluate: Callable[[], dict[str, float | None]], name: str, chance: float,
                   what: str) -> TrainOutcome | None:
-        """The outcome to stop with when the ``name`` metric of ``metrics`` (an evaluation in the middle of
-        training) is no better than ``chance``, the level of ``what`` (a constant prediction); else ``None``.
+        """The collapse check in the middle of a training: the outcome to stop with when the ``name`` metric of
+        ``evaluate()`` is no better than ``chance``, the level of ``what`` (a constant prediction); else ``None``.
 
         Such a proxy has learned nothing yet: it stops with status ``"collapsed"``, scored at that point
-        (unless the evaluation itself ran past the time limit).
+        (unless the evaluation itself ran past the time limit). A non-finite step not yet checked (on a GPU,
+        :meth:`step` checks in batches) stops the training first, before its model is evaluated.
         """
+        if (end := self.finished()) is not None:
+            return end
+        metrics = evaluate()
         value = metrics.get(name) or 0.0
         if value > chance:
             return None
@@ -436,6 +440,17 @@ def lr_schedule(optimizer: torch.optim.Optimizer, name: str, steps: int,
 def fidelity_steps(steps: int, fidelity: float) -> int:
     """The optimizer steps of a proxy of ``steps`` trained at ``fidelity`` (a fraction in (0, 1]): at least one."""
     return steps if fidelity == 1.0 else max(1, round(fidelity * steps))
+
+
+def epoch_batches(pool: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """``steps`` batches of ``batch_size`` indices into ``range(pool)``: epochs over the pool, each reshuffled
+    by ``generator`` when the one before runs short (a batch may span two epochs)."""
+    queue: list[int] = []
+    for _ in range(steps):
+        if len(queue) < batch_size:
+            queue += torch.randperm(pool, generator=generator).tolist()
+        index, queue = queue[:batch_size], queue[batch_size:]
+        yield index
 
 
 class Task(Protocol):

@@ -8,11 +8,10 @@ import torch
 from PIL import Image
 
 from gp_loss.errors import GpLossError
-from gp_loss.metrics.detection import coco_ground_truth
+from gp_loss.metrics.detection import METRIC_NAMES, coco_ground_truth, coco_metrics
 from gp_loss.tasks import make_task, task_info
 from gp_loss.tasks.instance_segmentation.data import _letterbox_mask, instance_mask
-from gp_loss.tasks.instance_segmentation.task import (METRIC_NAMES, InstanceSegmentationOptions, coco_eval,
-                                                      to_coco_segmentations)
+from gp_loss.tasks.instance_segmentation.task import InstanceSegmentationOptions, to_coco_segmentations
 
 TINY = {"image_size": 64, "canvases": 16, "batch_size": 4, "proxy_steps": 2, "final_steps": 2,
         "warmup_steps": 1, "eval_batch_size": 8, "collapse_check": 0.0}
@@ -81,9 +80,9 @@ def test_perfect_masks_score_mask_ap_1(task):
         for ann in gt.loadAnns(gt.getAnnIds(imgIds=[image_id])):
             mask = torch.from_numpy(gt.annToMask(ann)).float()[None, None]  # 1×1×S×S
             results += to_coco_segmentations(mask, torch.ones(1), [ann["category_id"]], image_id, (64, 64), (64, 64))
-    metrics = coco_eval(gt, results, val.image_ids, "segm")
+    metrics = coco_metrics(gt, results, val.image_ids, "segm")
     assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
-    assert coco_eval(gt, [], val.image_ids, "segm")["AP"] == 0.0
+    assert coco_metrics(gt, [], val.image_ids, "segm")["AP"] == 0.0
 
 
 def test_a_letterboxed_mask_maps_back_to_the_original_image():
@@ -94,7 +93,7 @@ def test_a_letterboxed_mask_maps_back_to_the_original_image():
     boxed = _letterbox_mask(gt.annToMask(gt.anns[1]).astype(bool), 96)  # scale 96/60: rows 0..63 hold the image
     assert boxed[64:].sum() == 0 and boxed.sum() > 0
     results = to_coco_segmentations(boxed.float()[None, None], torch.ones(1), [1], 1, (64, 96), (40, 60))
-    assert coco_eval(gt, results, [1], "segm")["AP50"] == pytest.approx(1.0)
+    assert coco_metrics(gt, results, [1], "segm")["AP50"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("segmentation, reason", [

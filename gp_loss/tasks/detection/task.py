@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Iterator
 
 import torch
 
@@ -31,7 +31,8 @@ from gp_loss.pap.loss import DEFAULT_TOP_K
 from gp_loss.pap.substitutions import PAPParameters
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.models.pretrain import check_weights_option, resolve_weights
-from gp_loss.tasks.base import SCHEDULES, fidelity_steps, lr_schedule, TaskInfo, TrainingRun, TrainOutcome
+from gp_loss.tasks.base import (SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, epoch_batches, fidelity_steps,
+                                lr_schedule)
 from gp_loss.tasks.detection.data import DetectionData, DetectionSplit, load_detection_data
 from gp_loss.tasks.detection.models import (BACKBONES, DETECTORS, PAPBaseline, build_detector, category_index,
                                             detector_spec, fpn_levels, set_genome, set_pap, target_labels)
@@ -330,11 +331,7 @@ class DetectionTask:
             model.train()
             optimizer = torch.optim.SGD(model.parameters(), lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
             schedule = lr_schedule(optimizer, o.schedule, steps, o.warmup_steps)
-            queue: list[int] = []
-            for _ in range(steps):
-                if len(queue) < o.batch_size:  # epochs over the pool, reshuffled each time
-                    queue += torch.randperm(pool, generator=order).tolist()
-                index, queue = queue[:o.batch_size], queue[o.batch_size:]
+            for index in epoch_batches(pool, o.batch_size, steps, order):
                 images, targets = self.batch_targets(train, index)
                 with autocast:
                     loss_dict = model(images, targets)
@@ -358,32 +355,41 @@ class DetectionTask:
         Evaluated with at most :data:`COLLAPSE_DETECTIONS` detections per image: a detector early in
         training keeps the most (its class scores are all near 1/C), and any AP above 0 shows in fewer.
         """
-        if (end := run.finished()) is not None:  # a non-finite step not yet checked (GPU) comes first
-            return end
-        with detections_capped(model, COLLAPSE_DETECTIONS):
-            metrics = self.evaluate(model)
-        return run.collapsed(metrics, self.options.metric, 0.0, "a detector that finds nothing")
+        def evaluate() -> dict[str, float | None]:
+            with detections_capped(model, COLLAPSE_DETECTIONS):
+                return self.evaluate(model)
+        return run.collapsed(evaluate, self.options.metric, 0.0, "a detector that finds nothing")
 
     @torch.no_grad()
+    def predictions(self, model: torch.nn.Module) -> Iterator[tuple[list[int], list[dict[str, torch.Tensor]]]]:
+        """``model``'s outputs on the validation split in batches: ``(index, outputs)``, the images' rows and
+        torchvision's detections of each (``labels`` mapped to 0..C-1), checked finite. The model is in
+        evaluation mode while the batches are taken."""
+        o = self.options
+        val = self.data.val
+        model.eval()
+        try:
+            for at in range(0, len(val), o.eval_batch_size):
+                index = list(range(at, min(at + o.eval_batch_size, len(val))))
+                images, _, _ = val.batch(index)
+                outputs = model(images)
+                for out in outputs:
+                    if not torch.isfinite(out["boxes"]).all() or not torch.isfinite(out["scores"]).all():
+                        raise FloatingPointError("non-finite boxes or scores after training")
+                    out["labels"] = category_index(o.model, out["labels"])
+                yield index, outputs
+        finally:
+            model.train()
+
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
         """COCO metrics of ``model`` on the validation split (boxes mapped back to the original images)."""
         from gp_loss.metrics.detection import coco_metrics, to_coco_detections
 
-        o = self.options
         val = self.data.val
-        model.eval()
         detections: list[dict] = []
-        for at in range(0, len(val), o.eval_batch_size):
-            index = list(range(at, min(at + o.eval_batch_size, len(val))))
-            images, _, _ = val.batch(index)
-            outputs = model(images)
-            for out in outputs:
-                if not torch.isfinite(out["boxes"]).all() or not torch.isfinite(out["scores"]).all():
-                    raise FloatingPointError("non-finite boxes or scores after training")
-                out["labels"] = category_index(o.model, out["labels"])
+        for index, outputs in self.predictions(model):
             detections += to_coco_detections(outputs, [val.image_ids[i] for i in index], val.scales[index],
                                              self.data.category_ids)
-        model.train()
         return coco_metrics(self.data.ground_truth, detections, val.image_ids)
 
     def proxy_fitness(self, loss, seed: int, time_limit_s: float | None = None,

@@ -16,8 +16,6 @@ element-wise ``bcls`` kind cannot).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -28,18 +26,17 @@ import torch.nn.functional as F
 from gp_loss.errors import GpLossError
 from gp_loss.field_types import options_from_dict
 from gp_loss.language.genome import Genome
+from gp_loss.metrics.detection import METRIC_NAMES, coco_metrics
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.tasks.base import TaskInfo, TrainOutcome, fidelity_steps
 from gp_loss.tasks.detection.maskrcnn import BRANCHES, check_mask_loss, set_mask_loss
-from gp_loss.tasks.detection.models import DETECTORS, category_index
+from gp_loss.tasks.detection.models import DETECTORS
 from gp_loss.tasks.detection.task import (TORCHVISION_TEXT, DetectionLoss, DetectionOptions, DetectionTask,
                                           baseline_loss)
 from gp_loss.tasks.instance_segmentation.data import InstanceData, InstanceSplit, load_instance_data
 
 MODEL = "maskrcnn"
-# COCOeval.stats[0:6] of each iou type: the mask metrics by these names, the box metrics prefixed.
-METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-BOX_PREFIX = "box_"
+BOX_PREFIX = "box_"  # the box metrics' names: COCO's (METRIC_NAMES) after this
 MASK_THRESHOLD = 0.5  # a pixel belongs to a predicted instance where its mask probability is above this
 DICE_TEXT = "soft Dice loss per RoI, 1 - (2 sum(p y) + 1) / (sum(p) + sum(y) + 1), p = sigmoid(x) (code)"
 
@@ -129,25 +126,6 @@ def mask_baseline(name: str) -> InstanceSegmentationLoss:
 
 # ----------------------------------------------------------------------------- COCO evaluation
 
-def coco_eval(ground_truth, results: list[dict], image_ids: list[int], iou_type: str) -> dict[str, float | None]:
-    """COCOeval ``iou_type`` (``"segm"``, ``"bbox"``) of ``results`` on ``image_ids``: AP, AP50, ... (``None``
-    where no ground truth falls in a metric's area range; no results at all score 0)."""
-    from pycocotools.cocoeval import COCOeval
-
-    from gp_loss.metrics.detection import _areas_present
-
-    if not results:
-        return {n: (0.0 if present else None) for n, present in zip(METRIC_NAMES, _areas_present(ground_truth,
-                                                                                                  image_ids))}
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluator = COCOeval(ground_truth, ground_truth.loadRes([dict(r) for r in results]), iou_type)
-        evaluator.params.imgIds = list(image_ids)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {n: (None if v < 0 else float(v)) for n, v in zip(METRIC_NAMES, evaluator.stats[:6])}
-
-
 def to_coco_segmentations(masks: torch.Tensor, scores: torch.Tensor, categories: list[int], image_id: int,
                           content: tuple[int, int], size: tuple[int, int]) -> list[dict]:
     """One image's predicted masks as COCO results (RLE) in its original pixels.
@@ -213,7 +191,6 @@ class InstanceSegmentationTask(DetectionTask):
             t["masks"] = split.masks[i]
         return images, targets
 
-    @torch.no_grad()
     def evaluate(self, model: torch.nn.Module) -> dict[str, float | None]:
         """COCO mask metrics (``AP``, ``AP50``, ...) and box metrics (``box_AP``, ...) on the validation split."""
         from gp_loss.data.coco import letterbox_shape
@@ -221,27 +198,18 @@ class InstanceSegmentationTask(DetectionTask):
 
         o = self.options
         val = self.data.val
-        model.eval()
         boxes: list[dict] = []
         segments: list[dict] = []
-        for at in range(0, len(val), o.eval_batch_size):
-            index = list(range(at, min(at + o.eval_batch_size, len(val))))
-            images, _, _ = val.batch(index)
-            outputs = model(images)
+        for index, outputs in self.predictions(model):
             for i, out in zip(index, outputs):
-                if not torch.isfinite(out["boxes"]).all() or not torch.isfinite(out["scores"]).all():
-                    raise FloatingPointError("non-finite boxes or scores after training")
-                out["labels"] = category_index(MODEL, out["labels"])
                 categories = [self.data.category_ids[int(k)] for k in out["labels"].tolist()]
                 h, w = val.sizes[i]
                 segments += to_coco_segmentations(out["masks"], out["scores"], categories, val.image_ids[i],
                                                   letterbox_shape(h, w, o.image_size), (h, w))
             boxes += to_coco_detections(outputs, [val.image_ids[i] for i in index], val.scales[index],
                                         self.data.category_ids)
-        model.train()
-        metrics = coco_eval(self.data.ground_truth, segments, val.image_ids, "segm")
-        metrics.update({BOX_PREFIX + k: v for k, v in
-                        coco_eval(self.data.ground_truth, boxes, val.image_ids, "bbox").items()})
+        metrics = coco_metrics(self.data.ground_truth, segments, val.image_ids, "segm")
+        metrics.update({BOX_PREFIX + k: v for k, v in coco_metrics(self.data.ground_truth, boxes, val.image_ids).items()})
         return metrics
 
 

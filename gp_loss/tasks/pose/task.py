@@ -30,7 +30,8 @@ from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.metrics.keypoints import keypoint_metrics
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.tasks.base import SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, fidelity_steps, lr_schedule
+from gp_loss.tasks.base import (SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, epoch_batches, fidelity_steps,
+                                lr_schedule)
 from gp_loss.tasks.pose.data import PoseData, PoseSplit, load_pose_data, parse_sigmas
 from gp_loss.tasks.pose.heatmaps import decode, encode
 from gp_loss.tasks.pose.models import HEATMAP_STRIDE, MODELS, body_stride, build_model
@@ -211,11 +212,7 @@ class PoseTask:
             model.train()
             optimizer = torch.optim.Adam(model.parameters(), lr=o.lr, weight_decay=o.weight_decay)
             schedule = lr_schedule(optimizer, o.schedule, steps, o.warmup_steps)
-            queue: list[int] = []
-            for _ in range(steps):
-                if len(queue) < o.batch_size:  # epochs over the training instances, reshuffled each time
-                    queue += torch.randperm(len(train), generator=order).tolist()
-                index, queue = queue[:o.batch_size], queue[o.batch_size:]
+            for index in epoch_batches(len(train), o.batch_size, steps, order):
                 crops, targets, weights = self.batch(train, index)
                 terms = terms_of(model(crops).float(), targets, weights)
                 if (end := run.step(sum(terms.values()), terms, optimizer, o.max_grad_norm, schedule)) is not None:
@@ -233,9 +230,7 @@ class PoseTask:
 
     def _collapsed(self, model: torch.nn.Module, run: TrainingRun) -> TrainOutcome | None:
         """The outcome to stop with if ``model``'s metric is no better than :meth:`chance`, else ``None``."""
-        if (end := run.finished()) is not None:  # a non-finite step not yet checked (GPU) comes first
-            return end
-        return run.collapsed(self.evaluate(model, self.data.val), self.options.metric, self.chance(),
+        return run.collapsed(lambda: self.evaluate(model, self.data.val), self.options.metric, self.chance(),
                              "one constant pose for every instance")
 
     def chance(self) -> float:

@@ -32,7 +32,8 @@ from gp_loss.language.genome import Genome
 from gp_loss.metrics.segmentation import METRIC_NAMES, SegmentationMeter
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.models.pretrain import check_weights_option, resolve_weights
-from gp_loss.tasks.base import SCHEDULES, fidelity_steps, lr_schedule, TaskInfo, TrainingRun, TrainOutcome
+from gp_loss.tasks.base import (SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, epoch_batches, fidelity_steps,
+                                lr_schedule)
 from gp_loss.tasks.segmentation.data import SegmentationData, SegmentationSplit, load_segmentation_data
 from gp_loss.tasks.segmentation.models import MODELS, build_model
 
@@ -263,11 +264,7 @@ class SegmentationTask:
             else:
                 optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=0.9, weight_decay=o.weight_decay)
             schedule = lr_schedule(optimizer, o.schedule, steps, o.warmup_steps)
-            queue: list[int] = []
-            for _ in range(steps):
-                if len(queue) < o.batch_size:  # epochs over the training images, reshuffled each time
-                    queue += torch.randperm(len(train), generator=order).tolist()
-                index, queue = queue[:o.batch_size], queue[o.batch_size:]
+            for index in epoch_batches(len(train), o.batch_size, steps, order):
                 images, labels = train.batch(index)
                 with autocast:
                     logits = model(images)["out"]
@@ -287,10 +284,8 @@ class SegmentationTask:
 
     def _collapsed(self, model: torch.nn.Module, run: TrainingRun) -> TrainOutcome | None:
         """The outcome to stop with if ``model``'s metric is no better than :meth:`chance`'s, else ``None``."""
-        if (end := run.finished()) is not None:  # a non-finite step not yet checked (GPU) comes first
-            return end
         chance, label = self.chance()
-        return run.collapsed(self.evaluate(model, self.data.val), self.metric, chance,
+        return run.collapsed(lambda: self.evaluate(model, self.data.val), self.metric, chance,
                              f"predicting class {label} everywhere")
 
     def chance(self) -> tuple[float, int]:
