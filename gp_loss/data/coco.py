@@ -208,6 +208,14 @@ class LoadedImages:
     sizes: list[tuple[int, int]]    # original (height, width)
 
 
+def annotations_by_image(dataset: dict) -> dict[int, list[dict]]:
+    """A COCO dataset's annotations grouped by ``image_id``, each image's in the file's order."""
+    by_image: dict[int, list[dict]] = {}
+    for a in dataset["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    return by_image
+
+
 def letterbox_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """The (rows, cols) an image of ``height``×``width`` fills once letterboxed to ``size`` (see :func:`letterbox`)."""
     scale = size / max(height, width)

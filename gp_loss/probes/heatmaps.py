@@ -32,11 +32,13 @@ UNLABELLED_EVERY = 5        # about one keypoint in this many has no label (w = 
 INITIAL_SCALE = 0.05        # an untrained head's heatmaps: small values around 0 (SimpleBaseline's std 0.001 init)
 
 
-def gaussians(points: torch.Tensor, size: int, sigma: float = SIGMA) -> torch.Tensor:
-    """...×K×2 keypoints (x, y) in cell coordinates -> ...×K×size×size Gaussians of peak 1."""
-    cells = torch.arange(size, dtype=points.dtype, device=points.device)
-    gx = torch.exp(-(cells - points[..., 0:1]) ** 2 / (2 * sigma ** 2))
-    gy = torch.exp(-(cells - points[..., 1:2]) ** 2 / (2 * sigma ** 2))
+def gaussians(points: torch.Tensor, height: int, width: int, sigma: float = SIGMA) -> torch.Tensor:
+    """...×K×2 keypoints (x, y) in cell coordinates (cell j centred at j) -> ...×K×height×width Gaussians of
+    peak 1 and standard deviation ``sigma`` cells, in the points' dtype."""
+    xs = torch.arange(width, dtype=points.dtype, device=points.device)
+    ys = torch.arange(height, dtype=points.dtype, device=points.device)
+    gx = torch.exp(-(xs - points[..., 0:1]) ** 2 / (2 * sigma ** 2))  # ...×K×W
+    gy = torch.exp(-(ys - points[..., 1:2]) ** 2 / (2 * sigma ** 2))  # ...×K×H
     return gy[..., :, None] * gx[..., None, :]
 
 
@@ -57,7 +59,7 @@ def _targets(g: torch.Generator, shape: tuple[int, ...], keypoints: int, size: i
     points = torch.randint(0, size, (*shape, keypoints, 2), generator=g).double()
     labelled = torch.randint(0, UNLABELLED_EVERY, (*shape, keypoints), generator=g) > 0
     w = labelled.double()[..., None, None].expand(*shape, keypoints, size, size).contiguous()
-    return points, labelled, gaussians(points, size) * w, w
+    return points, labelled, gaussians(points, size, size) * w, w
 
 
 def heat_batch(g: torch.Generator, device: str | torch.device, n: int, classes: int, size: int) -> SampleBatch:
@@ -131,7 +133,7 @@ def heatmap_problem(seed: int, device: str | torch.device) -> SimulationProblem:
     images, points = _digit_canvases(seed)
     size = CANVAS
     labelled = torch.ones(points.shape[:2], dtype=torch.bool)
-    y = gaussians(points, size).float().to(device)
+    y = gaussians(points, size, size).float().to(device)
     w = torch.ones_like(y)
     images = images.to(device)
     model = SmallCNN(points.shape[1], dense=True).to(device)

@@ -19,9 +19,8 @@ image's scale, so AP is measured in the user's own coordinates.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-
 from typing import Callable
 
 import numpy as np
@@ -56,6 +55,11 @@ class DetectionSplit:
         images = self.images[index].float().div_(255.0)
         return list(images), [self.boxes[i] for i in index], [self.classes[i] for i in index]
 
+    def to(self, device: torch.device) -> "DetectionSplit":
+        """This split with its tensors on ``device`` (a subclass's own fields kept)."""
+        return replace(self, images=self.images.to(device), boxes=[b.to(device) for b in self.boxes],
+                       classes=[c.to(device) for c in self.classes])
+
 
 @dataclass
 class DetectionData:
@@ -72,29 +76,43 @@ class DetectionData:
         return len(self.category_ids)
 
 
-def _split(dataset: dict, images: torch.Tensor, scales: torch.Tensor, rows: list[int],
-           category_index: dict[int, int], source: str) -> tuple[torch.Tensor, list, list, list[int], torch.Tensor]:
-    """The images ``rows`` of ``dataset`` (in its ``images`` order) with their training targets."""
-    by_image: dict[int, list[dict]] = {}
-    for ann in dataset["annotations"]:
-        if not ann.get("iscrowd", 0):  # crowd regions are ignored by COCOeval, not trained on
-            by_image.setdefault(ann["image_id"], []).append(ann)
-    ids = [dataset["images"][r]["id"] for r in rows]
-    boxes, classes, thin = [], [], []
-    for r, image_id in zip(rows, ids):
-        anns = by_image.get(image_id, [])
-        xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
-        xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1) * float(scales[r])
-        # A box thinner than float32 resolves at its letterboxed position has no width or height
-        # there, and the detectors refuse such a target: it is left out of training like one of no size.
-        keep = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
-        thin += [a["id"] for a, k in zip(anns, keep.tolist()) if not k]
-        boxes.append(xyxy[keep])
-        classes.append(torch.tensor([category_index[a["category_id"]] for a in anns], dtype=torch.int64)[keep])
+def letterboxed_boxes(annotations: list[dict], scale: float) -> tuple[torch.Tensor, list[bool]]:
+    """The annotations' COCO boxes ``[x, y, w, h]`` as G×4 xyxy in letterboxed pixels (``scale``: new / original),
+    and whether each keeps a width and height there.
+
+    A box thinner than float32 resolves at its letterboxed position has no width or height there, and
+    the detectors refuse such a target: it is left out of training like one of no size.
+    """
+    xywh = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32).reshape(-1, 4)
+    xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1) * float(scale)
+    return xyxy, ((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])).tolist()
+
+
+def warn_thin_boxes(source: str, thin: list) -> None:
+    """One warning line for the annotations (ids ``thin``) :func:`letterboxed_boxes` left out, if any."""
     if thin:
         print(f"gp-loss: warning: {source}: {len(thin)} box(es) with no width or height once letterboxed "
               f"(in float32) left out of training (e.g. annotation id {thin[0]})", file=sys.stderr)
-    return images[rows], boxes, classes, ids, scales[rows]
+
+
+def _split(dataset: dict, images: torch.Tensor, scales: torch.Tensor, rows: list[int],
+           category_index: dict[int, int], source: str) -> DetectionSplit:
+    """The images ``rows`` of ``dataset`` (in its ``images`` order) with their training targets."""
+    from gp_loss.data.coco import annotations_by_image
+
+    by_image = annotations_by_image(dataset)
+    ids = [dataset["images"][r]["id"] for r in rows]
+    boxes, classes, thin = [], [], []
+    for r, image_id in zip(rows, ids):
+        # Crowd regions are ignored by COCOeval, not trained on.
+        anns = [a for a in by_image.get(image_id, []) if not a.get("iscrowd", 0)]
+        xyxy, keep = letterboxed_boxes(anns, scales[r])
+        thin += [a["id"] for a, k in zip(anns, keep) if not k]
+        boxes.append(xyxy[torch.tensor(keep, dtype=torch.bool)])
+        classes.append(torch.tensor([category_index[a["category_id"]] for a, k in zip(anns, keep) if k],
+                                    dtype=torch.int64))
+    warn_thin_boxes(source, thin)
+    return DetectionSplit(images[rows], boxes, classes, ids, scales[rows])
 
 
 def _to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -119,17 +137,18 @@ def _digits(canvases: int, image_size: int, max_digits: int, seed: int) -> tuple
     return drawn.coco, _to_uint8(drawn.images), torch.ones(canvases)
 
 
-def read_splits(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
-                split_seed: int, val_fraction: float, split: Callable) -> tuple:
+def read_data(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
+              split_seed: int, val_fraction: float, split: Callable[..., DetectionSplit] | None = None) -> DetectionData:
     """The training and validation splits of ``data`` (and ``val_data``, or a seeded ``val_fraction`` of
-    ``data``): ``(train, val, categories, ground_truth)``.
+    ``data``) on the CPU, with the categories and the validation ground truth.
 
     Args:
         split: ``(dataset, images, scales, rows, category_index, source) -> split``, the rows of one dataset
-            (its ``images`` order) with the task's targets.
+            (its ``images`` order) with the task's targets (default: boxes and classes).
     """
     from gp_loss.metrics.detection import coco_ground_truth
 
+    split = split or _split
     if data == "digits":
         dataset, images, scales = _digits(canvases, image_size, max_digits, data_seed)
     else:
@@ -145,40 +164,40 @@ def read_splits(data: str, val_data: str, image_size: int, canvases: int, max_di
                               f"(ids {category_ids[:10]}): give both files the same categories list")
         train = split(dataset, images, scales, list(range(len(dataset["images"]))), index, data)
         val = split(val_dataset, val_images, val_scales, list(range(len(val_dataset["images"]))), index, val_data)
-        return train, val, categories, coco_ground_truth(val_dataset)
-    n = len(dataset["images"])
-    order = np.random.default_rng(split_seed).permutation(n).tolist()
-    n_val = int(round(val_fraction * n))
-    if n_val < 1 or n - n_val < 1:
-        raise GpLossError(f"{data}: {n} image(s) with val_fraction {val_fraction} leave the "
-                          f"{'validation' if n_val < 1 else 'training'} split empty: give more images, "
-                          f"another val_fraction, or a validation file (--val-data)")
-    train = split(dataset, images, scales, sorted(order[n_val:]), index, data)
-    val = split(dataset, images, scales, sorted(order[:n_val]), index, data)
-    return train, val, categories, coco_ground_truth(dataset)
+        ground_truth = coco_ground_truth(val_dataset)
+    else:
+        n = len(dataset["images"])
+        order = np.random.default_rng(split_seed).permutation(n).tolist()
+        n_val = int(round(val_fraction * n))
+        if n_val < 1 or n - n_val < 1:
+            raise GpLossError(f"{data}: {n} image(s) with val_fraction {val_fraction} leave the "
+                              f"{'validation' if n_val < 1 else 'training'} split empty: give more images, "
+                              f"another val_fraction, or a validation file (--val-data)")
+        train = split(dataset, images, scales, sorted(order[n_val:]), index, data)
+        val = split(dataset, images, scales, sorted(order[:n_val]), index, data)
+        ground_truth = coco_ground_truth(dataset)
+    if not any(len(b) for b in train.boxes):
+        raise GpLossError(f"{data}: the training split has no (non-crowd) annotation: nothing to train on")
+    return DetectionData(train, val, category_ids, [str(c.get("name", c["id"])) for c in categories], ground_truth)
+
+
+def on_device(data: DetectionData, device: torch.device) -> DetectionData:
+    """``data`` with its splits on ``device`` (itself on the CPU)."""
+    if device.type == "cpu":
+        return data
+    return replace(data, train=data.train.to(device), val=data.val.to(device))
 
 
 @lru_cache(maxsize=2)
 def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
               split_seed: int, val_fraction: float) -> DetectionData:
     """The splits on the CPU (cached: a worker builds the task once per configuration)."""
-    train, val, categories, ground_truth = read_splits(data, val_data, image_size, canvases, max_digits, data_seed,
-                                                       split_seed, val_fraction, _split)
-    if not any(len(b) for b in train[1]):
-        raise GpLossError(f"{data}: the training split has no (non-crowd) annotation: nothing to train on")
-    return DetectionData(DetectionSplit(*train), DetectionSplit(*val), [c["id"] for c in categories],
-                         [str(c.get("name", c["id"])) for c in categories], ground_truth)
+    return read_data(data, val_data, image_size, canvases, max_digits, data_seed, split_seed, val_fraction)
 
 
 def load_detection_data(data: str, val_data: str, image_size: int, canvases: int, max_digits: int,
                         data_seed: int, split_seed: int, val_fraction: float,
                         device: torch.device) -> DetectionData:
     """The task's data on ``device`` (see the module docstring)."""
-    cpu = _load_cpu(data, val_data, image_size, canvases, max_digits, data_seed, split_seed, val_fraction)
-    if device.type == "cpu":
-        return cpu
-
-    def move(split: DetectionSplit) -> DetectionSplit:
-        return DetectionSplit(split.images.to(device), [b.to(device) for b in split.boxes],
-                              [c.to(device) for c in split.classes], split.image_ids, split.scales)
-    return DetectionData(move(cpu.train), move(cpu.val), cpu.category_ids, cpu.category_names, cpu.ground_truth)
+    return on_device(_load_cpu(data, val_data, image_size, canvases, max_digits, data_seed, split_seed, val_fraction),
+                     device)

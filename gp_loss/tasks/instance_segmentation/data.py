@@ -15,16 +15,16 @@ on the original annotations, with predicted masks mapped back to each image's ow
 """
 from __future__ import annotations
 
-import sys
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from gp_loss.errors import GpLossError
-from gp_loss.tasks.detection.data import DetectionSplit
+from gp_loss.tasks.detection.data import (DetectionData, DetectionSplit, letterboxed_boxes, on_device, read_data,
+                                          warn_thin_boxes)
 
 
 @dataclass
@@ -39,20 +39,8 @@ class InstanceSplit(DetectionSplit):
     masks: list[torch.Tensor]
     sizes: list[tuple[int, int]]
 
-
-@dataclass
-class InstanceData:
-    """Training and validation splits, the categories, and the validation ground truth (a ``COCO`` object)."""
-
-    train: InstanceSplit
-    val: InstanceSplit
-    category_ids: list[int]
-    category_names: list[str]
-    ground_truth: object
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.category_ids)
+    def to(self, device: torch.device) -> "InstanceSplit":
+        return replace(super().to(device), masks=[m.to(device) for m in self.masks])
 
 
 def instance_mask(annotation: dict, height: int, width: int, where: str) -> np.ndarray:
@@ -94,9 +82,9 @@ def _letterbox_mask(mask: np.ndarray, size: int) -> torch.Tensor:
 def _split(dataset: dict, images: torch.Tensor, scales: torch.Tensor, rows: list[int],
            category_index: dict[int, int], source: str, size: int) -> InstanceSplit:
     """The images ``rows`` of ``dataset`` (its ``images`` order) with boxes, classes and masks."""
-    by_image: dict[int, list[dict]] = {}
-    for ann in dataset["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
+    from gp_loss.data.coco import annotations_by_image
+
+    by_image = annotations_by_image(dataset)
     entries = {im["id"]: im for im in dataset["images"]}
     ids = [dataset["images"][r]["id"] for r in rows]
     boxes, classes, masks, sizes, thin = [], [], [], [], []
@@ -108,47 +96,27 @@ def _split(dataset: dict, images: torch.Tensor, scales: torch.Tensor, rows: list
             mask = instance_mask(a, h, w, f"{source}: annotation id {a.get('id')}")  # crowds too: COCOeval reads them
             if not a.get("iscrowd", 0):
                 anns.append((a, mask))
-        xywh = torch.tensor([a["bbox"] for a, _ in anns], dtype=torch.float32).reshape(-1, 4)
-        xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1) * float(scales[r])
-        # As the detection task: a box with no size once letterboxed is left out of training.
-        keep = ((xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])).tolist()
+        xyxy, keep = letterboxed_boxes([a for a, _ in anns], scales[r])
         thin += [a["id"] for (a, _), k in zip(anns, keep) if not k]
         kept = [pair for pair, k in zip(anns, keep) if k]
         boxes.append(xyxy[torch.tensor(keep, dtype=torch.bool)])
         classes.append(torch.tensor([category_index[a["category_id"]] for a, _ in kept], dtype=torch.int64))
         masks.append(torch.stack([_letterbox_mask(m, size) for _, m in kept]) if kept
                      else torch.zeros(0, size, size, dtype=torch.uint8))
-    if thin:
-        print(f"gp-loss: warning: {source}: {len(thin)} box(es) with no width or height once letterboxed "
-              f"left out of training (e.g. annotation id {thin[0]})", file=sys.stderr)
+    warn_thin_boxes(source, thin)
     return InstanceSplit(images[rows], boxes, classes, ids, scales[rows], masks, sizes)
 
 
 @lru_cache(maxsize=2)
 def _load_cpu(data: str, val_data: str, image_size: int, canvases: int, max_digits: int, data_seed: int,
-              split_seed: int, val_fraction: float) -> InstanceData:
+              split_seed: int, val_fraction: float) -> DetectionData:
     """The splits on the CPU (cached: a worker builds the task once per configuration)."""
-    from gp_loss.tasks.detection.data import read_splits
-
-    def split(dataset, images, scales, rows, category_index, source) -> InstanceSplit:
-        return _split(dataset, images, scales, rows, category_index, source, image_size)
-
-    train, val, categories, ground_truth = read_splits(data, val_data, image_size, canvases, max_digits, data_seed,
-                                                       split_seed, val_fraction, split)
-    if not any(len(b) for b in train.boxes):
-        raise GpLossError(f"{data}: the training split has no (non-crowd) annotation: nothing to train on")
-    return InstanceData(train, val, [c["id"] for c in categories],
-                        [str(c.get("name", c["id"])) for c in categories], ground_truth)
+    return read_data(data, val_data, image_size, canvases, max_digits, data_seed, split_seed, val_fraction,
+                     partial(_split, size=image_size))
 
 
 def load_instance_data(data: str, val_data: str, image_size: int, canvases: int, max_digits: int,
-                       data_seed: int, split_seed: int, val_fraction: float, device: torch.device) -> InstanceData:
-    """The task's data on ``device`` (see the module docstring)."""
-    cpu = _load_cpu(data, val_data, image_size, canvases, max_digits, data_seed, split_seed, val_fraction)
-    if device.type == "cpu":
-        return cpu
-
-    def move(s: InstanceSplit) -> InstanceSplit:
-        return InstanceSplit(s.images.to(device), [b.to(device) for b in s.boxes], [c.to(device) for c in s.classes],
-                             s.image_ids, s.scales, [m.to(device) for m in s.masks], s.sizes)
-    return InstanceData(move(cpu.train), move(cpu.val), cpu.category_ids, cpu.category_names, cpu.ground_truth)
+                       data_seed: int, split_seed: int, val_fraction: float, device: torch.device) -> DetectionData:
+    """The task's data on ``device`` (see the module docstring): :class:`InstanceSplit` splits."""
+    return on_device(_load_cpu(data, val_data, image_size, canvases, max_digits, data_seed, split_seed, val_fraction),
+                     device)

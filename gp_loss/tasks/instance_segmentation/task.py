@@ -33,7 +33,8 @@ from gp_loss.tasks.detection.maskrcnn import BRANCHES, check_mask_loss, set_mask
 from gp_loss.tasks.detection.models import DETECTORS
 from gp_loss.tasks.detection.task import (TORCHVISION_TEXT, DetectionLoss, DetectionOptions, DetectionTask,
                                           baseline_loss)
-from gp_loss.tasks.instance_segmentation.data import InstanceData, InstanceSplit, load_instance_data
+from gp_loss.tasks.detection.data import DetectionData
+from gp_loss.tasks.instance_segmentation.data import InstanceSplit, load_instance_data
 
 MODEL = "maskrcnn"
 BOX_PREFIX = "box_"  # the box metrics' names: COCO's (METRIC_NAMES) after this
@@ -158,8 +159,8 @@ class InstanceSegmentationTask(DetectionTask):
                  device: torch.device = torch.device("cpu")):
         super().__init__(options, device)
 
-    def load_data(self) -> InstanceData:
-        """The options' data, with masks, on the task's device."""
+    def load_data(self) -> DetectionData:
+        """The options' data, with masks (:class:`InstanceSplit` splits), on the task's device."""
         o = self.options
         return load_instance_data(o.data, o.val_data, o.image_size, o.canvases, o.max_digits, o.data_seed,
                                   o.split_seed, o.val_fraction, self.device)

@@ -26,6 +26,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from gp_loss.data.coco import annotations_by_image
 from gp_loss.errors import GpLossError
 
 
@@ -117,13 +118,6 @@ class _SplitBuilder:
         return PoseSplit(crops, points, visible, origin, scale, self.image_ids, self.category_ids)
 
 
-def _by_image(dataset: dict) -> dict[int, list[dict]]:
-    by_image: dict[int, list[dict]] = {}
-    for a in dataset["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a)
-    return by_image
-
-
 def _truth(dataset: dict, image_ids: set[int]) -> dict:
     """The COCO dict of ``dataset`` restricted to ``image_ids`` (what the OKS AP is measured against)."""
     return {"images": [im for im in dataset["images"] if im["id"] in image_ids],
@@ -140,7 +134,7 @@ def _digits(image_size: int, canvases: int, max_digits: int, data_seed: int, spl
     drawn = draw_canvases(square_spec(canvases, image_size, max_digits, data_seed))
     coco = add_digit_keypoints(drawn.coco)
     source = f"built-in digit canvases ({canvases} of {image_size} px, seed {data_seed})"
-    by_image = _by_image(coco)
+    by_image = annotations_by_image(coco)
     splits = []
     rows_of = seeded_split(canvases, split_seed, val_fraction, source)
     for rows, what in zip(rows_of, ("the training split", "the validation split")):
@@ -166,7 +160,7 @@ def _fill(instances, rows: list[int], builder: _SplitBuilder) -> None:
     """Images ``rows`` of ``instances`` (in its ``images`` order) into ``builder``, read one at a time."""
     from gp_loss.data.coco import load_image
 
-    by_image = _by_image(instances.dataset)
+    by_image = annotations_by_image(instances.dataset)
     for r in rows:
         im = instances.dataset["images"][r]
         annotations = by_image.get(im["id"], [])

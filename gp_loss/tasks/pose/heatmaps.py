@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from gp_loss.probes.heatmaps import gaussians
+
 
 def encode(points: torch.Tensor, height: int, width: int, stride: int, sigma: float) -> torch.Tensor:
     """Gaussian target heatmaps of keypoints.
@@ -24,12 +26,7 @@ def encode(points: torch.Tensor, height: int, width: int, stride: int, sigma: fl
     Returns:
         N×K×height×width heatmaps in [0, 1], each peaking at its keypoint.
     """
-    centre = points.float() / stride - 0.5
-    xs = torch.arange(width, device=points.device, dtype=torch.float32)
-    ys = torch.arange(height, device=points.device, dtype=torch.float32)
-    gx = torch.exp(-(xs - centre[..., 0:1]) ** 2 / (2 * sigma ** 2))  # N×K×W
-    gy = torch.exp(-(ys - centre[..., 1:2]) ** 2 / (2 * sigma ** 2))  # N×K×H
-    return gy[..., :, None] * gx[..., None, :]
+    return gaussians(points.float() / stride - 0.5, height, width, sigma)
 
 
 def decode(heatmaps: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:

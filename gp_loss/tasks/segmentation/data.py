@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from gp_loss.data.checks import number_in, outside_tolerance
+from gp_loss.data.coco import annotations_by_image
 from gp_loss.errors import GpLossError
 
 IGNORE = 255
@@ -240,13 +241,6 @@ def coco_label_map(annotations: list[dict], height: int, width: int, class_of: d
     return label
 
 
-def _by_image(dataset: dict) -> dict[int, list[dict]]:
-    by_image: dict[int, list[dict]] = {}
-    for a in dataset["annotations"]:
-        by_image.setdefault(a["image_id"], []).append(a)
-    return by_image
-
-
 def _class_of(categories: list[dict]) -> dict[int, int]:
     """Category id -> class index: the k-th category by id is class k + 1 (0 is the background)."""
     return {cid: k + 1 for k, cid in enumerate(sorted(c["id"] for c in categories))}
@@ -254,7 +248,7 @@ def _class_of(categories: list[dict]) -> dict[int, int]:
 
 def digit_label_maps(coco: dict) -> np.ndarray:
     """N×H×W uint8 class maps of :func:`~gp_loss.data.canvases.draw_canvases`'s ``coco`` (digit d: class d + 1)."""
-    class_of, by_image = _class_of(coco["categories"]), _by_image(coco)
+    class_of, by_image = _class_of(coco["categories"]), annotations_by_image(coco)
     return np.stack([coco_label_map(by_image.get(im["id"], []), im["height"], im["width"], class_of,
                                     f"built-in canvas {im['file_name']}") for im in coco["images"]])
 
@@ -317,7 +311,7 @@ def _fill_coco(instances, rows: list[int], builder: _SplitBuilder, class_of: dic
     """Images ``rows`` of ``instances`` (in its ``images`` order) into ``builder``, read one at a time."""
     from gp_loss.data.coco import load_image
 
-    by_image = _by_image(instances.dataset)
+    by_image = annotations_by_image(instances.dataset)
     for r in rows:
         im = instances.dataset["images"][r]
         array = load_image(instances, r)
