@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Callable
 
-import numpy as np
 import torch
 
 from gp_loss.errors import GpLossError
@@ -147,6 +146,7 @@ def read_data(data: str, val_data: str, image_size: int, canvases: int, max_digi
             (its ``images`` order) with the task's targets (default: boxes and classes).
     """
     from gp_loss.metrics.detection import coco_ground_truth
+    from gp_loss.tasks.segmentation.data import seeded_split
 
     split = split or _split
     if data == "digits":
@@ -166,15 +166,10 @@ def read_data(data: str, val_data: str, image_size: int, canvases: int, max_digi
         val = split(val_dataset, val_images, val_scales, list(range(len(val_dataset["images"]))), index, val_data)
         ground_truth = coco_ground_truth(val_dataset)
     else:
-        n = len(dataset["images"])
-        order = np.random.default_rng(split_seed).permutation(n).tolist()
-        n_val = int(round(val_fraction * n))
-        if n_val < 1 or n - n_val < 1:
-            raise GpLossError(f"{data}: {n} image(s) with val_fraction {val_fraction} leave the "
-                              f"{'validation' if n_val < 1 else 'training'} split empty: give more images, "
-                              f"another val_fraction, or a validation file (--val-data)")
-        train = split(dataset, images, scales, sorted(order[n_val:]), index, data)
-        val = split(dataset, images, scales, sorted(order[:n_val]), index, data)
+        train_rows, val_rows = seeded_split(len(dataset["images"]), split_seed, val_fraction, data,
+                                            "give more images, another val_fraction, or a validation file (--val-data)")
+        train = split(dataset, images, scales, train_rows, index, data)
+        val = split(dataset, images, scales, val_rows, index, data)
         ground_truth = coco_ground_truth(dataset)
     if not any(len(b) for b in train.boxes):
         raise GpLossError(f"{data}: the training split has no (non-crowd) annotation: nothing to train on")

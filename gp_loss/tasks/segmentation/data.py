@@ -78,14 +78,15 @@ class SegmentationData:
     source: str                    # what the data is, for messages
 
 
-def seeded_split(n: int, split_seed: int, val_fraction: float, source: str) -> tuple[list[int], list[int]]:
-    """Rows ``0..n-1`` split at random from ``split_seed``: (training rows, validation rows), each sorted."""
+def seeded_split(n: int, split_seed: int, val_fraction: float, source: str,
+                 fix: str = "give more images or another val_fraction") -> tuple[list[int], list[int]]:
+    """Rows ``0..n-1`` split at random from ``split_seed``: (training rows, validation rows), each sorted.
+    A split left empty is one :class:`GpLossError` line naming ``source``, ending with ``fix``."""
     order = np.random.default_rng(split_seed).permutation(n).tolist()
     n_val = int(round(val_fraction * n))
     if n_val < 1 or n - n_val < 1:
         raise GpLossError(f"{source}: {n} image(s) with val_fraction {val_fraction} leave the "
-                          f"{'validation' if n_val < 1 else 'training'} split empty: give more images or "
-                          f"another val_fraction")
+                          f"{'validation' if n_val < 1 else 'training'} split empty: {fix}")
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
