@@ -437,6 +437,21 @@ def lr_schedule(optimizer: torch.optim.Optimizer, name: str, steps: int,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
 
 
+def check_collapse_check(fraction: float) -> None:
+    """Raise :class:`GpLossError` unless ``fraction`` (the task option ``collapse_check``: where in a proxy its
+    collapse check runs, a fraction of ``proxy_steps``; 0: never) is in [0, 1)."""
+    if not 0 <= fraction < 1:
+        raise GpLossError(f"task option collapse_check must be in [0, 1) (a fraction of proxy_steps; 0: never), "
+                          f"got {fraction}")
+
+
+def proxy_steps_and_check(proxy_steps: int, fidelity: float, collapse_check: float) -> tuple[int, int]:
+    """A proxy's optimizer steps at ``fidelity`` (:func:`fidelity_steps`) and the step of its collapse check,
+    ``collapse_check`` of them (0: never), scaled alike."""
+    steps = fidelity_steps(proxy_steps, fidelity)
+    return steps, round(collapse_check * steps)
+
+
 def fidelity_steps(steps: int, fidelity: float) -> int:
     """The optimizer steps of a proxy of ``steps`` trained at ``fidelity`` (a fraction in (0, 1]): at least one."""
     return steps if fidelity == 1.0 else max(1, round(fidelity * steps))

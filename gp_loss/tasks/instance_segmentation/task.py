@@ -28,7 +28,7 @@ from gp_loss.field_types import options_from_dict
 from gp_loss.language.genome import Genome
 from gp_loss.metrics.detection import METRIC_NAMES, coco_metrics
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.tasks.base import TaskInfo, TrainOutcome, fidelity_steps
+from gp_loss.tasks.base import TaskInfo, TrainOutcome, check_collapse_check, proxy_steps_and_check
 from gp_loss.tasks.detection.maskrcnn import BRANCHES, check_mask_loss, set_mask_loss
 from gp_loss.tasks.detection.models import DETECTORS
 from gp_loss.tasks.detection.task import (TORCHVISION_TEXT, DetectionLoss, DetectionOptions, DetectionTask,
@@ -86,9 +86,7 @@ class InstanceSegmentationOptions(DetectionOptions):
         if self.model != MODEL:
             raise GpLossError(f"task option model must be {MODEL} for instance segmentation, got {self.model!r} "
                               f"(box detectors: the detection task)")
-        if not 0 <= self.collapse_check < 1:
-            raise GpLossError(f"task option collapse_check must be in [0, 1) (a fraction of proxy_steps; 0: never), "
-                              f"got {self.collapse_check}")
+        check_collapse_check(self.collapse_check)
         if self.assignment != "default":
             raise GpLossError(f"task option assignment must be 'default' for Mask R-CNN (dynamic assignment is for "
                               f"FCOS and RetinaNet), got {self.assignment!r}")
@@ -182,8 +180,8 @@ class InstanceSegmentationTask(DetectionTask):
         """Validation mask metric after ``fidelity`` × ``proxy_steps`` steps (at least one), the schedule and the
         collapse check scaled alike: most random five-branch losses never find an instance, and the rest of
         their proxy is saved."""
-        steps = fidelity_steps(self.options.proxy_steps, fidelity)
-        return self.train(loss, seed, steps, time_limit_s, collapse_step=round(self.options.collapse_check * steps))
+        steps, check = proxy_steps_and_check(self.options.proxy_steps, fidelity, self.options.collapse_check)
+        return self.train(loss, seed, steps, time_limit_s, collapse_step=check)
 
     def batch_targets(self, split: InstanceSplit, index: list[int]) -> tuple[list[torch.Tensor], list[dict]]:
         """The detection task's images and targets, each target with its ``masks`` (G×S×S uint8)."""

@@ -30,8 +30,8 @@ from gp_loss.language.compile import compile_loss
 from gp_loss.language.genome import Genome
 from gp_loss.metrics.keypoints import keypoint_metrics
 from gp_loss.paper_losses import PAPER_LOSSES
-from gp_loss.tasks.base import (SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, epoch_batches, fidelity_steps,
-                                lr_schedule)
+from gp_loss.tasks.base import (SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, check_collapse_check, epoch_batches,
+                                lr_schedule, proxy_steps_and_check)
 from gp_loss.tasks.pose.data import PoseData, PoseSplit, load_pose_data, parse_sigmas
 from gp_loss.tasks.pose.heatmaps import decode, encode
 from gp_loss.tasks.pose.models import HEATMAP_STRIDE, MODELS, body_stride, build_model
@@ -92,9 +92,7 @@ class PoseOptions:
                                   f"stride), got {getattr(self, name)}")
         if not 0 < self.val_fraction < 1:
             raise GpLossError(f"task option val_fraction must be in (0, 1), got {self.val_fraction}")
-        if not 0 <= self.collapse_check < 1:
-            raise GpLossError(f"task option collapse_check must be in [0, 1) (a fraction of proxy_steps; 0: never), "
-                              f"got {self.collapse_check}")
+        check_collapse_check(self.collapse_check)
         if not 1 <= self.box_scale <= 4:
             raise GpLossError(f"task option box_scale must be from 1 to 4, got {self.box_scale}")
         if not 0.1 <= self.heatmap_sigma <= 32:
@@ -274,9 +272,8 @@ class PoseTask:
                       fidelity: float = 1.0) -> TrainOutcome:
         """Validation metric after ``fidelity`` × ``proxy_steps`` steps (at least one), the schedule and the
         collapse check scaled alike."""
-        o = self.options
-        steps = fidelity_steps(o.proxy_steps, fidelity)
-        return self.train(loss, seed, steps, time_limit_s, collapse_step=round(o.collapse_check * steps))
+        steps, check = proxy_steps_and_check(self.options.proxy_steps, fidelity, self.options.collapse_check)
+        return self.train(loss, seed, steps, time_limit_s, collapse_step=check)
 
     def final_score(self, loss, seed: int) -> TrainOutcome:
         return self.train(loss, seed, self.options.final_steps)

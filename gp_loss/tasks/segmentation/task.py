@@ -32,8 +32,8 @@ from gp_loss.language.genome import Genome
 from gp_loss.metrics.segmentation import METRIC_NAMES, SegmentationMeter
 from gp_loss.paper_losses import PAPER_LOSSES
 from gp_loss.models.pretrain import check_weights_option, resolve_weights
-from gp_loss.tasks.base import (SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, epoch_batches, fidelity_steps,
-                                lr_schedule)
+from gp_loss.tasks.base import (SCHEDULES, TaskInfo, TrainingRun, TrainOutcome, check_collapse_check, epoch_batches,
+                                lr_schedule, proxy_steps_and_check)
 from gp_loss.tasks.segmentation.data import SegmentationData, SegmentationSplit, load_segmentation_data
 from gp_loss.tasks.segmentation.models import MODELS, build_model
 
@@ -104,9 +104,7 @@ class SegmentationOptions:
                               f"({IGNORE} marks ignored pixels), got {self.num_classes}")
         if not 0 <= self.boundary_tolerance <= 100:
             raise GpLossError(f"task option boundary_tolerance must be 0 to 100 pixels, got {self.boundary_tolerance}")
-        if not 0 <= self.collapse_check < 1:
-            raise GpLossError(f"task option collapse_check must be in [0, 1) (a fraction of proxy_steps; 0: never), "
-                              f"got {self.collapse_check}")
+        check_collapse_check(self.collapse_check)
         if not 0 < self.val_fraction < 1:
             raise GpLossError(f"task option val_fraction must be in (0, 1), got {self.val_fraction}")
         if not self.lr > 0:
@@ -338,9 +336,8 @@ class SegmentationTask:
                       fidelity: float = 1.0) -> TrainOutcome:
         """Validation metric after ``fidelity`` × ``proxy_steps`` steps (at least one; successive halving
         trains a candidate first at a fraction of the proxy), the schedule and collapse check scaled alike."""
-        o = self.options
-        steps = fidelity_steps(o.proxy_steps, fidelity)
-        return self.train(loss, seed, steps, time_limit_s, collapse_step=round(o.collapse_check * steps))
+        steps, check = proxy_steps_and_check(self.options.proxy_steps, fidelity, self.options.collapse_check)
+        return self.train(loss, seed, steps, time_limit_s, collapse_step=check)
 
     def final_score(self, loss, seed: int) -> TrainOutcome:
         return self.train(loss, seed, self.options.final_steps)
